@@ -1,0 +1,2 @@
+"""hpccl: continual learning at supercomputer scale."""
+__version__ = "0.1.0"

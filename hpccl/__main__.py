@@ -1,0 +1,3 @@
+from hpccl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Reading run logs back: summaries, tables, plots."""

@@ -1,0 +1,190 @@
+"""The job schema: one YAML file describes one training job.
+
+Every section is a dataclass here, so this file is the one typed place that says what a job
+may contain. Later capabilities add sections (``rehearsal``) or kinds (learners, scenarios).
+Loading goes: YAML -> raw dict -> ``--set`` overrides -> typed :class:`JobConfig` (unknown keys
+and wrong types are errors naming the file and key) -> cross-section checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import yaml
+
+from hpccl.errors import ConfigError
+from hpccl.schema import Loader, apply_override, suggest
+
+BUILTIN_DATASETS = ("digits",)
+LEARNER_KINDS = ("incremental", "scratch", "rehearsal")
+
+
+@dataclass
+class DataConfig:
+    path: Optional[str] = None       # an hpccl HDF5 dataset file (see README "Dataset format")
+    builtin: Optional[str] = None    # or a dataset shipped with a dependency: digits
+
+    def check(self, loader: Loader, path: str):
+        if (self.path is None) == (self.builtin is None):
+            raise ConfigError(f"{loader.source}: section '{path}' needs exactly one of 'path' (an "
+                              "HDF5 dataset file) or 'builtin' (one of: "
+                              f"{', '.join(BUILTIN_DATASETS)}), found "
+                              f"{'both' if self.path else 'neither'}.")
+        if self.builtin is not None and self.builtin not in BUILTIN_DATASETS:
+            raise loader.error(f"{path}.builtin", "one of " + ", ".join(map(repr, BUILTIN_DATASETS)),
+                               self.builtin, suggest(self.builtin, BUILTIN_DATASETS))
+
+
+@dataclass
+class ScenarioConfig:
+    kind: Literal["class_incremental"] = "class_incremental"
+    num_tasks: int = 5
+    class_order: Literal["seeded", "natural"] = "seeded"  # natural: 0, 1, 2, ...
+
+    def check(self, loader: Loader, path: str):
+        if self.num_tasks < 1:
+            raise loader.error(f"{path}.num_tasks", "an integer >= 1", self.num_tasks)
+
+
+@dataclass
+class ModelConfig:
+    """``kind`` plus that model's own options, given flat (e.g. ``hidden: [128, 128]``)."""
+    __extra_keys__ = "options"
+    kind: str = "mlp"
+    options: dict = field(default_factory=dict)
+
+    def check(self, loader: Loader, path: str):
+        from hpccl.models import MODEL_KINDS, model_option_names
+        if self.kind not in MODEL_KINDS:
+            raise loader.error(f"{path}.kind", "one of " + ", ".join(map(repr, sorted(MODEL_KINDS))),
+                               self.kind, suggest(self.kind, MODEL_KINDS))
+        known = model_option_names(self.kind)
+        for key in self.options:
+            if key not in known:
+                raise ConfigError(f"{loader.source}: unknown key '{path}.{key}' for model kind "
+                                  f"'{self.kind}'; its options are: {', '.join(sorted(known)) or 'none'}."
+                                  f"{suggest(key, known)}")
+
+
+@dataclass
+class LearnerConfig:
+    kind: str = "incremental"
+
+    def check(self, loader: Loader, path: str):
+        if self.kind not in LEARNER_KINDS:
+            raise loader.error(f"{path}.kind", "one of " + ", ".join(map(repr, LEARNER_KINDS)),
+                               self.kind, suggest(self.kind, LEARNER_KINDS))
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 5                   # per task
+    batch_size: int = 32              # per rank
+    lr: float = 0.05                  # for one rank; scaled by lr_scaling
+    lr_scaling: Literal["none", "linear"] = "linear"
+    lr_scaling_cap: Optional[float] = None   # e.g. 64: never scale by more than x64
+    warmup_epochs: int = 0            # ramp from lr to the scaled lr (Goyal et al.)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    grad_clip_norm: Optional[float] = None   # clip the averaged gradient's L2 norm (null: off)
+    eval_batch_size: int = 256
+
+    def check(self, loader: Loader, path: str):
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+                    "eval_batch_size": self.eval_batch_size}
+        for key, value in positive.items():
+            if value <= 0:
+                raise loader.error(f"{path}.{key}", "a value > 0", value)
+        if self.lr_scaling_cap is not None and self.lr_scaling_cap < 1:
+            raise loader.error(f"{path}.lr_scaling_cap", "a number >= 1 or null", self.lr_scaling_cap)
+        if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
+            raise loader.error(f"{path}.grad_clip_norm", "a number > 0 or null", self.grad_clip_norm)
+        for key in ("warmup_epochs", "momentum", "weight_decay"):
+            if getattr(self, key) < 0:
+                raise loader.error(f"{path}.{key}", "a value >= 0", getattr(self, key))
+
+
+@dataclass
+class RuntimeConfig:
+    backend: Literal["horovod", "torch"] = "horovod"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads_per_rank: Optional[int] = None   # torch threads; default: cores of the node / ranks on it
+
+
+@dataclass
+class LogConfig:
+    dir: str = "runs"                         # run directories are created below this
+    progress: Literal["auto", "bar", "lines", "off"] = "auto"
+
+
+@dataclass
+class JobConfig:
+    name: str
+    data: DataConfig
+    seed: int = 0
+    scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["model"] = {"kind": self.model.kind, **self.model.options}
+        return d
+
+
+def _shorthand(raw: dict) -> dict:
+    # `learner: rehearsal` means `learner: {kind: rehearsal}`; same for model and scenario.
+    for key in ("learner", "model", "scenario"):
+        if isinstance(raw.get(key), str):
+            raw[key] = {"kind": raw[key]}
+    return raw
+
+
+def parse_set(item: str) -> tuple[str, object]:
+    """``train.lr=0.1`` -> ("train.lr", 0.1); the value is read as YAML (numbers, lists, null)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. --set train.lr=0.1.")
+    key, _, text = item.partition("=")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return key.strip(), value
+
+
+def load_job(path: str, overrides: list[str] | tuple = ()) -> JobConfig:
+    """Read, override and validate a job file; every problem is a ConfigError."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"job file {path!r} does not exist (or is not a file).")
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return job_from_dict(raw, source=path, overrides=overrides)
+
+
+def job_from_dict(raw, source: str = "<job>", overrides=()) -> JobConfig:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections (name, data, model, ...) at "
+                          f"the top level, found {type(raw).__name__}.")
+    raw = _shorthand(dict(raw))
+    for item in overrides:
+        key, value = parse_set(item)
+        apply_override(raw, key, value, f"{source} (--set {item})", JobConfig)
+    raw = _shorthand(raw)
+    return Loader(source).section(JobConfig, raw, "")
+
+
+def dump_job(cfg: JobConfig, path: str) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)

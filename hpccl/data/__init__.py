@@ -1,0 +1,1 @@
+"""Datasets (HDF5 format, converters) and scenarios (what arrives, sharded per rank)."""

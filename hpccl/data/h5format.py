@@ -1,0 +1,155 @@
+"""The hpccl dataset file: one HDF5 file per dataset.
+
+Schema (version 1)::
+
+    /train/x   float32 or uint8, [N, C, H, W] for images or [N, D] for vectors
+    /train/y   int64 [N], labels in 0..num_classes-1
+    /test/x    same dtype and per-sample shape as /train/x
+    /test/y    int64 [M]
+    attrs: num_classes (int), name (str), format_version (int, optional; 1 when absent)
+
+uint8 images are scaled to [0, 1] when read. Readers open the file lazily and read only the
+rows they are asked for, so a rank never loads the whole file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+from hpccl.errors import DatasetError
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "test")
+
+
+def write_dataset(path, train_x, train_y, test_x, test_y, num_classes: int, name: str,
+                  chunk_rows: int | None = None) -> str:
+    """Write arrays in the hpccl format (atomically: a temp file renamed into place)."""
+    path = os.fspath(path)
+    arrays = {"train": (np.asarray(train_x), np.asarray(train_y)),
+              "test": (np.asarray(test_x), np.asarray(test_y))}
+    for split, (x, y) in arrays.items():
+        if x.dtype not in (np.float32, np.uint8):
+            raise ValueError(f"{split}/x must be float32 or uint8, got {x.dtype}")
+        if x.ndim not in (2, 4) or len(x) != len(y):
+            raise ValueError(f"{split}/x must be [N, D] or [N, C, H, W] with N == len(y)")
+    if arrays["train"][0].shape[1:] != arrays["test"][0].shape[1:]:
+        raise ValueError("train and test samples must have the same shape")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with h5py.File(tmp, "w") as f:
+        f.attrs["num_classes"] = int(num_classes)
+        f.attrs["name"] = str(name)
+        f.attrs["format_version"] = FORMAT_VERSION
+        for split, (x, y) in arrays.items():
+            g = f.create_group(split)
+            # Row-chunked so that reading a rank's rows touches only their chunks.
+            rows = chunk_rows or max(1, min(len(x), (1 << 20) // max(1, x[0].nbytes)))
+            g.create_dataset("x", data=x, chunks=(rows,) + x.shape[1:] if len(x) else None)
+            g.create_dataset("y", data=np.asarray(y, dtype=np.int64))
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    path: str
+    name: str
+    num_classes: int
+    sample_shape: tuple
+    dtype: np.dtype
+    num_train: int
+    num_test: int
+
+
+class DatasetFile:
+    """Lazy reader of an hpccl dataset file; validates the schema on open."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        if not os.path.exists(self.path):
+            raise DatasetError(
+                f"dataset file {self.path!r} does not exist. Create one with "
+                f"'hpccl data convert' (see 'hpccl data convert --help') or use 'data: {{builtin: digits}}'.")
+        try:
+            self._f = h5py.File(self.path, "r")
+        except OSError as e:
+            raise DatasetError(f"dataset file {self.path!r} is not a readable HDF5 file ({e}).") from None
+        self.info = self._validate()
+
+    def _fail(self, what):
+        self._f.close()
+        raise DatasetError(f"dataset file {self.path!r}: {what}. Expected the hpccl schema: "
+                           "/train/x, /train/y, /test/x, /test/y and root attributes "
+                           "num_classes (int) and name (str); see README 'Dataset format'.")
+
+    def _validate(self) -> DatasetInfo:
+        f = self._f
+        for split in SPLITS:
+            for key in ("x", "y"):
+                if f"{split}/{key}" not in f:
+                    self._fail(f"missing dataset /{split}/{key}")
+            x, y = f[f"{split}/x"], f[f"{split}/y"]
+            if x.dtype not in (np.float32, np.uint8):
+                self._fail(f"/{split}/x has dtype {x.dtype}, expected float32 or uint8")
+            if x.ndim not in (2, 4):
+                self._fail(f"/{split}/x has shape {x.shape}, expected [N, D] or [N, C, H, W]")
+            if y.ndim != 1 or y.shape[0] != x.shape[0] or y.dtype.kind not in "iu":
+                self._fail(f"/{split}/y has shape {y.shape} and dtype {y.dtype}, "
+                           f"expected int64 [{x.shape[0]}]")
+        if f["train/x"].shape[1:] != f["test/x"].shape[1:]:
+            self._fail("train and test samples have different shapes "
+                       f"({f['train/x'].shape[1:]} vs {f['test/x'].shape[1:]})")
+        for attr in ("num_classes", "name"):
+            if attr not in f.attrs:
+                self._fail(f"missing root attribute {attr!r}")
+        version = int(f.attrs.get("format_version", 1))
+        if version > FORMAT_VERSION:
+            self._fail(f"format_version {version} is newer than this hpccl reads ({FORMAT_VERSION})")
+        name = f.attrs["name"]
+        return DatasetInfo(path=self.path, name=name.decode() if isinstance(name, bytes) else str(name),
+                           num_classes=int(f.attrs["num_classes"]),
+                           sample_shape=tuple(f["train/x"].shape[1:]), dtype=f["train/x"].dtype,
+                           num_train=int(f["train/x"].shape[0]), num_test=int(f["test/x"].shape[0]))
+
+    def labels(self, split: str) -> np.ndarray:
+        """All labels of a split (8 bytes a sample: small even for ImageNet)."""
+        y = self._f[f"{split}/y"][...].astype(np.int64)
+        if len(y) and (y.min() < 0 or y.max() >= self.info.num_classes):
+            self._fail(f"/{split}/y has labels outside 0..{self.info.num_classes - 1}")
+        return y
+
+    def read(self, split: str, indices) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``indices`` of a split as (float32 x, int64 y), in the order given."""
+        indices = np.asarray(indices, dtype=np.int64)
+        order = np.argsort(indices, kind="stable")
+        sorted_idx = indices[order]
+        x_ds, y_ds = self._f[f"{split}/x"], self._f[f"{split}/y"]
+        if len(sorted_idx) == 0:
+            x = np.empty((0,) + x_ds.shape[1:], dtype=x_ds.dtype)
+            y = np.empty((0,), dtype=np.int64)
+        else:
+            # h5py wants increasing, unique indices; read unique sorted rows then expand.
+            uniq, inverse = np.unique(sorted_idx, return_inverse=True)
+            x = x_ds[uniq][inverse]
+            y = y_ds[uniq][inverse].astype(np.int64)
+        out_x = np.empty_like(x)
+        out_y = np.empty_like(y)
+        out_x[order] = x
+        out_y[order] = y
+        if out_x.dtype == np.uint8:
+            out_x = out_x.astype(np.float32) / 255.0
+        return out_x.astype(np.float32, copy=False), out_y
+
+    def close(self):
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,20 @@
+"""The one error type for mistakes a user can make (config, dataset, site file, CLI flag).
+
+The CLI catches :class:`HpcclError` and prints its message as one paragraph without a
+traceback; anything else is a bug and keeps its traceback.
+"""
+
+
+class HpcclError(Exception):
+    """A problem with the user's input, worded so that they can fix it.
+
+    Messages name the file, the key and what was expected, and may end with a hint.
+    """
+
+
+class ConfigError(HpcclError):
+    """A job file, site file or ``--set`` override is invalid."""
+
+
+class DatasetError(HpcclError):
+    """A dataset file is missing or does not follow the hpccl HDF5 schema."""

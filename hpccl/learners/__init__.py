@@ -1,0 +1,1 @@
+"""Learners: what to train on as tasks arrive."""

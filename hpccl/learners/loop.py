@@ -1,0 +1,127 @@
+"""The training loop shared by the learners: epochs of mini-batches from this rank's shard,
+one optimizer step per mini-batch with gradients averaged over ranks.
+
+Reads top to bottom: data -> (rehearsal) -> forward/backward -> allreduce+step. Metrics stay
+on the device during the epoch and are reduced over ranks once per epoch, not per batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from hpccl.seeding import torch_generator
+
+
+@dataclass
+class LoopContext:
+    world: object                 # hpccl.runtime.World
+    train: object                 # TrainConfig
+    seed: int
+    timers: object                # IterationTimers
+    progress: object              # Progress (rank 0 prints)
+    on_epoch: Callable[[dict], None] = lambda record: None
+
+
+def lr_multiplier(train, world_size: int) -> float:
+    """How much the single-rank lr is scaled on ``world_size`` ranks (Goyal et al., 2017)."""
+    if train.lr_scaling == "none":
+        return 1.0
+    factor = float(world_size)
+    return min(factor, train.lr_scaling_cap) if train.lr_scaling_cap else factor
+
+
+def lr_at(train, world_size: int, epoch_progress: float) -> float:
+    """Linear warm-up from lr to the scaled lr over ``warmup_epochs``, then constant."""
+    target = train.lr * lr_multiplier(train, world_size)
+    if train.warmup_epochs and epoch_progress < train.warmup_epochs:
+        return train.lr + (target - train.lr) * epoch_progress / train.warmup_epochs
+    return target
+
+
+def make_optimizer(model, train, world):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if train.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+    else:
+        opt = torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
+    return world.backend.distributed_optimizer(model, opt)
+
+
+def iterations_per_epoch(global_size: int, world_size: int, batch_size: int) -> int:
+    # The same count on every rank (collectives must match), from the global size, so each
+    # rank sees its whole shard once an epoch (shards differ by at most one sample).
+    return max(1, math.ceil(global_size / (world_size * batch_size)))
+
+
+def _epoch_order(n: int, needed: int, gen: torch.Generator) -> torch.Tensor:
+    """``needed`` indices into the shard: whole permutations, concatenated as needed."""
+    if n == 0:
+        return torch.empty(0, dtype=torch.long)
+    reps = math.ceil(needed / n)
+    return torch.cat([torch.randperm(n, generator=gen) for _ in range(reps)])[:needed]
+
+
+def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ctx: LoopContext,
+        task: int, epochs: int, rehearsal: Optional[object] = None) -> dict:
+    """Train on this rank's (x, y) for ``epochs``; returns totals for the log."""
+    world, train, timers = ctx.world, ctx.train, ctx.timers
+    device, b = world.device, train.batch_size
+    iters = iterations_per_epoch(global_size, world.size, b)
+    gen = torch_generator(ctx.seed, "batches", world.rank, task)
+    samples = 0
+    first_iteration = len(timers)
+    for epoch in range(epochs):
+        order = _epoch_order(len(x), iters * b, gen)
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        seen = 0
+        ctx.progress.start_epoch(f"task {task} epoch {epoch + 1}/{epochs}", iters)
+        epoch_start = len(timers)
+        for it in range(iters):
+            timers.start_iteration()
+            with timers.phase("data_load"):
+                idx = order[it * b:(it + 1) * b]
+                xb = x[idx].to(device, non_blocking=True)
+                yb = y[idx].to(device, non_blocking=True)
+            if rehearsal is not None:
+                # Waits only if the background fetch of representatives is not finished.
+                with timers.phase("rehearsal_wait"):
+                    xb, yb = rehearsal.augment(xb, yb)
+            lr = lr_at(train, world.size, epoch + it / iters)
+            with timers.phase("forward_backward"):
+                optimizer.zero_grad()  # Horovod's wrapper takes no set_to_none; None is the default
+                logits = model(xb)
+                loss = F.cross_entropy(logits, yb)
+                loss.backward()
+            with timers.phase("allreduce_step"):
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                if train.grad_clip_norm:
+                    # Clip the rank-averaged gradient, so every replica takes the same step.
+                    optimizer.synchronize()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip_norm)
+                    with optimizer.skip_synchronize():
+                        optimizer.step()
+                else:
+                    optimizer.step()
+            with torch.no_grad():
+                loss_sum += loss.detach() * len(yb)
+                correct += (logits.argmax(1) == yb).sum()
+            seen += len(yb)
+            timers.end_iteration(task, epoch)
+            ctx.progress.step()
+        # One small allreduce an epoch for the metrics (a CPU-GPU sync point, once an epoch).
+        totals = world.allreduce_sum([loss_sum.item(), correct.item(), seen])
+        times = timers.totals(since=epoch_start)
+        samples += seen
+        record = {"task": task, "epoch": epoch, "loss": totals[0] / max(totals[2], 1),
+                  "train_accuracy": totals[1] / max(totals[2], 1), "lr": lr,
+                  "samples": int(totals[2]), "time_s": times["total"], "iterations": iters}
+        ctx.on_epoch(record)
+    return {"samples": samples, "iterations": len(timers) - first_iteration}

@@ -1,0 +1,117 @@
+"""Model zoo: ``build_model(kind, input_shape, num_classes, **options)``.
+
+Each builder below declares its options as keyword arguments with defaults; those
+signatures are the single source of truth for ``model_option_names`` (what a config may set)
+and for the defaults. Builders check option values and raise :class:`ConfigError`, because
+the values come straight from a user's job file.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from typing import Callable
+
+from torch import nn
+
+from hpccl.errors import ConfigError
+from hpccl.models.cnn import SmallCNN
+from hpccl.models.mlp import MLP
+from hpccl.models.resnet import ResNet, resnet18, resnet50
+
+__all__ = ["build_model", "MODEL_KINDS", "model_option_names", "MLP", "SmallCNN", "ResNet"]
+
+STEMS = ("auto", "cifar", "imagenet")
+
+
+def _positive_int(kind, key, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"model option {key!r} of {kind!r} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _image_shape(kind, input_shape):
+    if len(input_shape) != 3:
+        raise ConfigError(
+            f"model {kind!r} needs image samples [C, H, W], but the dataset's samples have shape "
+            f"{tuple(input_shape)}. Use model 'mlp' for vector data.")
+    return input_shape
+
+
+def _build_mlp(input_shape, num_classes, hidden=(256, 256), dropout=0.0):
+    if isinstance(hidden, int):
+        hidden = (hidden,)
+    if not isinstance(hidden, (list, tuple)):
+        raise ConfigError(f"model option 'hidden' of 'mlp' must be a list of layer widths, got {hidden!r}.")
+    hidden = tuple(_positive_int("mlp", "hidden", h) for h in hidden)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ConfigError(f"model option 'dropout' of 'mlp' must be a number in [0, 1), got {dropout!r}.")
+    return MLP(input_shape, num_classes, hidden=hidden, dropout=float(dropout))
+
+
+def _build_cnn(input_shape, num_classes, width=32):
+    _image_shape("cnn", input_shape)
+    if min(input_shape[1:]) < 4:
+        raise ConfigError(f"model 'cnn' needs images of at least 4x4 pixels, got {tuple(input_shape)}.")
+    return SmallCNN(input_shape, num_classes, width=_positive_int("cnn", "width", width))
+
+
+def _resnet_builder(kind, fn):
+    def build(input_shape, num_classes, stem="auto", width=64, zero_init_residual=False):
+        _image_shape(kind, input_shape)
+        if stem not in STEMS:
+            raise ConfigError(f"model option 'stem' of {kind!r} must be one of {', '.join(STEMS)}; got {stem!r}.")
+        if stem == "auto":
+            # The ImageNet stem downsamples 4x before layer1; on small images (CIFAR,
+            # Tiny ImageNet) that leaves layer4 with 1x1 or 2x2 maps and hurts accuracy.
+            stem = "imagenet" if min(input_shape[1:]) >= 128 else "cifar"
+        if not isinstance(zero_init_residual, bool):
+            raise ConfigError(f"model option 'zero_init_residual' of {kind!r} must be true or false, "
+                              f"got {zero_init_residual!r}.")
+        return fn(input_shape, num_classes, stem=stem, width=_positive_int(kind, "width", width),
+                  zero_init_residual=zero_init_residual)
+    build.__name__ = f"_build_{kind}"
+    return build
+
+
+MODEL_KINDS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": _build_mlp,
+    "cnn": _build_cnn,
+    "resnet18": _resnet_builder("resnet18", resnet18),
+    "resnet50": _resnet_builder("resnet50", resnet50),
+}
+
+
+def _builder(kind: str):
+    try:
+        return MODEL_KINDS[kind]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown model kind {kind!r}; known kinds: {', '.join(sorted(MODEL_KINDS))}.") from None
+
+
+def model_option_names(kind: str) -> set[str]:
+    """The options ``build_model`` accepts for ``kind`` (beyond shape and class count)."""
+    params = inspect.signature(_builder(kind)).parameters
+    return set(params) - {"input_shape", "num_classes"}
+
+
+def model_option_defaults(kind: str) -> dict:
+    """Default value of every option of ``kind``."""
+    params = inspect.signature(_builder(kind)).parameters
+    return {k: p.default for k, p in params.items() if k not in ("input_shape", "num_classes")}
+
+
+def build_model(kind: str, input_shape, num_classes: int, **options) -> nn.Module:
+    """Build a freshly initialised model for samples of ``input_shape`` ((D,) or (C, H, W))."""
+    builder = _builder(kind)
+    unknown = set(options) - model_option_names(kind)
+    if unknown:
+        known = ", ".join(sorted(model_option_names(kind))) or "none"
+        raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))} for model {kind!r}; "
+                          f"known options: {known}.")
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) not in (1, 3) or math.prod(input_shape) < 1:
+        raise ConfigError(f"model input shape must be (D,) or (C, H, W), got {input_shape}.")
+    _positive_int(kind, "num_classes", num_classes)
+    return builder(input_shape, int(num_classes), **options)

@@ -1,0 +1,166 @@
+"""A job from start to end on one rank: world, data, scenario, learner, evaluation, logs.
+
+Every rank runs ``run_job``; rank 0 alone prints and writes the shared ``log.h5``; every rank
+writes its own ``ranks/rankNNNNN.h5`` (timers). Logs are flushed after every epoch.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import sys
+import time
+
+import numpy as np
+import yaml
+
+from hpccl.config import JobConfig, dump_job
+from hpccl.data.datasets import open_dataset
+from hpccl.data.scenario import ClassIncremental
+from hpccl.errors import ConfigError
+from hpccl.evaluate import evaluate
+from hpccl.learners.base import make_learner
+from hpccl.learners.loop import LoopContext, lr_multiplier
+from hpccl.logs import H5Log
+from hpccl.metrics import average_accuracy, backward_transfer, forgetting, format_matrix
+from hpccl.progress import Progress
+from hpccl.runtime import init_world, shutdown_world
+from hpccl.timers import IterationTimers, Stopwatch
+
+
+def default_run_dir(cfg: JobConfig) -> str:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return os.path.join(cfg.log.dir, f"{cfg.name}-{stamp}")
+
+
+def check_run_dir(run_dir: str) -> None:
+    if os.path.exists(os.path.join(run_dir, "log.h5")):
+        raise ConfigError(f"run directory {run_dir!r} already holds a run (log.h5). HINT: choose "
+                          "another --out, or leave --out away for a new time-stamped directory.")
+
+
+class RunRecorder:
+    """The logs of one rank: shared run log on rank 0, its own rank log everywhere."""
+
+    def __init__(self, run_dir, cfg, world, argv):
+        self.world, self.cfg = world, cfg
+        hostnames = world.comm.allgather(world.hostname)
+        self.rank_log = H5Log(os.path.join(run_dir, "ranks", f"rank{world.rank:05d}.h5"), "rank", {
+            "rank": world.rank, "local_rank": world.local_rank, "node_index": world.node_index,
+            "hostname": world.hostname, "device": str(world.device)})
+        self.run_log = None
+        if world.is_root:
+            from hpccl.info import versions
+            self.run_log = H5Log(os.path.join(run_dir, "log.h5"), "run", {
+                "name": cfg.name, "config_yaml": yaml.safe_dump(cfg.to_dict(), sort_keys=False),
+                "command_line": " ".join(argv), "world_size": world.size, "num_nodes": world.num_nodes,
+                "hostnames": hostnames, "backend": cfg.runtime.backend, "device": str(world.device),
+                "learner": cfg.learner.kind, "lr_multiplier": lr_multiplier(cfg.train, world.size),
+                "start_time": _dt.datetime.now().isoformat(timespec="seconds"), "versions": versions()})
+
+    def epoch(self, record, timers):
+        if self.run_log is not None:
+            self.run_log.append("epochs", **record)
+            self.run_log.flush()
+        self.flush_rank(timers)
+
+    def flush_rank(self, timers, **facts):
+        for name, array in timers.arrays().items():
+            self.rank_log.put(f"timers/{name}", array)
+        self.rank_log.flush()
+
+    def close(self, status, timers):
+        self.flush_rank(timers)
+        self.rank_log.close(status)
+        if self.run_log is not None:
+            self.run_log.close(status)
+
+
+def _maybe_inject_failure(world, record):
+    """Fault injection for tests of the abort path: HPCCL_INJECT_FAILURE="rank=R,task=T"
+    raises on rank R after the first epoch of task T, while other ranks are mid-training."""
+    spec = os.environ.get("HPCCL_INJECT_FAILURE")
+    if not spec:
+        return
+    where = dict(item.split("=") for item in spec.split(","))
+    if int(where.get("rank", 0)) == world.rank and int(where.get("task", 0)) == record["task"]:
+        raise RuntimeError(f"injected failure on rank {world.rank} in task {record['task']} "
+                           "(HPCCL_INJECT_FAILURE)")
+
+
+def run_job(cfg: JobConfig, run_dir: str, argv: list[str]) -> dict:
+    world = init_world(cfg.runtime)
+    try:
+        return _run(cfg, run_dir, argv, world)
+    finally:
+        shutdown_world(world)
+
+
+def _run(cfg, run_dir, argv, world) -> dict:
+    if world.is_root:
+        os.makedirs(os.path.join(run_dir, "ranks"), exist_ok=True)
+        dump_job(cfg, os.path.join(run_dir, "config.yaml"))
+    world.barrier()
+    dataset = open_dataset(cfg.data, world)
+    scenario = ClassIncremental(dataset, cfg.scenario, cfg.seed, world.rank, world.size)
+    recorder = RunRecorder(run_dir, cfg, world, argv)
+    timers = IterationTimers(world.device)
+    progress = Progress(cfg.log.progress, enabled=world.is_root)
+
+    def on_epoch(record):
+        recorder.epoch(record, timers)
+        _maybe_inject_failure(world, record)
+        progress.end_epoch(f"task {record['task']} epoch {record['epoch'] + 1}: loss {record['loss']:.4f} "
+                           f"train acc {record['train_accuracy'] * 100:.1f}% lr {record['lr']:.4g} "
+                           f"{record['time_s']:.2f}s")
+
+    ctx = LoopContext(world=world, train=cfg.train, seed=cfg.seed, timers=timers,
+                      progress=progress, on_epoch=on_epoch)
+    learner = make_learner(cfg, world, scenario.sample_shape, scenario.num_classes, ctx)
+    T = scenario.num_tasks
+    top1 = np.full((T, T), np.nan)
+    top5 = np.full((T, T), np.nan)
+    tasks = []
+    progress.message(f"hpccl: {cfg.name}: learner {cfg.learner.kind}, {world.size} rank(s) on "
+                     f"{world.num_nodes} node(s), {world.device.type}, backend {cfg.runtime.backend}, "
+                     f"{T} tasks of {scenario.num_classes} classes")
+    status = "failed"
+    try:
+        train_time = 0.0
+        for t in range(T):
+            task = scenario.task(t)
+            tasks.append(task)
+            world.barrier()  # time the task on all ranks from a common start
+            with Stopwatch() as sw:
+                stats = learner.learn_task(task, tasks)
+                world.barrier()
+            train_time += sw.seconds
+            x, y, task_ids = scenario.test_upto(t)
+            a1, a5 = evaluate(learner.predict, x, y, task_ids, t + 1, world, cfg.train.eval_batch_size)
+            top1[t, :t + 1], top5[t, :t + 1] = a1, a5
+            samples = int(world.allreduce_sum([stats["samples"]])[0])
+            if recorder.run_log is not None:
+                log = recorder.run_log
+                log.append("tasks", index=t, train_time_s=sw.seconds, samples=samples,
+                           iterations=stats["iterations"],
+                           average_accuracy=float(np.mean(a1)), classes=" ".join(map(str, task.classes)))
+                log.put("eval/top1", top1)
+                log.put("eval/top5", top5)
+                log.set_attrs(tasks_completed=t + 1, train_time_s=train_time)
+                log.flush()
+            progress.message(f"after task {t}: average accuracy {np.mean(a1) * 100:.1f}% "
+                             f"(top-5 {np.mean(a5) * 100:.1f}%), task time {sw.seconds:.2f}s")
+        status = "complete"
+    finally:
+        learner.close()
+        recorder.close(status, timers)
+    summary = {"final_average_accuracy": float(average_accuracy(top1)[-1]),
+               "forgetting": float(forgetting(top1)[-1]), "backward_transfer": backward_transfer(top1),
+               "train_time_s": train_time, "accuracy_matrix": top1}
+    if world.is_root:
+        print(format_matrix(top1))
+        print(f"final average accuracy {summary['final_average_accuracy'] * 100:.1f}%  "
+              f"forgetting {summary['forgetting'] * 100:.1f}%  BWT {summary['backward_transfer'] * 100:+.1f}%  "
+              f"training time {train_time:.1f}s")
+        sys.stdout.flush()
+    return summary

@@ -1,0 +1,159 @@
+"""A small typed loader: plain dicts (from YAML) into nested dataclasses, with errors that
+name the file, the key path, what was expected and what was found.
+
+Why not pydantic: its messages would need rewriting to name the file and suggest keys, and
+this needs ~150 lines with no dependency. Supported field types: bool, int, float, str,
+Literal[...], Optional[...], list[T], tuple[T, ...], dict, and nested dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any, Literal, Union
+
+from hpccl.errors import ConfigError
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if tp is type(None):
+        return "null"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict or tp is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping (section)"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def suggest(name: str, known) -> str:
+    close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+class Loader:
+    """Converts raw values into typed ones; ``source`` names the file in every error."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def error(self, path: str, expected: str, found: Any, hint: str = "") -> ConfigError:
+        shown = repr(found) if not isinstance(found, (dict, list)) else type(found).__name__
+        return ConfigError(f"{self.source}: key '{path}': expected {expected}, found {shown}.{hint}")
+
+    def convert(self, tp, value, path: str):
+        origin = typing.get_origin(tp)
+        if origin in (Union, types.UnionType):
+            args = typing.get_args(tp)
+            if value is None and type(None) in args:
+                return None
+            errors = []
+            for arg in args:
+                if arg is type(None):
+                    continue
+                try:
+                    return self.convert(arg, value, path)
+                except ConfigError as e:
+                    errors.append(e)
+            if len(errors) == 1:
+                raise errors[0]
+            raise self.error(path, _type_name(tp), value)
+        if origin is Literal:
+            choices = typing.get_args(tp)
+            if value not in choices:
+                raise self.error(path, _type_name(tp), value, suggest(value, [str(c) for c in choices]))
+            return value
+        if origin in (list, tuple):
+            if not isinstance(value, (list, tuple)):
+                raise self.error(path, _type_name(tp), value)
+            item = typing.get_args(tp)[0]
+            out = [self.convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+            return tuple(out) if origin is tuple else out
+        if origin is dict or tp is dict:
+            if not isinstance(value, dict):
+                raise self.error(path, "a mapping", value)
+            return dict(value)
+        if dataclasses.is_dataclass(tp):
+            return self.section(tp, value, path)
+        if tp is bool:
+            if not isinstance(value, bool):
+                raise self.error(path, "true/false", value)
+            return value
+        if tp is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise self.error(path, "an integer", value)
+            return value
+        if tp is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise self.error(path, "a number", value)
+            return float(value)
+        if tp is str:
+            if not isinstance(value, str):
+                raise self.error(path, "a string", value)
+            return value
+        if tp is Any:
+            return value
+        raise TypeError(f"unsupported schema type {tp!r} at {path}")
+
+    def section(self, cls, value, path: str):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise self.error(path or "<top level>", "a mapping (section)", value)
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        extra_ok = getattr(cls, "__extra_keys__", None)  # name of a dict field taking unknown keys
+        kwargs, extras = {}, {}
+        for key, raw in value.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in fields or key == extra_ok:
+                if extra_ok:
+                    extras[key] = raw
+                    continue
+                where = f"section '{path}'" if path else "the top level"
+                raise ConfigError(f"{self.source}: unknown key '{sub}' in {where}; known keys: "
+                                  f"{', '.join(sorted(fields))}.{suggest(key, fields)}")
+            kwargs[key] = self.convert(hints[key], raw, sub)
+        missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING and n not in kwargs and n != extra_ok]
+        if missing:
+            raise ConfigError(f"{self.source}: section '{path or '<top level>'}' is missing required "
+                              f"key '{missing[0]}' ({_type_name(hints[missing[0]])}).")
+        if extra_ok:
+            kwargs[extra_ok] = extras
+        obj = cls(**kwargs)
+        check = getattr(obj, "check", None)
+        if check is not None:
+            check(self, path)
+        return obj
+
+
+def apply_override(raw: dict, dotted: str, value, source: str, root_cls) -> None:
+    """Set ``a.b.c = value`` in a raw dict, refusing paths the schema does not know."""
+    keys = dotted.split(".")
+    node, cls = raw, root_cls
+    for i, key in enumerate(keys):
+        known = {f.name for f in dataclasses.fields(cls)} if cls is not None else None
+        extra = getattr(cls, "__extra_keys__", None) if cls is not None else None
+        if known is not None and key not in known and not extra:
+            prefix = ".".join(keys[:i]) or "<top level>"
+            raise ConfigError(f"{source}: unknown key '{'.'.join(keys[:i + 1])}' in section "
+                              f"'{prefix}'; known keys: {', '.join(sorted(known))}.{suggest(key, known)}")
+        if i == len(keys) - 1:
+            node[key] = value
+            return
+        child = node.get(key)
+        if isinstance(child, str):  # shorthand such as `learner: rehearsal`
+            child = {"kind": child}
+        node[key] = child if isinstance(child, dict) else {}
+        node = node[key]
+        nxt = typing.get_type_hints(cls).get(key) if cls is not None and key in known else None
+        cls = nxt if nxt is not None and dataclasses.is_dataclass(nxt) else None

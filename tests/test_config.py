@@ -1,0 +1,79 @@
+"""Job files: valid ones load, and every kind of mistake gets a clear one-paragraph error."""
+
+import pytest
+import yaml
+
+from hpccl.config import job_from_dict, load_job
+from hpccl.errors import ConfigError
+
+from helpers import ROOT, hpccl_cmd, run_cmd
+
+BASE = {"name": "x", "data": {"builtin": "digits"}}
+
+
+def load(raw, overrides=()):
+    return job_from_dict(raw, source="job.yaml", overrides=overrides)
+
+
+def test_shipped_jobs_load():
+    import glob
+    files = glob.glob(f"{ROOT}/jobs/*.yaml")
+    assert files
+    for path in files:
+        cfg = load_job(path)
+        assert cfg.name
+
+
+def test_defaults_and_shorthand():
+    cfg = load({**BASE, "learner": "scratch", "model": {"kind": "mlp", "hidden": [32]}})
+    assert cfg.learner.kind == "scratch"
+    assert cfg.model.options == {"hidden": [32]}
+    assert cfg.train.batch_size == 32 and cfg.runtime.backend == "horovod"
+
+
+def test_overrides_apply_and_are_typed():
+    cfg = load(BASE, ["train.lr=0.5", "train.epochs=3", "model.hidden=[8, 8]", "learner=scratch"])
+    assert cfg.train.lr == 0.5 and cfg.train.epochs == 3
+    assert cfg.model.options["hidden"] == [8, 8]
+    assert cfg.learner.kind == "scratch"
+
+
+@pytest.mark.parametrize("raw, overrides, fragments", [
+    ({**BASE, "trian": {}}, [], ["job.yaml", "unknown key 'trian'", "Did you mean 'train'"]),
+    ({**BASE, "train": {"lr": "fast"}}, [], ["key 'train.lr'", "expected a number", "'fast'"]),
+    ({**BASE, "train": {"epochs": 1.5}}, [], ["key 'train.epochs'", "an integer", "1.5"]),
+    ({**BASE, "train": {"batch_size": 0}}, [], ["train.batch_size", "> 0"]),
+    ({**BASE, "runtime": {"backend": "mpi"}}, [], ["runtime.backend", "'horovod'", "'torch'", "'mpi'"]),
+    ({**BASE, "model": {"kind": "resnet19"}}, [], ["model.kind", "resnet18", "Did you mean 'resnet18'"]),
+    ({**BASE, "model": {"kind": "mlp", "hiden": [1]}}, [], ["model.hiden", "Did you mean 'hidden'"]),
+    ({"data": {"builtin": "digits"}}, [], ["missing required key 'name'"]),
+    ({"name": "x", "data": {}}, [], ["section 'data'", "exactly one of 'path'", "neither"]),
+    ({"name": "x", "data": {"builtin": "mnist"}}, [], ["data.builtin", "'digits'"]),
+    (BASE, ["train.lrr=1"], ["--set train.lrr=1", "unknown key 'train.lrr'", "Did you mean 'lr'"]),
+    (BASE, ["train"], ["expected KEY.PATH=VALUE"]),
+    ([1, 2], [], ["expected a mapping of sections"]),
+])
+def test_errors_name_file_key_expected_and_found(raw, overrides, fragments):
+    with pytest.raises(ConfigError) as e:
+        load(raw, overrides)
+    for fragment in fragments:
+        assert fragment in str(e.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_job(str(tmp_path / "nope.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_job(str(bad))
+
+
+def test_cli_reports_broken_config_without_traceback(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({**BASE, "train": {"momentum": "high"}}))
+    for command in ("validate", "run"):
+        r = run_cmd(hpccl_cmd(command, str(job)) + (["-n", "2"] if command == "run" else []))
+        assert r.returncode == 2, r.stderr
+        assert "train.momentum" in r.stderr and str(job) in r.stderr
+        assert "Traceback" not in r.stderr

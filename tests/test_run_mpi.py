@@ -1,0 +1,122 @@
+"""End-to-end runs on real MPI ranks (oversubscribed on this machine)."""
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+from hpccl.logs import read_h5
+
+from helpers import ROOT, hpccl_cmd, mpirun_cmd, run_cmd, write_job
+
+
+def epochs_and_matrix(run_dir):
+    log = read_h5(os.path.join(run_dir, "log.h5"))
+    return log["epochs/loss"], log["eval/top1"], log
+
+
+@pytest.mark.parametrize("np_", [2, 4])
+def test_backends_give_the_same_losses(tmp_path, np_):
+    results = {}
+    for backend in ("horovod", "torch"):
+        job = write_job(tmp_path / f"{backend}.yaml", runtime={"backend": backend},
+                        scenario={"num_tasks": 3}, train={"epochs": 2, "batch_size": 8, "lr": 0.02})
+        out = tmp_path / backend
+        r = run_cmd(mpirun_cmd(np_, ["run", job, "--out", str(out)]), timeout=240)
+        assert r.returncode == 0, r.stdout + r.stderr
+        results[backend] = epochs_and_matrix(out)
+    (loss_h, acc_h, log_h), (loss_t, acc_t, log_t) = results["horovod"], results["torch"]
+    assert log_h["attrs"]["world_size"] == log_t["attrs"]["world_size"] == np_
+    assert len(loss_h) == 3 * 2
+    np.testing.assert_allclose(loss_h, loss_t, rtol=1e-4)
+    np.testing.assert_allclose(acc_h, acc_t, atol=1e-6)
+    # every rank ran the same number of iterations and logged them
+    for out in ("horovod", "torch"):
+        counts = {len(read_h5(str(p))["timers/total"]) for p in (tmp_path / out / "ranks").iterdir()}
+        assert len(counts) == 1 and counts.pop() > 0
+
+
+def test_quickstart_scratch_learns_and_incremental_forgets(tmp_path):
+    summaries = {}
+    for learner in ("scratch", "incremental"):
+        out = tmp_path / learner
+        r = run_cmd(hpccl_cmd("run", f"{ROOT}/jobs/quickstart.yaml", "-n", "4", "--set",
+                              f"learner={learner}", "--out", str(out)), timeout=400)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "accuracy matrix" in r.stdout and f"run directory: {out}" in r.stdout
+        a = run_cmd(hpccl_cmd("analyze", str(out), "--format", "json"))
+        assert a.returncode == 0, a.stderr
+        summaries[learner] = json.loads(a.stdout)
+    scratch, inc = summaries["scratch"], summaries["incremental"]
+    assert scratch["world_size"] == 4 and scratch["status"] == "complete"
+    assert scratch["final_average_accuracy"] >= 0.90
+    assert inc["final_average_accuracy"] <= scratch["final_average_accuracy"] - 0.5
+    assert inc["forgetting"] >= 0.5
+    # incremental still learns each task when it arrives: the diagonal is high
+    assert min(np.diag(np.array(inc["accuracy_matrix"]))) >= 0.8
+    for key in ("accuracy_matrix", "forgetting", "train_time_s", "samples_per_s", "timers"):
+        assert key in scratch
+    fractions = scratch["timers"]["mean_fractions"]
+    assert set(fractions) == {"data_load", "rehearsal_wait", "forward_backward", "allreduce_step", "other"}
+    assert sum(fractions.values()) == pytest.approx(1.0, abs=1e-6)
+    assert len(scratch["timers"]["per_rank"]) == 4
+
+
+@pytest.mark.parametrize("backend", ["horovod", "torch"])
+def test_rank_failure_aborts_the_job_promptly(tmp_path, backend):
+    job = write_job(tmp_path / "job.yaml", runtime={"backend": backend},
+                    train={"epochs": 3, "batch_size": 8, "lr": 0.02})
+    out = tmp_path / "run"
+    start = time.monotonic()
+    r = run_cmd(hpccl_cmd("run", job, "-n", "4", "--out", str(out)), timeout=180,
+                env={"HPCCL_INJECT_FAILURE": "rank=2,task=1"})
+    elapsed = time.monotonic() - start
+    assert r.returncode != 0
+    assert "rank 2 failed" in r.stderr and "injected failure on rank 2 in task 1" in r.stderr
+    assert elapsed < 120, f"abort took {elapsed:.0f}s"
+    # what was written before the failure is still readable
+    log = read_h5(str(out / "log.h5"))
+    assert log["attrs"]["status"] == "running"
+    assert log["attrs"]["tasks_completed"] == 1
+    assert np.isfinite(log["eval/top1"][0, 0])
+
+
+def test_missing_dataset_file_is_a_clear_error(tmp_path):
+    missing = tmp_path / "nope.h5"
+    job = write_job(tmp_path / "job.yaml", data={"path": str(missing)})
+    r = run_cmd(hpccl_cmd("run", job, "-n", "2"), timeout=60)
+    assert r.returncode == 2
+    assert str(missing) in r.stderr and "does not exist" in r.stderr and "hpccl data convert" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_run_directory_holds_resolved_config_and_metadata(tmp_path):
+    import yaml
+    job = write_job(tmp_path / "job.yaml", scenario={"num_tasks": 2}, train={"epochs": 1, "batch_size": 16})
+    out = tmp_path / "run"
+    r = run_cmd(hpccl_cmd("run", job, "-n", "2", "--set", "train.lr=0.03", "--out", str(out)), timeout=120)
+    assert r.returncode == 0, r.stderr
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["train"]["lr"] == 0.03 and resolved["model"]["hidden"] == [64]
+    log = read_h5(str(out / "log.h5"))
+    attrs = log["attrs"]
+    assert attrs["status"] == "complete" and attrs["world_size"] == 2
+    versions = json.loads(attrs["versions"])
+    assert versions["mpi_vendor"] == "Open MPI" and versions["torch"].startswith("2.")
+    assert "--set train.lr=0.03" in attrs["command_line"]
+    assert len(json.loads(attrs["hostnames"])) == 2
+    assert attrs["lr_multiplier"] == 2.0
+    assert np.allclose(log["epochs/lr"], 0.06)
+    assert sorted(p.name for p in (out / "ranks").iterdir()) == ["rank00000.h5", "rank00001.h5"]
+    # a second run into the same directory is refused rather than overwriting it
+    again = run_cmd(hpccl_cmd("run", job, "-n", "2", "--out", str(out)), timeout=60)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+
+
+def test_single_rank_run_outside_mpi(tmp_path):
+    job = write_job(tmp_path / "job.yaml", scenario={"num_tasks": 2}, train={"epochs": 1})
+    r = run_cmd(hpccl_cmd("run", job, "--out", str(tmp_path / "run")), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert read_h5(str(tmp_path / "run" / "log.h5"))["attrs"]["world_size"] == 1
