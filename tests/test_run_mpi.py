@@ -78,7 +78,8 @@ def test_rank_failure_aborts_the_job_promptly(tmp_path, backend):
     assert elapsed < 120, f"abort took {elapsed:.0f}s"
     # what was written before the failure is still readable
     log = read_h5(str(out / "log.h5"))
-    assert log["attrs"]["status"] == "running"
+    # 'failed' when rank 0 saw the error (e.g. from Horovod) before the abort reached it
+    assert log["attrs"]["status"] in ("running", "failed")
     assert log["attrs"]["tasks_completed"] == 1
     assert np.isfinite(log["eval/top1"][0, 0])
 
