@@ -98,7 +98,7 @@ def cmd_info(args) -> int:
 def cmd_analyze(args) -> int:
     from hpccl.analysis.report import format_report, summarize
     reports = [summarize(path) for path in args.runs]
-    print(format_report(reports, args.format))
+    print(format_report(reports, args.format, compare=args.compare))
     return 0
 
 
@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
              "throughput, and where iteration time went.", "hpccl analyze runs/quickstart-* --format json")
     a.add_argument("runs", nargs="+", metavar="RUN_DIR")
     a.add_argument("--format", choices=("text", "json"), default="text")
+    a.add_argument("--compare", action="store_true", help="one table, a row per run: final "
+                   "accuracy, forgetting, training time, time relative to the fastest")
     a.set_defaults(func=cmd_analyze)
 
     d = _add(sub, "data", "Dataset tools.", "hpccl data convert digits --out data/digits.h5")

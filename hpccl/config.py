@@ -109,6 +109,38 @@ class TrainConfig:
 
 
 @dataclass
+class RehearsalConfig:
+    """The distributed rehearsal buffer (used by ``learner: rehearsal``)."""
+    __aliases__ = {"async": "async_updates"}
+    slots_per_class: Optional[int] = None    # K slots per class on each rank; or:
+    buffer_ratio: Optional[float] = None     # global budget as a share of the training set (default 0.1)
+    candidates: int = 14                     # c: samples of each mini-batch offered to the local shard
+    representatives: int = 7                 # r: samples drawn from the global buffer per mini-batch
+    start_task: int = 1                      # first task whose mini-batches get representatives
+    async_updates: bool = True               # YAML key 'async': overlap buffer work with training
+    ranks_per_node: Optional[int] = None     # null: real nodes; 1: every rank its own node (remote path)
+
+    def check(self, loader: Loader, path: str):
+        if self.slots_per_class is not None and self.buffer_ratio is not None:
+            raise ConfigError(f"{loader.source}: section '{path}' sets both 'slots_per_class' and "
+                              "'buffer_ratio'; give one (K slots per class per rank, or a share of "
+                              "the training set).")
+        if self.slots_per_class is None and self.buffer_ratio is None:
+            self.buffer_ratio = 0.1
+        if self.slots_per_class is not None and self.slots_per_class < 1:
+            raise loader.error(f"{path}.slots_per_class", "an integer >= 1", self.slots_per_class)
+        if self.buffer_ratio is not None and not 0 < self.buffer_ratio <= 1:
+            raise loader.error(f"{path}.buffer_ratio", "a number in (0, 1]", self.buffer_ratio)
+        for key in ("candidates", "representatives"):
+            if getattr(self, key) < 0:
+                raise loader.error(f"{path}.{key}", "an integer >= 0", getattr(self, key))
+        if self.start_task not in (0, 1):
+            raise loader.error(f"{path}.start_task", "0 or 1", self.start_task)
+        if self.ranks_per_node is not None and self.ranks_per_node < 1:
+            raise loader.error(f"{path}.ranks_per_node", "an integer >= 1 or null", self.ranks_per_node)
+
+
+@dataclass
 class RuntimeConfig:
     backend: Literal["horovod", "torch"] = "horovod"
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -130,13 +162,21 @@ class JobConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    rehearsal: RehearsalConfig = field(default_factory=RehearsalConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["model"] = {"kind": self.model.kind, **self.model.options}
+        d["rehearsal"]["async"] = d["rehearsal"].pop("async_updates")
         return d
+
+    def check(self, loader: Loader, path: str):
+        if self.learner.kind == "rehearsal" and self.rehearsal.candidates > self.train.batch_size:
+            raise ConfigError(f"{loader.source}: key 'rehearsal.candidates': expected at most "
+                              f"train.batch_size ({self.train.batch_size}) candidates per mini-batch, "
+                              f"found {self.rehearsal.candidates}.")
 
 
 def _shorthand(raw: dict) -> dict:

@@ -19,7 +19,7 @@ from hpccl.data.datasets import open_dataset
 from hpccl.data.scenario import ClassIncremental
 from hpccl.errors import ConfigError
 from hpccl.evaluate import evaluate
-from hpccl.learners.base import make_learner
+from hpccl.learners.base import DataSpec, make_learner
 from hpccl.learners.loop import LoopContext, lr_multiplier
 from hpccl.logs import H5Log
 from hpccl.metrics import average_accuracy, backward_transfer, forgetting, format_matrix
@@ -90,10 +90,11 @@ def _maybe_inject_failure(world, record):
 
 def run_job(cfg: JobConfig, run_dir: str, argv: list[str]) -> dict:
     world = init_world(cfg.runtime)
-    try:
-        return _run(cfg, run_dir, argv, world)
-    finally:
-        shutdown_world(world)
+    # No collective clean-up on failure: the caller aborts the whole job, and a rank that
+    # waited in a collective for peers stuck elsewhere would hang instead.
+    summary = _run(cfg, run_dir, argv, world)
+    shutdown_world(world)
+    return summary
 
 
 def _run(cfg, run_dir, argv, world) -> dict:
@@ -115,8 +116,10 @@ def _run(cfg, run_dir, argv, world) -> dict:
                            f"{record['time_s']:.2f}s")
 
     ctx = LoopContext(world=world, train=cfg.train, seed=cfg.seed, timers=timers,
-                      progress=progress, on_epoch=on_epoch)
-    learner = make_learner(cfg, world, scenario.sample_shape, scenario.num_classes, ctx)
+                      progress=progress, run_dir=run_dir, on_epoch=on_epoch)
+    spec = DataSpec(input_shape=scenario.sample_shape, num_classes=scenario.num_classes,
+                    num_train=dataset.info.num_train)
+    learner = make_learner(cfg, world, spec, ctx)
     T = scenario.num_tasks
     top1 = np.full((T, T), np.nan)
     top5 = np.full((T, T), np.nan)
@@ -139,6 +142,9 @@ def _run(cfg, run_dir, argv, world) -> dict:
             a1, a5 = evaluate(learner.predict, x, y, task_ids, t + 1, world, cfg.train.eval_batch_size)
             top1[t, :t + 1], top5[t, :t + 1] = a1, a5
             samples = int(world.allreduce_sum([stats["samples"]])[0])
+            facts = learner.rank_facts()
+            if facts:
+                recorder.rank_log.append("tasks", index=t, **facts)
             if recorder.run_log is not None:
                 log = recorder.run_log
                 log.append("tasks", index=t, train_time_s=sw.seconds, samples=samples,
@@ -152,7 +158,7 @@ def _run(cfg, run_dir, argv, world) -> dict:
                              f"(top-5 {np.mean(a5) * 100:.1f}%), task time {sw.seconds:.2f}s")
         status = "complete"
     finally:
-        learner.close()
+        learner.close(ok=status == "complete")
         recorder.close(status, timers)
     summary = {"final_average_accuracy": float(average_accuracy(top1)[-1]),
                "forgetting": float(forgetting(top1)[-1]), "backward_transfer": backward_transfer(top1),

@@ -34,6 +34,13 @@ def _type_name(tp) -> str:
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
+def yaml_keys(cls) -> list[str]:
+    """The keys a user writes for a section (field names, with aliases such as 'async')."""
+    shown = {v: k for k, v in getattr(cls, "__aliases__", {}).items()}
+    return sorted(shown.get(f.name, f.name) for f in dataclasses.fields(cls)
+                  if f.name != getattr(cls, "__extra_keys__", None))
+
+
 def suggest(name: str, known) -> str:
     close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
     return f" Did you mean {close[0]!r}?" if close else ""
@@ -111,17 +118,24 @@ class Loader:
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
         extra_ok = getattr(cls, "__extra_keys__", None)  # name of a dict field taking unknown keys
+        aliases = getattr(cls, "__aliases__", {})         # YAML key -> field (e.g. async -> async_updates)
         kwargs, extras = {}, {}
         for key, raw in value.items():
+            key = aliases.get(key, key)
             sub = f"{path}.{key}" if path else str(key)
             if key not in fields or key == extra_ok:
                 if extra_ok:
                     extras[key] = raw
                     continue
                 where = f"section '{path}'" if path else "the top level"
+                known = yaml_keys(cls)
                 raise ConfigError(f"{self.source}: unknown key '{sub}' in {where}; known keys: "
-                                  f"{', '.join(sorted(fields))}.{suggest(key, fields)}")
+                                  f"{', '.join(known)}.{suggest(key, known)}")
             kwargs[key] = self.convert(hints[key], raw, sub)
+        for name in fields:
+            # Absent sections are built (and checked) like written ones, from an empty mapping.
+            if name not in kwargs and dataclasses.is_dataclass(hints[name]):
+                kwargs[name] = self.section(hints[name], {}, f"{path}.{name}" if path else name)
         missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING
                    and f.default_factory is dataclasses.MISSING and n not in kwargs and n != extra_ok]
         if missing:
@@ -143,10 +157,14 @@ def apply_override(raw: dict, dotted: str, value, source: str, root_cls) -> None
     for i, key in enumerate(keys):
         known = {f.name for f in dataclasses.fields(cls)} if cls is not None else None
         extra = getattr(cls, "__extra_keys__", None) if cls is not None else None
+        if cls is not None:
+            key = getattr(cls, "__aliases__", {}).get(key, key)
+            keys[i] = key
         if known is not None and key not in known and not extra:
             prefix = ".".join(keys[:i]) or "<top level>"
+            shown = yaml_keys(cls)
             raise ConfigError(f"{source}: unknown key '{'.'.join(keys[:i + 1])}' in section "
-                              f"'{prefix}'; known keys: {', '.join(sorted(known))}.{suggest(key, known)}")
+                              f"'{prefix}'; known keys: {', '.join(shown)}.{suggest(key, shown)}")
         if i == len(keys) - 1:
             node[key] = value
             return

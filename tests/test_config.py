@@ -77,3 +77,30 @@ def test_cli_reports_broken_config_without_traceback(tmp_path):
         assert r.returncode == 2, r.stderr
         assert "train.momentum" in r.stderr and str(job) in r.stderr
         assert "Traceback" not in r.stderr
+
+
+def test_absent_sections_get_checked_defaults():
+    cfg = load(BASE)
+    assert cfg.rehearsal.buffer_ratio == 0.1 and cfg.rehearsal.slots_per_class is None
+    assert cfg.rehearsal.async_updates is True
+
+
+@pytest.mark.parametrize("section, fragments", [
+    ({"slots_per_class": 4, "buffer_ratio": 0.1}, ["sets both 'slots_per_class' and 'buffer_ratio'"]),
+    ({"buffer_ratio": 1.5}, ["rehearsal.buffer_ratio", "(0, 1]"]),
+    ({"start_task": 2}, ["rehearsal.start_task", "0 or 1"]),
+    ({"asinc": True}, ["unknown key 'rehearsal.asinc'", "Did you mean 'async'"]),
+    ({"async": "yes"}, ["rehearsal.async", "true/false"]),
+    ({"candidates": 64}, ["rehearsal.candidates", "at most train.batch_size (32)"]),
+])
+def test_rehearsal_section_errors(section, fragments):
+    with pytest.raises(ConfigError) as e:
+        load({**BASE, "learner": "rehearsal", "rehearsal": section})
+    for fragment in fragments:
+        assert fragment in str(e.value)
+
+
+def test_async_key_roundtrips_through_set_and_dump():
+    cfg = load({**BASE, "rehearsal": {"async": False}}, ["rehearsal.async=true"])
+    assert cfg.rehearsal.async_updates is True
+    assert cfg.to_dict()["rehearsal"]["async"] is True

@@ -38,9 +38,9 @@ def test_backends_give_the_same_losses(tmp_path, np_):
         assert len(counts) == 1 and counts.pop() > 0
 
 
-def test_quickstart_scratch_learns_and_incremental_forgets(tmp_path):
+def test_quickstart_rehearsal_remembers_where_incremental_forgets(tmp_path):
     summaries = {}
-    for learner in ("scratch", "incremental"):
+    for learner in ("scratch", "incremental", "rehearsal"):
         out = tmp_path / learner
         r = run_cmd(hpccl_cmd("run", f"{ROOT}/jobs/quickstart.yaml", "-n", "4", "--set",
                               f"learner={learner}", "--out", str(out)), timeout=400)
@@ -49,7 +49,7 @@ def test_quickstart_scratch_learns_and_incremental_forgets(tmp_path):
         a = run_cmd(hpccl_cmd("analyze", str(out), "--format", "json"))
         assert a.returncode == 0, a.stderr
         summaries[learner] = json.loads(a.stdout)
-    scratch, inc = summaries["scratch"], summaries["incremental"]
+    scratch, inc, reh = summaries["scratch"], summaries["incremental"], summaries["rehearsal"]
     assert scratch["world_size"] == 4 and scratch["status"] == "complete"
     assert scratch["final_average_accuracy"] >= 0.90
     assert inc["final_average_accuracy"] <= scratch["final_average_accuracy"] - 0.5
@@ -62,12 +62,21 @@ def test_quickstart_scratch_learns_and_incremental_forgets(tmp_path):
     assert set(fractions) == {"data_load", "rehearsal_wait", "forward_backward", "allreduce_step", "other"}
     assert sum(fractions.values()) == pytest.approx(1.0, abs=1e-6)
     assert len(scratch["timers"]["per_rank"]) == 4
+    # rehearsal: far above incremental, close to scratch, with a buffer on every rank
+    assert reh["final_average_accuracy"] >= inc["final_average_accuracy"] + 0.5
+    assert reh["final_average_accuracy"] >= scratch["final_average_accuracy"] - 0.05
+    assert len(reh["buffer"]) == 4 and all(b["buffer_stored"] > 0 for b in reh["buffer"])
+    assert reh["timers"]["mean_fractions"]["rehearsal_wait"] > 0
+    assert scratch["buffer"] == [] and scratch["timers"]["mean_fractions"]["rehearsal_wait"] == 0
 
 
-@pytest.mark.parametrize("backend", ["horovod", "torch"])
-def test_rank_failure_aborts_the_job_promptly(tmp_path, backend):
-    job = write_job(tmp_path / "job.yaml", runtime={"backend": backend},
-                    train={"epochs": 3, "batch_size": 8, "lr": 0.02})
+@pytest.mark.parametrize("backend, learner", [("horovod", "incremental"), ("torch", "incremental"),
+                                              ("horovod", "rehearsal")])
+def test_rank_failure_aborts_the_job_promptly(tmp_path, backend, learner):
+    # with learner rehearsal, the failing rank's background buffer thread is running
+    job = write_job(tmp_path / "job.yaml", runtime={"backend": backend}, learner={"kind": learner},
+                    train={"epochs": 3, "batch_size": 8, "lr": 0.02},
+                    rehearsal={"candidates": 4, "representatives": 4})
     out = tmp_path / "run"
     start = time.monotonic()
     r = run_cmd(hpccl_cmd("run", job, "-n", "4", "--out", str(out)), timeout=180,
@@ -121,3 +130,23 @@ def test_single_rank_run_outside_mpi(tmp_path):
     r = run_cmd(hpccl_cmd("run", job, "--out", str(tmp_path / "run")), timeout=120)
     assert r.returncode == 0, r.stderr
     assert read_h5(str(tmp_path / "run" / "log.h5"))["attrs"]["world_size"] == 1
+
+
+def test_rehearsal_remote_path_end_to_end_over_tcp(tmp_path):
+    """Every rank its own 'node' (MPI_Get path), OpenMPI's TCP transport forced; the buffer
+    shards are written to HDF5 after every task."""
+    job = write_job(tmp_path / "job.yaml", learner={"kind": "rehearsal"}, scenario={"num_tasks": 3},
+                    train={"epochs": 2, "batch_size": 16, "lr": 0.025},
+                    rehearsal={"candidates": 8, "representatives": 8, "ranks_per_node": 1,
+                               "slots_per_class": 5})
+    out = tmp_path / "run"
+    r = run_cmd(hpccl_cmd("run", job, "-n", "2", "--out", str(out)), timeout=180,
+                env={"OMPI_MCA_btl": "tcp,self"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    for rank in (0, 1):
+        shard = read_h5(str(out / "buffer" / f"rank{rank:05d}.h5"))
+        assert shard["attrs"]["task"] == 2 and shard["attrs"]["slots_per_class"] == 5
+        stored = shard["stored_per_class"]
+        assert stored.sum() == len(shard["y"]) > 0 and stored.max() <= 5
+    a = run_cmd(hpccl_cmd("analyze", str(out)))
+    assert a.returncode == 0 and "rehearsal buffer:" in a.stdout

@@ -50,6 +50,18 @@ def timer_breakdown(ranks: list[dict]) -> dict:
             "slowest_fractions": slowest["fractions"]}
 
 
+def buffer_footprint(ranks: list[dict]) -> list[dict]:
+    """Each rank's rehearsal buffer after its last task (empty for learners without one)."""
+    out = []
+    for r in ranks:
+        if "tasks/buffer_stored" in r:
+            out.append({"rank": int(r["attrs"]["rank"]),
+                        **{k: int(r[f"tasks/{k}"][-1]) for k in ("buffer_stored", "buffer_bytes_stored",
+                                                                  "buffer_bytes_allocated",
+                                                                  "buffer_slots_per_class")}})
+    return out
+
+
 def summarize(run_dir: str) -> dict:
     run, ranks = load_run(run_dir)
     attrs = run["attrs"]
@@ -75,6 +87,7 @@ def summarize(run_dir: str) -> dict:
     summary["samples_per_s"] = samples / train_time if train_time > 0 else 0.0
     summary["samples_per_s_per_rank"] = summary["samples_per_s"] / max(1, summary["world_size"])
     summary["timers"] = timer_breakdown(ranks)
+    summary["buffer"] = buffer_footprint(ranks)
     if summary["status"] != "complete":
         summary["note"] = (f"incomplete run (status '{summary['status']}'): read up to its last flushed "
                            f"record, {done} task(s) evaluated")
@@ -93,7 +106,25 @@ def _jsonable(obj):
     return obj
 
 
-def format_report(reports: list[dict], fmt: str = "text") -> str:
+def format_compare(reports: list[dict]) -> str:
+    """Side by side: final accuracy, forgetting, training time and time relative to the fastest."""
+    fastest = min((s["train_time_s"] for s in reports if s["train_time_s"] > 0), default=0.0)
+    rows = [("run", "learner", "ranks", "final acc %", "forgetting %", "train time s", "x fastest", "samples/s")]
+    for s in reports:
+        rows.append((os.path.basename(os.path.normpath(s["run_dir"])), str(s["learner"]), str(s["world_size"]),
+                     f"{s.get('final_average_accuracy', float('nan')) * 100:.1f}",
+                     f"{s.get('forgetting', float('nan')) * 100:.1f}", f"{s['train_time_s']:.2f}",
+                     f"{s['train_time_s'] / fastest:.2f}" if fastest else "-", f"{s['samples_per_s']:.0f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    notes = [f"note: {s['run_dir']}: {s['note']}" for s in reports if s.get("note")]
+    return "\n".join(lines + notes)
+
+
+def format_report(reports: list[dict], fmt: str = "text", compare: bool = False) -> str:
+    if compare and fmt == "text":
+        return format_compare(reports)
     if fmt == "json":
         return json.dumps(_jsonable(reports[0] if len(reports) == 1 else reports), indent=2)
     blocks = []
@@ -109,6 +140,12 @@ def format_report(reports: list[dict], fmt: str = "text") -> str:
                          f"{s['forgetting'] * 100:.1f}%, BWT {s['backward_transfer'] * 100:+.1f}%")
         lines.append(f"training time {s['train_time_s']:.2f}s, {s['samples']} samples, "
                      f"{s['samples_per_s']:.0f} samples/s ({s['samples_per_s_per_rank']:.0f} per rank)")
+        if s.get("buffer"):
+            b = s["buffer"]
+            lines.append(f"rehearsal buffer: {sum(x['buffer_stored'] for x in b)} samples stored "
+                         f"({sum(x['buffer_bytes_stored'] for x in b) / 1e6:.2f} MB of "
+                         f"{sum(x['buffer_bytes_allocated'] for x in b) / 1e6:.2f} MB allocated), "
+                         "per rank: " + ", ".join(str(x["buffer_stored"]) for x in b))
         t = s["timers"]
         if t["per_rank"]:
             lines.append("iteration time   " + "".join(f"{p:>17}" for p in TIMER_PARTS))

@@ -7,6 +7,8 @@ register a name in ``LEARNERS`` and reuse ``loop.fit`` for the training step.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from hpccl.learners.loop import make_optimizer
@@ -14,6 +16,14 @@ from hpccl.models import build_model
 from hpccl.seeding import derive_seed
 
 LEARNERS: dict[str, type] = {}
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a learner may know of the data before it arrives."""
+    input_shape: tuple
+    num_classes: int
+    num_train: int
 
 
 def register(name: str):
@@ -27,11 +37,13 @@ def register(name: str):
 class Learner:
     kind = "?"
 
-    def __init__(self, cfg, world, input_shape, num_classes, loop_ctx):
+    def __init__(self, cfg, world, data: DataSpec, loop_ctx):
         self.cfg, self.world, self.loop = cfg, world, loop_ctx
-        self.input_shape, self.num_classes = tuple(input_shape), num_classes
-        self.model = None
-        self.optimizer = None
+        self.data = data
+        self.input_shape, self.num_classes = tuple(data.input_shape), data.num_classes
+        # Built here, before any task is timed: the first optimizer of a process pays for
+        # torch's lazy imports (over a second), which is not training time.
+        self.reset_model()
 
     def reset_model(self, purpose="init"):
         """A freshly initialised model and its distributed optimizer.
@@ -58,15 +70,16 @@ class Learner:
         self.model.eval()
         return self.model(x)
 
-    def close(self):
-        """Release resources (threads, MPI windows); called also when a run fails."""
+    def rank_facts(self) -> dict:
+        """Numbers about this rank's state to log after each task (e.g. buffer footprint)."""
+        return {}
+
+    def close(self, ok: bool = True):
+        """Release resources (threads, MPI windows). ``ok`` is False when the run failed:
+        then nothing collective may be called, since MPI_Abort follows."""
 
 
-def make_learner(cfg, world, input_shape, num_classes, loop_ctx) -> Learner:
+def make_learner(cfg, world, data: DataSpec, loop_ctx) -> Learner:
     # Import the learner modules so that they register themselves.
-    from hpccl.learners import incremental, scratch  # noqa: F401
-    try:
-        from hpccl.learners import rehearsal  # noqa: F401
-    except ImportError:
-        pass
-    return LEARNERS[cfg.learner.kind](cfg, world, input_shape, num_classes, loop_ctx)
+    from hpccl.learners import incremental, rehearsal, scratch  # noqa: F401
+    return LEARNERS[cfg.learner.kind](cfg, world, data, loop_ctx)

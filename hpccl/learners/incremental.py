@@ -7,9 +7,6 @@ from hpccl.learners.loop import fit
 @register("incremental")
 class IncrementalLearner(Learner):
     def learn_task(self, task, tasks_so_far):
-        if self.model is None:
-            self.reset_model()
-        else:
-            self.reset_optimizer()
+        self.reset_optimizer()
         return fit(self.model, self.optimizer, task.x, task.y, task.global_size, self.loop,
                    task.index, self.cfg.train.epochs)

@@ -24,6 +24,7 @@ class LoopContext:
     seed: int
     timers: object                # IterationTimers
     progress: object              # Progress (rank 0 prints)
+    run_dir: str = "."
     on_epoch: Callable[[dict], None] = lambda record: None
 
 
@@ -87,12 +88,15 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
             timers.start_iteration()
             with timers.phase("data_load"):
                 idx = order[it * b:(it + 1) * b]
-                xb = x[idx].to(device, non_blocking=True)
-                yb = y[idx].to(device, non_blocking=True)
+                xb, yb = x[idx], y[idx]
             if rehearsal is not None:
-                # Waits only if the background fetch of representatives is not finished.
+                # On the CPU batch, so picking candidates costs no device-to-host copy. Waits
+                # only if the background fetch of representatives is not finished yet.
                 with timers.phase("rehearsal_wait"):
                     xb, yb = rehearsal.augment(xb, yb)
+            with timers.phase("data_load"):
+                xb = xb.to(device, non_blocking=True)
+                yb = yb.to(device, non_blocking=True)
             lr = lr_at(train, world.size, epoch + it / iters)
             with timers.phase("forward_backward"):
                 optimizer.zero_grad()  # Horovod's wrapper takes no set_to_none; None is the default

@@ -1,0 +1,33 @@
+"""Rehearsal: incremental training where every mini-batch of b new samples also carries r
+representatives of past data drawn uniformly from the distributed buffer (all ranks'
+shards), and offers c of its samples to the local shard. Loss is on the b + r samples."""
+
+import os
+
+from hpccl.learners.base import register
+from hpccl.learners.incremental import IncrementalLearner
+from hpccl.learners.loop import fit
+from hpccl.rehearsal.buffer import RehearsalBuffer
+
+
+@register("rehearsal")
+class RehearsalLearner(IncrementalLearner):
+    def __init__(self, cfg, world, data, loop_ctx):
+        super().__init__(cfg, world, data, loop_ctx)
+        self.buffer = RehearsalBuffer(world, cfg.rehearsal, data.num_classes, data.input_shape,
+                                      data.num_train, cfg.seed)
+
+    def learn_task(self, task, tasks_so_far):
+        self.reset_optimizer()
+        self.buffer.begin_task(task.index)
+        stats = fit(self.model, self.optimizer, task.x, task.y, task.global_size, self.loop,
+                    task.index, self.cfg.train.epochs, rehearsal=self.buffer)
+        path = os.path.join(self.loop.run_dir, "buffer", f"rank{self.world.rank:05d}.h5")
+        self.buffer.end_task(path, task=task.index)
+        return stats
+
+    def rank_facts(self):
+        return self.buffer.footprint()
+
+    def close(self, ok=True):
+        self.buffer.close(ok)

@@ -1,0 +1,128 @@
+"""The rehearsal buffer as the training loop sees it: ``augment(batch)`` returns the batch
+plus r representatives drawn from the global buffer, and offers c candidates of the batch
+to the local shard.
+
+Asynchronous mode (the default) is double-buffered with one background thread: while the
+model trains on mini-batch i, the thread inserts mini-batch i's candidates and fetches the
+representatives for mini-batch i+1. ``augment`` only waits (timed as ``rehearsal_wait``) if
+that fetch has not finished. A task's first representatives are fetched when the task
+begins, after every earlier insert, so no iteration trains on stale or unfilled slots.
+Synchronous mode does the same work inline, to measure what the overlap hides.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from hpccl.errors import ConfigError
+from hpccl.rehearsal.sampler import GlobalSampler
+from hpccl.rehearsal.shard import Shard, ShardLayout
+from hpccl.runtime import mpi
+from hpccl.seeding import numpy_rng
+
+
+def slots_per_class(cfg, num_classes: int, num_train: int, world_size: int) -> int:
+    """K: set directly, or the global budget ``buffer_ratio * num_train`` over classes and ranks."""
+    if cfg.slots_per_class is not None:
+        return cfg.slots_per_class
+    return max(1, int(cfg.buffer_ratio * num_train / (num_classes * world_size)))
+
+
+def buffer_group(world, ranks_per_node):
+    """The ranks that share one shared-memory window: the real node, or (to exercise the
+    remote path on one machine) blocks of ``ranks_per_node`` consecutive ranks."""
+    if ranks_per_node is None:
+        return world.node_comm
+    MPI = mpi()
+    group = world.comm.Split(world.rank // ranks_per_node, world.rank)
+    if group.Get_size() > 1:
+        shared = group.Split_type(MPI.COMM_TYPE_SHARED, key=world.rank)
+        same = shared.Get_size() == group.Get_size()
+        shared.Free()
+        if not world.comm.allreduce(int(same), op=MPI.MIN):
+            raise ConfigError(f"rehearsal.ranks_per_node is {ranks_per_node}, but consecutive blocks "
+                              "of that many ranks do not share one node's memory. HINT: leave it "
+                              "null (group by real node) or set 1 (every rank its own node).")
+    return group
+
+
+class RehearsalBuffer:
+    def __init__(self, world, cfg, num_classes: int, sample_shape, num_train: int, seed: int):
+        self.cfg, self.world = cfg, world
+        self.r, self.c = cfg.representatives, cfg.candidates
+        K = slots_per_class(cfg, num_classes, num_train, world.size)
+        self._group = buffer_group(world, cfg.ranks_per_node)
+        self.shard = Shard(world.comm, self._group, ShardLayout(num_classes, K, sample_shape),
+                           numpy_rng(seed, "reservoir", world.rank))
+        self.sampler = GlobalSampler(self.shard, numpy_rng(seed, "rehearsal_draw", world.rank))
+        self._pick = numpy_rng(seed, "candidates", world.rank)
+        self._pool = (ThreadPoolExecutor(1, thread_name_prefix="hpccl-rehearsal")
+                      if cfg.async_updates else None)
+        self._next = None
+        self._active = False
+
+    # -- per task ---------------------------------------------------------------------------------
+    def begin_task(self, task: int):
+        self._drain()
+        self._active = task >= self.cfg.start_task
+        if self._pool is not None and self._active:
+            self._next = self._pool.submit(self.sampler.sample, self.r)
+
+    def end_task(self, path: str | None = None, **attrs):
+        """Finish pending work; write the shard to HDF5 (inspection and restart)."""
+        self._drain()
+        if path is not None:
+            self.shard.save(path, **attrs)
+
+    # -- per iteration ------------------------------------------------------------------------------
+    def augment(self, xb: torch.Tensor, yb: torch.Tensor):
+        """CPU batch in, CPU batch with representatives appended out."""
+        cx, cy = self._candidates(xb, yb)
+        if self._pool is None:
+            reps = self.sampler.sample(self.r) if self._active else None
+            self.shard.insert(cx, cy)
+        else:
+            reps = self._next.result() if self._next is not None else None
+            self._next = self._pool.submit(self._insert_then_fetch, cx, cy)
+        if reps is None or len(reps[1]) == 0:
+            return xb, yb
+        return (torch.cat([xb, torch.from_numpy(reps[0]).to(xb.dtype)]),
+                torch.cat([yb, torch.from_numpy(reps[1])]))
+
+    def _candidates(self, xb, yb):
+        n = len(yb)
+        pick = self._pick.choice(n, size=min(self.c, n), replace=False) if self.c < n else np.arange(n)
+        return xb[pick].numpy().astype(np.float32, copy=True), yb[pick].numpy().copy()
+
+    def _insert_then_fetch(self, cx, cy):
+        self.shard.insert(cx, cy)
+        return self.sampler.sample(self.r) if self._active else None
+
+    def _drain(self):
+        if self._next is not None:
+            future, self._next = self._next, None
+            future.result()
+
+    # -- facts and life cycle ------------------------------------------------------------------------
+    def footprint(self) -> dict:
+        lay = self.shard.layout
+        return {"buffer_stored": self.shard.stored, "buffer_bytes_allocated": lay.nbytes,
+                "buffer_bytes_stored": self.shard.stored * lay.sample_bytes,
+                "buffer_slots_per_class": lay.slots}
+
+    def close(self, ok: bool = True):
+        """Stop the thread; on success also free the windows (a collective call, so it is
+        skipped on the error path, where MPI_Abort follows and must not wait for peers)."""
+        if self._pool is not None:
+            if ok:
+                self._drain()
+            self._pool.shutdown(wait=ok, cancel_futures=not ok)
+            self._pool = None
+        if ok:
+            self.shard.free()
+            if self._group is not self.world.node_comm:
+                self._group.Free()

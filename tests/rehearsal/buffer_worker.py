@@ -1,0 +1,153 @@
+"""Runs on every rank under mpirun (started by test_buffer_mpi.py); rank 0 writes a JSON
+result. Usage: buffer_worker.py SCENARIO MODE OUT_JSON [TMPDIR]
+MODE: 'shared' (ranks grouped by real node: direct loads) or 'remote' (every rank its own
+node: MPI_Get under passive-target locks)."""
+
+import json
+import sys
+import time
+
+import numpy as np
+
+from hpccl.rehearsal.sampler import GlobalSampler
+from hpccl.rehearsal.shard import Shard, ShardLayout
+from hpccl.runtime import mpi
+
+MPI = mpi()
+comm = MPI.COMM_WORLD
+rank, size = comm.Get_rank(), comm.Get_size()
+scenario, mode, out_path = sys.argv[1:4]
+group = comm.Split(rank, rank) if mode == "remote" else comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
+
+
+def make_shard(classes, slots, shape, seed=0):
+    layout = ShardLayout(classes, slots, shape)
+    shard = Shard(comm, group, layout, np.random.default_rng([seed, rank]))
+    return shard, GlobalSampler(shard, np.random.default_rng([seed + 1, rank]))
+
+
+def result(obj):
+    if rank == 0:
+        with open(out_path, "w") as f:
+            json.dump(obj, f)
+
+
+if scenario == "uniform":
+    # Shards hold different counts: rank r stores 3 + 4r samples over 3 classes, each sample
+    # tagged with a global id. Every rank draws 1500 times r = 3.
+    shard, sampler = make_shard(3, 16, (4,))
+    n = 3 + 4 * rank
+    ids = rank * 1000 + np.arange(n)
+    x = np.repeat(ids[:, None], 4, axis=1).astype(np.float32)
+    shard.insert(x, np.arange(n) % 3)
+    comm.Barrier()
+    draws, dup, wrong_label = [], 0, 0
+    for _ in range(1500):
+        xs, ys = sampler.sample(3)
+        got = xs[:, 0].astype(int).tolist()
+        dup += len(set(got)) != len(got)
+        wrong_label += int(np.sum((xs[:, 0].astype(int) % 1000) % 3 != ys))
+        draws += got
+    all_draws = comm.gather(draws, root=0)
+    stored = comm.gather(ids.tolist(), root=0)
+    if rank == 0:
+        from scipy.stats import chisquare
+        flat = np.concatenate(all_draws)
+        universe = np.concatenate(stored)
+        counts = np.array([(flat == i).sum() for i in universe])
+        result({"p": float(chisquare(counts).pvalue), "draws": int(len(flat)), "outside": int(len(flat) - counts.sum()),
+                "dup": dup, "wrong_label": wrong_label, "stored": int(len(universe)), "min": int(counts.min()),
+                "max": int(counts.max())})
+    shard.free()
+
+elif scenario == "reservoir":
+    # One class, K = 5 slots, a stream of 50 candidates, 2000 independent trials: every stream
+    # position should be kept with probability K / 50.
+    shard, _ = make_shard(1, 5, (1,), seed=rank)
+    hits = np.zeros(50, dtype=np.int64)
+    for trial in range(2000):
+        shard.clear()
+        for i in range(0, 50, 10):  # in mini-batches, as training offers them
+            shard.insert(np.arange(i, i + 10, dtype=np.float32)[:, None], np.zeros(10, dtype=int))
+        hits[shard.samples_of_class(0)[:, 0].astype(int)] += 1
+    total = comm.reduce(hits, root=0)
+    if rank == 0:
+        from scipy.stats import chisquare
+        result({"p": float(chisquare(total).pvalue), "hits": total.tolist(), "trials": 2000 * size})
+    shard.free()
+
+elif scenario == "torn":
+    # Owners keep overwriting their slots with patterned samples (all 1024 floats equal, the
+    # class encoded in the value) while every rank samples; a torn read mixes two patterns.
+    shard, sampler = make_shard(2, 8, (1024,))
+    counter, draws, torn, bad_label, writes = 0, 0, 0, 0, 0
+    deadline = time.monotonic() + 4.0
+    while time.monotonic() < deadline or draws < 3000:
+        labels = np.array([counter % 2, (counter + 1) % 2] * 4)
+        # exact in float32 (< 2**24), so the class parity survives the round trip
+        values = ((rank * 1_000_000 + counter * 8 + np.arange(8)) % 4_000_000) * 2 + labels
+        shard.seen[:] = 0  # keep the reservoir writing to every slot, not only ever rarer ones
+        shard.insert(np.repeat(values[:, None], 1024, axis=1).astype(np.float32), labels)
+        writes += 8
+        counter += 1
+        xs, ys = sampler.sample(4)
+        for x, y in zip(xs, ys):
+            draws += 1
+            torn += int(not np.all(x == x[0]))
+            bad_label += int(int(x[0]) % 2 != y)
+        if draws > 100_000:
+            break
+    stats = comm.reduce(np.array([draws, torn, bad_label, writes]), root=0)
+    if rank == 0:
+        result({"draws": int(stats[0]), "torn": int(stats[1]), "bad_label": int(stats[2]),
+                "writes": int(stats[3])})
+    comm.Barrier()
+    shard.free()
+
+elif scenario == "tiny":
+    shard, sampler = make_shard(2, 4, (3,))
+    t0 = time.monotonic()
+    empty = sampler.sample(7)
+    empty_s = time.monotonic() - t0
+    comm.Barrier()
+    if rank == 0:
+        shard.insert(np.array([[1, 1, 1], [2, 2, 2]], dtype=np.float32), np.array([0, 1]))
+    comm.Barrier()
+    got = [sampler.sample(7) for _ in range(50)]
+    sizes = {len(y) for _, y in got}
+    contents = {tuple(sorted(x[:, 0].tolist())) for x, _ in got}
+    info = comm.gather({"empty": len(empty[1]), "empty_s": empty_s, "sizes": sorted(sizes),
+                        "contents": sorted(contents)}, root=0)
+    result(info)
+    shard.free()
+
+elif scenario == "restart":
+    tmp = sys.argv[4]
+    rng = np.random.default_rng(rank)
+    stream1 = rng.standard_normal((200, 5)).astype(np.float32), rng.integers(0, 3, 200)
+    stream2 = rng.standard_normal((200, 5)).astype(np.float32), rng.integers(0, 3, 200)
+    a, _ = make_shard(3, 6, (5,), seed=7)
+    for i in range(0, 200, 20):
+        a.insert(stream1[0][i:i + 20], stream1[1][i:i + 20])
+    path = f"{tmp}/shard{rank}.h5"
+    a.save(path)
+    saved = [a.samples_of_class(c).copy() for c in range(3)]
+    for i in range(0, 200, 20):
+        a.insert(stream2[0][i:i + 20], stream2[1][i:i + 20])
+    after_a = [a.samples_of_class(c).copy() for c in range(3)]
+    b, sampler_b = make_shard(3, 6, (5,), seed=99)  # another seed: the file's RNG state must win
+    b.load(path)
+    restored_equal = all(np.array_equal(b.samples_of_class(c), saved[c]) for c in range(3))
+    comm.Barrier()
+    xs, ys = sampler_b.sample(10)
+    for i in range(0, 200, 20):
+        b.insert(stream2[0][i:i + 20], stream2[1][i:i + 20])
+    continued_equal = all(np.array_equal(b.samples_of_class(c), after_a[c]) for c in range(3))
+    info = comm.gather({"restored_equal": restored_equal, "continued_equal": continued_equal,
+                        "sampled": int(len(ys))}, root=0)
+    result(info)
+    comm.Barrier()
+    a.free()
+    b.free()
+else:
+    raise SystemExit(f"unknown scenario {scenario}")

@@ -1,0 +1,63 @@
+"""The rehearsal buffer on real MPI ranks (2 and 4, oversubscribed), through both read paths:
+'shared' (same node: shared-memory window, direct loads) and 'remote' (every rank its own
+node: MPI_Get with indexed datatypes under passive-target locks, OpenMPI's TCP transport
+forced for all two-sided traffic)."""
+
+import json
+import os
+import sys
+
+import pytest
+
+from helpers import run_cmd
+from hpccl.launch import mpirun_prefix
+
+WORKER = os.path.join(os.path.dirname(__file__), "buffer_worker.py")
+# OpenMPI 4.1 serves these windows with its shared-memory one-sided component on one machine
+# (its only RMA component that runs over TCP, osc/pt2pt, refuses MPI_THREAD_MULTIPLE); the
+# remote mode still takes the MPI_Get code path, and all two-sided traffic goes over TCP.
+TCP = {"OMPI_MCA_btl": "tcp,self"}
+
+
+def run_worker(np_, scenario, mode, tmp_path, *extra, timeout=240):
+    out = tmp_path / f"{scenario}-{mode}-{np_}.json"
+    env = TCP if mode == "remote" else {}
+    r = run_cmd(mpirun_prefix(np_) + [sys.executable, WORKER, scenario, mode, str(out), *extra],
+                timeout=timeout, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("np_, mode", [(2, "shared"), (4, "shared"), (2, "remote"), (4, "remote")])
+def test_global_draws_are_uniform_over_unequal_shards(tmp_path, np_, mode):
+    res = run_worker(np_, "uniform", mode, tmp_path)
+    assert res["draws"] == np_ * 1500 * 3       # r = 3 always available
+    assert res["outside"] == 0 and res["dup"] == 0 and res["wrong_label"] == 0
+    assert res["p"] > 1e-3, res                 # chi-square: uniform over all stored samples
+
+
+def test_reservoir_keeps_each_candidate_with_equal_probability(tmp_path):
+    res = run_worker(2, "reservoir", "shared", tmp_path)
+    assert sum(res["hits"]) == res["trials"] * 5
+    assert res["p"] > 1e-3, res
+
+
+@pytest.mark.parametrize("np_, mode", [(2, "shared"), (4, "remote")])
+def test_no_torn_samples_while_owners_overwrite(tmp_path, np_, mode):
+    res = run_worker(np_, "torn", mode, tmp_path)
+    assert res["draws"] >= 3000 * np_ and res["writes"] > 1000
+    assert res["torn"] == 0 and res["bad_label"] == 0, res
+
+
+@pytest.mark.parametrize("mode", ["shared", "remote"])
+def test_empty_and_tiny_buffers_return_what_exists(tmp_path, mode):
+    for info in run_worker(2, "tiny", mode, tmp_path):
+        assert info["empty"] == 0 and info["empty_s"] < 1.0
+        assert info["sizes"] == [2]                     # r = 7 asked, 2 stored: both, once each
+        assert info["contents"] == [[1.0, 2.0]]
+
+
+def test_restart_from_shard_files_reproduces_the_buffer(tmp_path):
+    for info in run_worker(2, "restart", "remote", tmp_path, str(tmp_path)):
+        assert info["restored_equal"] and info["continued_equal"]
+        assert info["sampled"] == 10
