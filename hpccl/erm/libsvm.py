@@ -1,0 +1,118 @@
+"""LIBSVM-format reader that loads one rank's shard, with labels mapped to +-1.
+
+Format: one sample per line, ``label index:value index:value ...`` with 1-based,
+ascending indices (https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/);
+.bz2/.gz/.xz files are read transparently.
+
+Two streaming passes, so that a rank never holds more than its own shard:
+1. count the samples, collect the label set and the largest feature index (labels and
+   dimension must be global, and a shard alone may miss a class or the last feature);
+2. keep the lines of this rank's contiguous block and parse them with scikit-learn's
+   ``load_svmlight_file`` (C-speed parser, indices forced 1-based: auto-detection on a
+   shard could guess differently on different ranks).
+
+Binary labels are mapped to -1/+1: the smaller label value to -1 and the larger to +1
+({-1,1}, {0,1}, {1,2} all work).  ``binary=False`` keeps raw labels (regression).
+"""
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+from typing import Optional
+
+import numpy as np
+import scipy.sparse as sp
+
+from hpccl.errors import DatasetError
+from hpccl.erm.problem import shard_bounds
+
+
+def _open(path: str):
+    if path.endswith(".bz2"):
+        return bz2.open(path, "rb")
+    if path.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if path.endswith(".xz"):
+        return lzma.open(path, "rb")
+    return open(path, "rb")
+
+
+def scan_libsvm(path: str):
+    """(number of samples, sorted label values, number of features) of a LIBSVM file."""
+    n = 0
+    labels = set()
+    max_index = 0
+    try:
+        with _open(path) as f:
+            for line in f:
+                line = line.split(b"#", 1)[0].strip()
+                if not line:
+                    continue
+                n += 1
+                parts = line.split()
+                labels.add(float(parts[0]))
+                if len(parts) > 1:
+                    # Indices are ascending in LIBSVM files, but do not rely on it.
+                    max_index = max(max_index, max(int(p.split(b":", 1)[0]) for p in parts[1:]))
+    except (OSError, EOFError, ValueError) as e:
+        raise DatasetError(f"cannot read LIBSVM file {path}: {e}") from e
+    return n, sorted(labels), max_index
+
+
+def read_libsvm(path: str, comm=None, rank: Optional[int] = None, size: Optional[int] = None,
+                n_features: Optional[int] = None, binary: bool = True,
+                dense: bool = False, scan=None):
+    """Read rank's shard of a LIBSVM file.
+
+    Returns ``(X, y, n, offset)``: the shard's rows (CSR, or ndarray if ``dense``), its
+    labels, the global number of samples and the global index of its first row, ready
+    for ``Problem(X, y, n=n, offset=offset, ...)``.  ``rank``/``size`` default to
+    ``comm``'s (or 0/1).  Shards are balanced contiguous blocks (``shard_bounds``).
+    ``scan`` may pass a precomputed ``scan_libsvm(path)`` to skip the first pass.
+    """
+    from sklearn.datasets import load_svmlight_file
+
+    if rank is None:
+        rank = 0 if comm is None else comm.Get_rank()
+    if size is None:
+        size = 1 if comm is None else comm.Get_size()
+    n, labels, max_index = scan or scan_libsvm(path)
+    if n == 0:
+        raise DatasetError(f"LIBSVM file {path} has no samples")
+    d = max_index if n_features is None else int(n_features)
+    if d < max_index:
+        raise DatasetError(f"{path} uses feature index {max_index} > n_features={d}")
+    lo, hi = shard_bounds(n, size, rank)
+
+    buf = io.BytesIO()
+    i = 0
+    with _open(path) as f:
+        for line in f:
+            body = line.split(b"#", 1)[0].strip()
+            if not body:
+                continue
+            if lo <= i < hi:
+                buf.write(body + b"\n")
+            i += 1
+            if i >= hi:
+                break
+    buf.seek(0)
+    if hi > lo:
+        X, y = load_svmlight_file(buf, n_features=d, zero_based=False, dtype=np.float64)
+    else:
+        X, y = sp.csr_matrix((0, d)), np.zeros(0)
+    X = sp.csr_matrix(X)
+
+    if binary:
+        if len(labels) > 2:
+            raise DatasetError(
+                f"{path} has {len(labels)} label values {labels[:5]}...; binary=True needs 2")
+        if len(labels) == 2:
+            y = np.where(y == labels[1], 1.0, -1.0)
+        else:  # a single class: keep its sign
+            y = np.where(y > 0, 1.0, -1.0)
+    if dense:
+        X = X.toarray()
+    return X, y, n, lo

@@ -1,0 +1,58 @@
+"""Proximal SVRG (Xiao & Zhang, SIAM J. Optim. 2014, "Prox-SVRG"), mini-batch form.
+
+Per stage s (their Figure 1 / Algorithm Prox-SVRG):
+    v~ = grad F(x~);  x_0 = x~
+    for k = 1..m:  v_k = v~ + (1/b) sum_{i in I_k} w_i (grad f_i(x_{k-1}) - grad f_i(x~))
+                   x_k = prox_{eta R}(x_{k-1} - eta v_k)
+    x~ = x_m  (default, "last")   or   (1/m) sum_k x_k  ("average", the analysed option)
+The mini-batch estimator is the one of mS2GD (Konecny et al. 2016).  Defaults: m = 2n/b
+(Xiao & Zhang take m ~ 2n for b = 1) and eta = 1/(4 L) (their Theorem 3.1 needs
+eta < 1/(4 L); larger steps usually work, see ``step_scale``).  The initial x~ = x0.
+
+Communication per stage: (m + 1) allreduces, as for DASVRDA.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hpccl.erm.solvers.base import Solver, check_options
+
+
+class ProxSVRG(Solver):
+    name = "svrg"
+    OPTIONS = ("batch_size", "m", "eta", "step_scale", "importance", "snapshot")
+
+    def __init__(self, oracle, x0, seed=0, **options):
+        super().__init__(oracle, x0, seed)
+        check_options(self.name, options, self.OPTIONS)
+        self.importance = bool(options.get("importance", False))
+        L = oracle.L_mean if self.importance else oracle.L_max
+        self.b = int(options.get("batch_size") or 1)
+        self.m = int(options.get("m") or max(1, math.ceil(2 * oracle.n / self.b)))
+        eta = options.get("eta")
+        self.eta = (1.0 / (4.0 * L) if eta is None else float(eta)) * float(
+            options.get("step_scale", 1.0))
+        self.snapshot = options.get("snapshot", "last")
+        if self.snapshot not in ("last", "average"):
+            raise ValueError(f"snapshot must be 'last' or 'average', got {self.snapshot!r}")
+        self.params = dict(batch_size=self.b, m=self.m, eta=self.eta, L=L,
+                           importance=self.importance, snapshot=self.snapshot)
+
+    def stages(self):
+        oracle, prox, eta = self.oracle, self.oracle.reg.prox, self.eta
+        sampler = oracle.sampler(self.seed, self.importance)
+        x_tilde = self.x0.copy()
+        v, _ = oracle.full_gradient(x_tilde)
+        while True:
+            x = x_tilde.copy()
+            acc = np.zeros_like(x) if self.snapshot == "average" else None
+            for _ in range(self.m):
+                g = v + oracle.vr_correction(x, sampler.draw(self.b))
+                x = prox(x - eta * g, eta)
+                if acc is not None:
+                    acc += x
+            x_tilde = x if acc is None else acc / self.m
+            v, P = oracle.full_gradient(x_tilde)
+            yield x_tilde, P, {}
