@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import yaml
 
@@ -150,7 +150,12 @@ class RuntimeConfig:
 @dataclass
 class LogConfig:
     dir: str = "runs"                         # run directories are created below this
-    progress: Literal["auto", "bar", "lines", "off"] = "auto"
+    # YAML reads a bare `off` as false: accept booleans (false: off, true: auto).
+    progress: Union[Literal["auto", "bar", "lines", "off"], bool] = "auto"
+
+    def check(self, loader: Loader, path: str):
+        if isinstance(self.progress, bool):
+            self.progress = "auto" if self.progress else "off"
 
 
 @dataclass

@@ -104,3 +104,9 @@ def test_async_key_roundtrips_through_set_and_dump():
     cfg = load({**BASE, "rehearsal": {"async": False}}, ["rehearsal.async=true"])
     assert cfg.rehearsal.async_updates is True
     assert cfg.to_dict()["rehearsal"]["async"] is True
+
+
+def test_bare_off_in_yaml_means_off(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("name: x\ndata: {builtin: digits}\nlog: {progress: off}\n")
+    assert load_job(str(job)).log.progress == "off"

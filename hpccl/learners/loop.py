@@ -90,11 +90,13 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
                 idx = order[it * b:(it + 1) * b]
                 xb, yb = x[idx], y[idx]
             if rehearsal is not None:
-                # On the CPU batch, so picking candidates costs no device-to-host copy. Waits
-                # only if the background fetch of representatives is not finished yet.
+                # On the CPU batch, so picking candidates costs no device-to-host copy.
+                # Blocks only if the background fetch of representatives is not finished.
                 with timers.phase("rehearsal_wait"):
-                    xb, yb = rehearsal.augment(xb, yb)
+                    reps = rehearsal.representatives(xb, yb)
             with timers.phase("data_load"):
+                if rehearsal is not None:
+                    xb, yb = rehearsal.mix(xb, yb, reps)
                 xb = xb.to(device, non_blocking=True)
                 yb = yb.to(device, non_blocking=True)
             lr = lr_at(train, world.size, epoch + it / iters)

@@ -1,11 +1,10 @@
-"""The rehearsal buffer as the training loop sees it: ``augment(batch)`` returns the batch
-plus r representatives drawn from the global buffer, and offers c candidates of the batch
-to the local shard.
+"""The rehearsal buffer as the training loop sees it: each mini-batch gets r representatives
+drawn from the global buffer, and offers c of its samples to the local shard.
 
 Asynchronous mode (the default) is double-buffered with one background thread: while the
 model trains on mini-batch i, the thread inserts mini-batch i's candidates and fetches the
-representatives for mini-batch i+1. ``augment`` only waits (timed as ``rehearsal_wait``) if
-that fetch has not finished. A task's first representatives are fetched when the task
+representatives for mini-batch i+1. ``representatives`` only waits (timed as ``rehearsal_wait``)
+if that fetch has not finished. A task's first representatives are fetched when the task
 begins, after every earlier insert, so no iteration trains on stale or unfilled slots.
 Synchronous mode does the same work inline, to measure what the overlap hides.
 """
@@ -63,14 +62,23 @@ class RehearsalBuffer:
         self._pool = (ThreadPoolExecutor(1, thread_name_prefix="hpccl-rehearsal")
                       if cfg.async_updates else None)
         self._next = None
+        self._cand = None
         self._active = False
+        # Two outputs used in turn (double buffering): the fetch for mini-batch i+1 fills one
+        # while augment() copies mini-batch i's representatives out of the other.
+        self._outputs = [self.sampler.new_output(self.r) for _ in range(2)]
+        self._turn = 0
+
+    def _fetch(self):
+        self._turn ^= 1
+        return self.sampler.sample(self.r, out=self._outputs[self._turn])
 
     # -- per task ---------------------------------------------------------------------------------
     def begin_task(self, task: int):
         self._drain()
         self._active = task >= self.cfg.start_task
         if self._pool is not None and self._active:
-            self._next = self._pool.submit(self.sampler.sample, self.r)
+            self._next = self._pool.submit(self._fetch)
 
     def end_task(self, path: str | None = None, **attrs):
         """Finish pending work; write the shard to HDF5 (inspection and restart)."""
@@ -79,19 +87,32 @@ class RehearsalBuffer:
             self.shard.save(path, **attrs)
 
     # -- per iteration ------------------------------------------------------------------------------
-    def augment(self, xb: torch.Tensor, yb: torch.Tensor):
-        """CPU batch in, CPU batch with representatives appended out."""
-        cx, cy = self._candidates(xb, yb)
-        if self._pool is None:
-            reps = self.sampler.sample(self.r) if self._active else None
-            self.shard.insert(cx, cy)
-        else:
-            reps = self._next.result() if self._next is not None else None
-            self._next = self._pool.submit(self._insert_then_fetch, cx, cy)
+    # Two calls, so the training loop can time the wait apart from the mixing work.
+    def representatives(self, xb: torch.Tensor, yb: torch.Tensor):
+        """This mini-batch's representatives (None before start_task). Asynchronous: blocks
+        only while the background fetch is unfinished. Synchronous: fetches now, then
+        inserts this batch's candidates, so all of the buffer's work is exposed here."""
+        self._cand = self._candidates(xb, yb)
+        if self._pool is not None:
+            return self._next.result() if self._next is not None else None
+        reps = self._fetch() if self._active else None
+        self.shard.insert(*self._cand)
+        return reps
+
+    def mix(self, xb: torch.Tensor, yb: torch.Tensor, reps):
+        """Hand this batch's candidates to the background thread (which then fetches the
+        next batch's representatives) and append ``reps`` to the CPU batch."""
+        if self._pool is not None:
+            self._next = self._pool.submit(self._insert_then_fetch, *self._cand)
+        self._cand = None
         if reps is None or len(reps[1]) == 0:
             return xb, yb
         return (torch.cat([xb, torch.from_numpy(reps[0]).to(xb.dtype)]),
                 torch.cat([yb, torch.from_numpy(reps[1])]))
+
+    def augment(self, xb: torch.Tensor, yb: torch.Tensor):
+        """``representatives`` then ``mix``: the batch with r representatives appended."""
+        return self.mix(xb, yb, self.representatives(xb, yb))
 
     def _candidates(self, xb, yb):
         n = len(yb)
@@ -100,7 +121,7 @@ class RehearsalBuffer:
 
     def _insert_then_fetch(self, cx, cy):
         self.shard.insert(cx, cy)
-        return self.sampler.sample(self.r) if self._active else None
+        return self._fetch() if self._active else None
 
     def _drain(self):
         if self._next is not None:

@@ -41,15 +41,28 @@ class GlobalSampler:
         rank, cls = np.divmod(block, counts.shape[1])
         return rank, cls, slot
 
-    def sample(self, r: int):
-        """Fetch r representatives: (x [k, *sample_shape] float32, y [k] int64), k <= r."""
+    def new_output(self, r: int) -> np.ndarray:
+        """A reusable output for ``sample(r, out=...)``."""
+        return np.empty((r, self.layout.sample_bytes), dtype=np.uint8)
+
+    def sample(self, r: int, out: np.ndarray | None = None):
+        """Fetch r representatives: (x [k, *sample_shape] float32, y [k] int64), k <= r.
+
+        The draw is a random set, so its order is free: grouping it by owner lets each
+        owner's samples land in one contiguous slice of the result, copied once. ``out``
+        (from ``new_output``) is filled and viewed instead of allocating: fresh pages for
+        every draw cost as much as the copy itself.
+        """
         rank, cls, slot = self.draw(r)
-        lay = self.layout
-        x = np.empty((len(rank), lay.sample_floats), dtype=np.float32)
         order = np.argsort(rank, kind="stable")
-        for target in np.unique(rank):
-            mine = order[rank[order] == target]
-            rows = cls[mine] * lay.slots + slot[mine]
-            got = self.shard.windows.read_rows(int(target), lay.data_offset, lay.sample_bytes, rows)
-            x[mine] = got.view(np.float32)
-        return x.reshape((len(rank),) + lay.sample_shape), cls.astype(np.int64)
+        rank, cls, slot = rank[order], cls[order], slot[order]
+        lay = self.layout
+        out = (np.empty((len(rank), lay.sample_bytes), dtype=np.uint8) if out is None
+               else out[:len(rank)])
+        starts = np.flatnonzero(np.r_[True, rank[1:] != rank[:-1]]) if len(rank) else []
+        for start, stop in zip(starts, list(starts[1:]) + [len(rank)]):
+            rows = cls[start:stop] * lay.slots + slot[start:stop]
+            self.shard.windows.read_rows(int(rank[start]), lay.data_offset, lay.sample_bytes, rows,
+                                         out=out[start:stop])
+        x = out.view(np.float32).reshape((len(rank),) + lay.sample_shape)
+        return x, cls.astype(np.int64)
