@@ -21,9 +21,21 @@ def _add(sub, name, help_text, example):
 
 
 def cmd_run(args) -> int:
+    from hpccl import checkpoint
     from hpccl.config import load_job
     from hpccl.launch import launched_size, relaunch, under_mpi_launch
     from hpccl.run import check_run_dir, default_run_dir
+    if args.resume:
+        if args.job or args.set or args.out:
+            raise HpcclError("--resume RUN_DIR continues a run with the job saved in it "
+                             "(RUN_DIR/config.yaml): give no JOB, --set or --out with it.")
+        state = checkpoint.read_state(args.resume)   # fails clearly when there is none
+        if args.np is not None and args.np != state["world_size"]:
+            raise HpcclError(f"cannot resume {args.resume!r} on {args.np} ranks: its checkpoint "
+                             f"was written by {state['world_size']}. HINT: -n {state['world_size']}.")
+        args.job, args.out = os.path.join(args.resume, "config.yaml"), args.resume
+    elif not args.job:
+        raise HpcclError("hpccl run needs a JOB file (or --resume RUN_DIR).")
     cfg = load_job(args.job, args.set)  # fail on a bad job before starting any rank
     if cfg.data.path is not None:
         from hpccl.data.h5format import DatasetFile
@@ -37,11 +49,17 @@ def cmd_run(args) -> int:
                          "launcher's rank count.")
     run_dir = args.out or default_run_dir(cfg)
     if not inside and (args.np or 1) > 1:
-        check_run_dir(run_dir)
-        argv = ["run", args.job, "--out", run_dir] + [x for s in args.set for x in ("--set", s)]
+        if args.resume:
+            argv = ["run", "--resume", run_dir]
+        else:
+            check_run_dir(run_dir)
+            argv = ["run", args.job, "--out", run_dir] + [x for s in args.set for x in ("--set", s)]
         print(f"hpccl: launching {args.np} ranks; run directory: {run_dir}", flush=True)
         code = relaunch(args.np, argv)
-        if code != 0:
+        if code == checkpoint.EXIT_REQUEUE:
+            print(f"hpccl: stopped on a signal after writing a checkpoint; resume with "
+                  f"'hpccl run --resume {run_dir} -n {args.np}'", file=sys.stderr)
+        elif code != 0:
             print(f"hpccl: the job failed (mpirun exit code {code}); logs so far are in {run_dir}",
                   file=sys.stderr)
         else:
@@ -49,10 +67,10 @@ def cmd_run(args) -> int:
         return code
     from hpccl.runtime import abort_on_error, mpi
     MPI = mpi()
-    if MPI.COMM_WORLD.Get_rank() == 0:
+    if MPI.COMM_WORLD.Get_rank() == 0 and not args.resume:
         check_run_dir(run_dir)
     from hpccl.run import run_job
-    abort_on_error(lambda: run_job(cfg, run_dir, [sys.argv[0]] + _argv_tail()))
+    abort_on_error(lambda: run_job(cfg, run_dir, [sys.argv[0]] + _argv_tail(), resume=bool(args.resume)))
     if MPI.COMM_WORLD.Get_rank() == 0 and os.environ.get("HPCCL_RELAUNCHED") != "1":
         print(f"hpccl: run directory: {run_dir}")
     return 0
@@ -113,14 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
               hpccl run jobs/quickstart.yaml -n 4"""))
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    r = _add(sub, "run", "Run a job: on N local ranks (-n N), or as it is inside mpirun/srun/mpiexec.",
-             "hpccl run jobs/quickstart.yaml -n 4 --set train.epochs=2")
-    r.add_argument("job", help="job YAML file")
+    r = _add(sub, "run", "Run a job: on N local ranks (-n N), or as it is inside mpirun/srun/mpiexec. "
+             "SIGUSR1 or SIGTERM makes every rank checkpoint at the next epoch and exit with code 99; "
+             "--resume continues from there.",
+             "hpccl run jobs/quickstart.yaml -n 4 --set train.epochs=2\n  hpccl run --resume runs/quickstart-20260101-120000 -n 4")
+    r.add_argument("job", nargs="?", help="job YAML file (not with --resume)")
     r.add_argument("-n", "--np", type=int, default=None, help="ranks to start under local mpirun "
                    "(ignored inside an MPI launch)")
     r.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a job setting, e.g. --set train.lr=0.1 (repeatable)")
     r.add_argument("--out", default=None, metavar="DIR", help="run directory (default: LOG_DIR/NAME-TIME)")
+    r.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run that stopped "
+                   "on SIGUSR1/SIGTERM (preemption, time limit) from its checkpoint; exit code 99 "
+                   "means such a stop")
     r.set_defaults(func=cmd_run)
 
     v = _add(sub, "validate", "Check a job file (and its dataset file, if given) without running it.",

@@ -66,7 +66,22 @@ def _is_openmpi(mpirun: str) -> bool:
 
 
 def relaunch(nprocs: int, argv: list[str]) -> int:
-    """Run ``hpccl <argv>`` on ``nprocs`` local ranks; returns mpirun's exit code."""
+    """Run ``hpccl <argv>`` on ``nprocs`` local ranks; returns mpirun's exit code.
+
+    SIGUSR1 and SIGTERM sent to this process are passed on to mpirun (which passes them to
+    the ranks), so a scheduler's warning reaches the training loop and it can checkpoint.
+    """
+    import signal
     cmd = mpirun_command(nprocs, argv)
     env = dict(os.environ, HPCCL_RELAUNCHED="1")
-    return subprocess.call(cmd, env=env)
+    child = subprocess.Popen(cmd, env=env)
+
+    def forward(signum, frame):
+        child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGUSR1, signal.SIGTERM)}
+    try:
+        return child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

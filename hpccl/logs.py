@@ -68,6 +68,20 @@ class H5Log:
                     g.attrs[key] = _attr(value)
         os.replace(tmp, self.path)
 
+    @classmethod
+    def reopen(cls, path: str) -> "H5Log":
+        """Continue a log written by an earlier process (resume): everything back in memory."""
+        data = read_h5(path)
+        log = cls(path, data["attrs"]["kind"])
+        log.attrs.update(data.pop("attrs"))
+        log.group_attrs = data.pop("group_attrs", {})
+        for name, value in data.items():
+            if value.ndim == 1 and name.split("/")[0] in ("epochs", "tasks"):
+                log.series[name] = list(value)
+            else:
+                log.arrays[name] = value
+        return log
+
     def close(self, status: str = "complete"):
         self.attrs["status"] = status
         self.flush()

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import yaml
 
+from hpccl import checkpoint
 from hpccl.config import JobConfig, dump_job
 from hpccl.data.datasets import open_dataset
 from hpccl.data.scenario import ClassIncremental
@@ -42,9 +43,19 @@ def check_run_dir(run_dir: str) -> None:
 class RunRecorder:
     """The logs of one rank: shared run log on rank 0, its own rank log everywhere."""
 
-    def __init__(self, run_dir, cfg, world, argv):
+    def __init__(self, run_dir, cfg, world, argv, resume=False):
         self.world, self.cfg = world, cfg
         hostnames = world.comm.allgather(world.hostname)
+        if resume:
+            self.rank_log = H5Log.reopen(os.path.join(run_dir, "ranks", f"rank{world.rank:05d}.h5"))
+            self.run_log = None
+            if world.is_root:
+                self.run_log = H5Log.reopen(os.path.join(run_dir, "log.h5"))
+                self.run_log.append("resumes", time=_dt.datetime.now().isoformat(timespec="seconds"),
+                                    command_line=" ".join(argv), hostnames=" ".join(hostnames),
+                                    task=int(self.run_log.attrs.get("tasks_completed", 0)))
+                self.run_log.attrs["status"] = "running"
+            return
         self.rank_log = H5Log(os.path.join(run_dir, "ranks", f"rank{world.rank:05d}.h5"), "rank", {
             "rank": world.rank, "local_rank": world.local_rank, "node_index": world.node_index,
             "hostname": world.hostname, "device": str(world.device)})
@@ -88,24 +99,33 @@ def _maybe_inject_failure(world, record):
                            "(HPCCL_INJECT_FAILURE)")
 
 
-def run_job(cfg: JobConfig, run_dir: str, argv: list[str]) -> dict:
+def run_job(cfg: JobConfig, run_dir: str, argv: list[str], resume: bool = False) -> dict:
     world = init_world(cfg.runtime)
     # No collective clean-up on failure: the caller aborts the whole job, and a rank that
     # waited in a collective for peers stuck elsewhere would hang instead.
-    summary = _run(cfg, run_dir, argv, world)
+    try:
+        summary = _run(cfg, run_dir, argv, world, resume)
+    except checkpoint.Preempted:
+        shutdown_world(world)  # every rank got here together: a clean, coordinated exit
+        raise
     shutdown_world(world)
     return summary
 
 
-def _run(cfg, run_dir, argv, world) -> dict:
-    if world.is_root:
+def _run(cfg, run_dir, argv, world, resume=False) -> dict:
+    if world.is_root and not resume:
         os.makedirs(os.path.join(run_dir, "ranks"), exist_ok=True)
         dump_job(cfg, os.path.join(run_dir, "config.yaml"))
     world.barrier()
+    ckpt = checkpoint.load(run_dir, world) if resume else None
     dataset = open_dataset(cfg.data, world)
     scenario = ClassIncremental(dataset, cfg.scenario, cfg.seed, world.rank, world.size)
-    recorder = RunRecorder(run_dir, cfg, world, argv)
+    recorder = RunRecorder(run_dir, cfg, world, argv, resume=resume)
     timers = IterationTimers(world.device)
+    if resume:
+        timers.preload({k.split("/", 1)[1]: v for k, v in recorder.rank_log.arrays.items()
+                        if k.startswith("timers/")})
+    signals = checkpoint.StopSignals()
     progress = Progress(cfg.log.progress, enabled=world.is_root)
 
     def on_epoch(record):
@@ -116,7 +136,8 @@ def _run(cfg, run_dir, argv, world) -> dict:
                            f"{record['time_s']:.2f}s")
 
     ctx = LoopContext(world=world, train=cfg.train, seed=cfg.seed, timers=timers,
-                      progress=progress, run_dir=run_dir, on_epoch=on_epoch)
+                      progress=progress, run_dir=run_dir, on_epoch=on_epoch,
+                      stop_requested=signals.requested)
     spec = DataSpec(input_shape=scenario.sample_shape, num_classes=scenario.num_classes,
                     num_train=dataset.info.num_train)
     learner = make_learner(cfg, world, spec, ctx)
@@ -124,19 +145,44 @@ def _run(cfg, run_dir, argv, world) -> dict:
     top1 = np.full((T, T), np.nan)
     top5 = np.full((T, T), np.nan)
     tasks = []
+    first_task, fit_resume, train_time = 0, None, 0.0
+    if ckpt is not None:
+        state, shared, local = ckpt
+        learner.restore(shared, local["learner"], checkpoint.checkpoint_dir(run_dir))
+        first_task, fit_resume, train_time = state["task"], local["fit"], state["train_time_s"]
+        top1, top5 = np.array(state["top1"], dtype=float), np.array(state["top5"], dtype=float)
+        progress.message(f"hpccl: resuming {run_dir} at task {first_task}"
+                         + (f", epoch {fit_resume['epoch']}" if fit_resume else ""))
+
+    def save_checkpoint(next_task, fit_state, task_time):
+        checkpoint.save(run_dir, world,
+                        state={"task": next_task, "train_time_s": train_time + task_time,
+                               "top1": top1.tolist(), "top5": top5.tolist(),
+                               "signal": signals.received},
+                        shared=learner.shared_state(),
+                        local={"fit": fit_state, "learner": learner.local_state()},
+                        save_local_files=learner.save_local_files)
+        progress.message(f"hpccl: stop signal ({signals.received or 'on another rank'}): "
+                         f"checkpoint written to {checkpoint.checkpoint_dir(run_dir)}; resume with "
+                         f"'hpccl run --resume {run_dir}'")
     progress.message(f"hpccl: {cfg.name}: learner {cfg.learner.kind}, {world.size} rank(s) on "
                      f"{world.num_nodes} node(s), {world.device.type}, backend {cfg.runtime.backend}, "
                      f"{T} tasks of {scenario.num_classes} classes")
     status = "failed"
     try:
-        train_time = 0.0
         for t in range(T):
-            task = scenario.task(t)
+            task = scenario.task(t) if t >= first_task or cfg.learner.kind == "scratch" else None
             tasks.append(task)
+            if t < first_task:
+                continue
             world.barrier()  # time the task on all ranks from a common start
             with Stopwatch() as sw:
-                stats = learner.learn_task(task, tasks)
+                stats = learner.learn_task(task, tasks, resume=fit_resume if t == first_task else None)
                 world.barrier()
+            if "stopped_at" in stats:
+                save_checkpoint(t, stats["stopped_at"], sw.seconds)
+                status = "preempted"
+                raise checkpoint.Preempted()
             train_time += sw.seconds
             x, y, task_ids = scenario.test_upto(t)
             a1, a5 = evaluate(learner.predict, x, y, task_ids, t + 1, world, cfg.train.eval_batch_size)
@@ -156,10 +202,15 @@ def _run(cfg, run_dir, argv, world) -> dict:
                 log.flush()
             progress.message(f"after task {t}: average accuracy {np.mean(a1) * 100:.1f}% "
                              f"(top-5 {np.mean(a5) * 100:.1f}%), task time {sw.seconds:.2f}s")
+            if t + 1 < T and world.allreduce_sum([signals.requested()])[0] > 0:
+                save_checkpoint(t + 1, None, 0.0)
+                status = "preempted"
+                raise checkpoint.Preempted()
         status = "complete"
     finally:
-        learner.close(ok=status == "complete")
+        learner.close(ok=status in ("complete", "preempted"))
         recorder.close(status, timers)
+        signals.restore()
     summary = {"final_average_accuracy": float(average_accuracy(top1)[-1]),
                "forgetting": float(forgetting(top1)[-1]), "backward_transfer": backward_transfer(top1),
                "train_time_s": train_time, "accuracy_matrix": top1}

@@ -48,6 +48,12 @@ class IterationTimers:
         self.columns["task"].append(task)
         self.columns["epoch"].append(epoch)
 
+    def preload(self, arrays: dict) -> None:
+        """Continue the columns of an earlier process (resume)."""
+        for name in self.columns:
+            if name in arrays:
+                self.columns[name] = list(arrays[name])
+
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: np.asarray(v, dtype=np.int32 if k in ("task", "epoch") else np.float64)
                 for k, v in self.columns.items()}

@@ -62,8 +62,26 @@ class Learner:
         """Start a task with fresh optimizer state (no momentum carried over)."""
         self.optimizer.state.clear()
 
-    def learn_task(self, task, tasks_so_far) -> dict:
+    def learn_task(self, task, tasks_so_far, resume=None) -> dict:
+        """Train on a task. ``resume``: the ``stopped_at`` of an interrupted ``fit`` of this
+        task (the learner's state was restored with ``restore`` first)."""
         raise NotImplementedError
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def shared_state(self) -> dict:
+        """State identical on every rank (written once, by rank 0)."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def local_state(self) -> dict:
+        """This rank's own state."""
+        return {}
+
+    def save_local_files(self, directory: str) -> None:
+        """Extra per-rank checkpoint files (e.g. buffer shards)."""
+
+    def restore(self, shared: dict, local: dict, directory: str) -> None:
+        self.model.load_state_dict(shared["model"])
+        self.optimizer.load_state_dict(shared["optimizer"])
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ class LoopContext:
     progress: object              # Progress (rank 0 prints)
     run_dir: str = "."
     on_epoch: Callable[[dict], None] = lambda record: None
+    stop_requested: Callable[[], int] = lambda: 0   # this rank got a stop signal (preemption)
 
 
 def lr_multiplier(train, world_size: int) -> float:
@@ -68,15 +69,24 @@ def _epoch_order(n: int, needed: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ctx: LoopContext,
-        task: int, epochs: int, rehearsal: Optional[object] = None) -> dict:
-    """Train on this rank's (x, y) for ``epochs``; returns totals for the log."""
+        task: int, epochs: int, rehearsal: Optional[object] = None, resume: Optional[dict] = None) -> dict:
+    """Train on this rank's (x, y) for ``epochs``; returns totals for the log.
+
+    If any rank received a stop signal, all ranks stop after the same epoch (the flag rides
+    on the epoch's metrics allreduce) and the result carries ``stopped_at``: what a resumed
+    ``fit(..., resume=stopped_at)`` needs to continue exactly where this one stopped.
+    """
     world, train, timers = ctx.world, ctx.train, ctx.timers
     device, b = world.device, train.batch_size
     iters = iterations_per_epoch(global_size, world.size, b)
     gen = torch_generator(ctx.seed, "batches", world.rank, task)
-    samples = 0
+    samples, iterations, start_epoch = 0, 0, 0
+    if resume is not None:
+        gen.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])
+        samples, iterations, start_epoch = resume["samples"], resume["iterations"], resume["epoch"]
     first_iteration = len(timers)
-    for epoch in range(epochs):
+    for epoch in range(start_epoch, epochs):
         order = _epoch_order(len(x), iters * b, gen)
         model.train()
         loss_sum = torch.zeros((), device=device)
@@ -122,12 +132,18 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
             seen += len(yb)
             timers.end_iteration(task, epoch)
             ctx.progress.step()
-        # One small allreduce an epoch for the metrics (a CPU-GPU sync point, once an epoch).
-        totals = world.allreduce_sum([loss_sum.item(), correct.item(), seen])
+        # One small allreduce an epoch for the metrics and the stop flag (a CPU-GPU sync
+        # point, once an epoch).
+        totals = world.allreduce_sum([loss_sum.item(), correct.item(), seen, ctx.stop_requested()])
         times = timers.totals(since=epoch_start)
         samples += seen
         record = {"task": task, "epoch": epoch, "loss": totals[0] / max(totals[2], 1),
                   "train_accuracy": totals[1] / max(totals[2], 1), "lr": lr,
                   "samples": int(totals[2]), "time_s": times["total"], "iterations": iters}
         ctx.on_epoch(record)
-    return {"samples": samples, "iterations": len(timers) - first_iteration}
+        if totals[3] > 0 and epoch + 1 < epochs:
+            return {"samples": samples, "iterations": iterations + len(timers) - first_iteration,
+                    "stopped_at": {"epoch": epoch + 1, "generator": gen.get_state(),
+                                   "torch_rng": torch.get_rng_state(), "samples": samples,
+                                   "iterations": iterations + len(timers) - first_iteration}}
+    return {"samples": samples, "iterations": iterations + len(timers) - first_iteration}

@@ -8,6 +8,7 @@ from hpccl.learners.base import register
 from hpccl.learners.incremental import IncrementalLearner
 from hpccl.learners.loop import fit
 from hpccl.rehearsal.buffer import RehearsalBuffer
+from hpccl.checkpoint import rank_file
 
 
 @register("rehearsal")
@@ -17,14 +18,27 @@ class RehearsalLearner(IncrementalLearner):
         self.buffer = RehearsalBuffer(world, cfg.rehearsal, data.num_classes, data.input_shape,
                                       data.num_train, cfg.seed)
 
-    def learn_task(self, task, tasks_so_far):
-        self.reset_optimizer()
-        self.buffer.begin_task(task.index)
+    def learn_task(self, task, tasks_so_far, resume=None):
+        if resume is None:
+            self.reset_optimizer()
+            self.buffer.begin_task(task.index)
         stats = fit(self.model, self.optimizer, task.x, task.y, task.global_size, self.loop,
-                    task.index, self.cfg.train.epochs, rehearsal=self.buffer)
-        path = os.path.join(self.loop.run_dir, "buffer", f"rank{self.world.rank:05d}.h5")
-        self.buffer.end_task(path, task=task.index)
+                    task.index, self.cfg.train.epochs, rehearsal=self.buffer, resume=resume)
+        if "stopped_at" not in stats:
+            path = os.path.join(self.loop.run_dir, "buffer", f"rank{self.world.rank:05d}.h5")
+            self.buffer.end_task(path, task=task.index)
         return stats
+
+    def local_state(self):
+        return {"buffer": self.buffer.state()}
+
+    def save_local_files(self, directory):
+        self.buffer.shard.save(rank_file(directory, self.world.rank, "buffer_rank", "h5"))
+
+    def restore(self, shared, local, directory):
+        super().restore(shared, local, directory)
+        self.buffer.shard.load(rank_file(directory, self.world.rank, "buffer_rank", "h5"))
+        self.buffer.load_state(local["buffer"])
 
     def rank_facts(self):
         return self.buffer.footprint()

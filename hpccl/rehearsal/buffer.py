@@ -128,6 +128,35 @@ class RehearsalBuffer:
             future, self._next = self._next, None
             future.result()
 
+    # -- checkpoints -------------------------------------------------------------------------------
+    def state(self) -> dict:
+        """Everything but the shard's samples (saved to HDF5 apart): RNG states, the task's
+        activity, and the representatives already fetched for the next mini-batch, so a
+        resumed run draws exactly what an uninterrupted one would have."""
+        pending = None
+        if self._next is not None:
+            reps = self._next.result()
+            pending = None if reps is None else (reps[0].copy(), reps[1].copy())
+        return {"active": self._active, "pending": pending, "has_pending": self._next is not None,
+                "rng": {name: getattr(self, attr).bit_generator.state for name, attr in
+                        (("draw", "sampler_rng"), ("candidates", "_pick"))}}
+
+    @property
+    def sampler_rng(self):
+        return self.sampler.rng
+
+    def load_state(self, state: dict) -> None:
+        from concurrent.futures import Future
+        self._active = state["active"]
+        self.sampler.rng.bit_generator.state = state["rng"]["draw"]
+        self._pick.bit_generator.state = state["rng"]["candidates"]
+        self._next = None
+        if state["has_pending"]:
+            done = Future()
+            done.set_result(state["pending"])
+            if self._pool is not None:
+                self._next = done
+
     # -- facts and life cycle ------------------------------------------------------------------------
     def footprint(self) -> dict:
         lay = self.shard.layout
