@@ -37,7 +37,7 @@ def cmd_run(args) -> int:
     elif not args.job:
         raise HpcclError("hpccl run needs a JOB file (or --resume RUN_DIR).")
     cfg = load_job(args.job, args.set)  # fail on a bad job before starting any rank
-    if cfg.data.path is not None:
+    if cfg.kind == "continual" and cfg.data.path is not None:
         from hpccl.data.h5format import DatasetFile
         DatasetFile(cfg.data.path).close()
     if args.np is not None and args.np < 1:
@@ -84,7 +84,7 @@ def cmd_validate(args) -> int:
     from hpccl.config import load_job
     cfg = load_job(args.job, args.set)
     problems = []
-    if cfg.data.path is not None:
+    if cfg.kind == "continual" and cfg.data.path is not None:
         from hpccl.data.h5format import DatasetFile
         try:
             with DatasetFile(cfg.data.path) as ds:
@@ -96,8 +96,9 @@ def cmd_validate(args) -> int:
             problems.append(str(e))
     if problems:
         raise HpcclError(f"{args.job}: " + "; ".join(problems))
-    print(f"{args.job}: valid ({cfg.name}: learner {cfg.learner.kind}, model {cfg.model.kind}, "
-          f"{cfg.scenario.num_tasks} tasks, backend {cfg.runtime.backend})")
+    what = (f"learner {cfg.learner.kind}, model {cfg.model.kind}, {cfg.scenario.num_tasks} tasks"
+            if cfg.kind == "continual" else f"kind {cfg.kind}")
+    print(f"{args.job}: valid ({cfg.name}: {what}, backend {cfg.runtime.backend})")
     return 0
 
 

@@ -15,7 +15,9 @@ from typing import Literal, Optional, Union
 
 import yaml
 
+from hpccl.erm.jobconfig import ErmConfig
 from hpccl.errors import ConfigError
+from hpccl.rtrl.jobconfig import OnlineRnnConfig
 from hpccl.schema import Loader, apply_override, suggest
 
 BUILTIN_DATASETS = ("digits",)
@@ -158,16 +160,24 @@ class LogConfig:
             self.progress = "auto" if self.progress else "off"
 
 
+# What a job is: a continual-learning run (scenario + learner), an ERM solve, or online
+# recurrent learning. Each kind has its runner (hpccl.run.JOB_RUNNERS) and its own section.
+JOB_KINDS = ("continual", "erm", "online_rnn")
+
+
 @dataclass
 class JobConfig:
     name: str
-    data: DataConfig
+    kind: Literal["continual", "erm", "online_rnn"] = "continual"
+    data: Optional[DataConfig] = None        # required by continual and erm jobs
     seed: int = 0
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     rehearsal: RehearsalConfig = field(default_factory=RehearsalConfig)
+    erm: ErmConfig = field(default_factory=ErmConfig)
+    rnn: OnlineRnnConfig = field(default_factory=OnlineRnnConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
@@ -178,6 +188,9 @@ class JobConfig:
         return d
 
     def check(self, loader: Loader, path: str):
+        if self.kind in ("continual", "erm") and self.data is None:
+            raise ConfigError(f"{loader.source}: a '{self.kind}' job needs a 'data' section "
+                              "(data: {path: FILE} or data: {builtin: NAME}).")
         if self.learner.kind == "rehearsal" and self.rehearsal.candidates > self.train.batch_size:
             raise ConfigError(f"{loader.source}: key 'rehearsal.candidates': expected at most "
                               f"train.batch_size ({self.train.batch_size}) candidates per mini-batch, "
