@@ -116,8 +116,75 @@ def cmd_info(args) -> int:
 
 def cmd_analyze(args) -> int:
     from hpccl.analysis.report import format_report, summarize
-    reports = [summarize(path) for path in args.runs]
-    print(format_report(reports, args.format, compare=args.compare))
+    sweeps = [p for p in args.runs if os.path.isfile(os.path.join(p, "manifest.json"))]
+    runs = [p for p in args.runs if p not in sweeps]
+    if runs:
+        reports = [summarize(path) for path in runs]
+        print(format_report(reports, args.format, compare=args.compare))
+        if args.plot:
+            from hpccl.analysis.plots import write_run_plots
+            for path in write_run_plots(reports, args.plot):
+                print(f"wrote {path}", file=sys.stderr)
+    for path in sweeps:
+        from hpccl.analysis.scaling import analyze_sweep, sweep_table
+        from hpccl.analysis.tables import render
+        sweep = analyze_sweep(path)
+        if args.format == "json":
+            from hpccl.analysis.report import _jsonable
+            print(json.dumps(_jsonable(sweep), indent=2))
+        else:
+            title = f"{sweep['mode']} scaling sweep {path} (site {sweep['site']})"
+            print((title + "\n" if args.format == "text" else "") + render(*sweep_table(sweep), fmt=args.format))
+        if args.plot:
+            from hpccl.analysis.plots import scaling_curves
+            os.makedirs(args.plot, exist_ok=True)
+            out = os.path.join(args.plot, f"scaling_{os.path.basename(os.path.normpath(path))}.png")
+            scaling_curves(sweep, out)
+            print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of GPU counts >= 1, e.g. "
+                                         f"1,2,4,8, found {text!r}")
+    return values
+
+
+def cmd_model(args) -> int:
+    from hpccl.analysis.model import Network, measure, measured_point, model_table, predict
+    from hpccl.analysis.report import _jsonable
+    from hpccl.analysis.tables import render
+    m = measure(args.baseline)
+    gpus_per_node, cores, net = args.gpus_per_node, None, Network()
+    if args.site:
+        from hpccl.sched.sites import load_site
+        site = load_site(args.site)
+        gpus_per_node = gpus_per_node or site.gpus_per_node
+        cores = site.cores_per_node or os.cpu_count()
+        net = Network.from_site(site)
+    gpus_per_node = gpus_per_node or 4
+    rows = predict(m, args.gpus, gpus_per_node, net, args.scaling, args.global_batch,
+                   rehearsal=not args.no_rehearsal, cores_per_node=cores)
+    measured = {}
+    for run_dir in args.measured:
+        point = measured_point(run_dir)
+        measured[point["ranks"]] = point
+    if args.format == "json":
+        print(json.dumps(_jsonable({"measured_components": m.__dict__, "network": net.__dict__,
+                                    "predicted": rows, "measured": list(measured.values())}), indent=2))
+        return 0
+    if args.format == "text":
+        print(f"{args.scaling} scaling predicted from {args.baseline} ({m.ranks} rank(s), {m.device}): "
+              f"compute {m.compute_s_per_sample * 1e6:.1f} us/sample, gradient {m.gradient_bytes / 1e6:.2f} MB, "
+              f"fetch {m.fetch_s_per_rep * 1e6:.1f} us/representative; {gpus_per_node} GPUs per node; "
+              f"links intra {net.intra_latency_s * 1e6:.0f} us / {net.intra_bandwidth / 1e9:.0f} GB/s, "
+              f"inter {net.inter_latency_s * 1e6:.0f} us / {net.inter_bandwidth / 1e9:.0f} GB/s")
+    print(render(*model_table(rows, measured or None), fmt=args.format))
     return 0
 
 
@@ -158,13 +225,31 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.set_defaults(func=cmd_info)
 
-    a = _add(sub, "analyze", "Summarise run directories: accuracy matrix, forgetting, time, "
-             "throughput, and where iteration time went.", "hpccl analyze runs/quickstart-* --format json")
-    a.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    a.add_argument("--format", choices=("text", "json"), default="text")
+    a = _add(sub, "analyze", "Summarise run directories (accuracy matrix, forgetting, time, throughput, "
+             "where iteration time went, per rank) or sweep directories (speedup, efficiency).",
+             "hpccl analyze --compare runs/study/rehearsal runs/study/scratch --plot figures/")
+    a.add_argument("runs", nargs="+", metavar="RUN_OR_SWEEP_DIR")
+    a.add_argument("--plot", metavar="DIR", default=None, help="also write PNG figures into DIR")
+    a.add_argument("--format", choices=("text", "json", "csv", "md"), default="text",
+                   help="text (default), json (everything), csv or md (one row per run)")
     a.add_argument("--compare", action="store_true", help="one table, a row per run: final "
                    "accuracy, forgetting, training time, time relative to the fastest")
     a.set_defaults(func=cmd_analyze)
+
+    mo = _add(sub, "model", "Predict iteration time, throughput and efficiency on 1 to 128 GPUs from a "
+              "small measured run and a site's network (formulas: README 'Scaling model').",
+              "hpccl model runs/base-1rank --site polaris --gpus 1,2,4,8,16,32,64,128 --scaling weak")
+    mo.add_argument("baseline", metavar="RUN_DIR", help="a measured run (1 rank is best)")
+    mo.add_argument("--gpus", type=_int_list, default=[1, 2, 4, 8, 16, 32, 64, 128], metavar="N,N,...")
+    mo.add_argument("--scaling", choices=("weak", "strong"), default="weak")
+    mo.add_argument("--global-batch", type=int, default=None, help="strong scaling: the fixed global batch")
+    mo.add_argument("--site", default=None, help="site config for GPUs per node, cores and network")
+    mo.add_argument("--gpus-per-node", type=int, default=None)
+    mo.add_argument("--no-rehearsal", action="store_true", help="predict without the rehearsal buffer")
+    mo.add_argument("--measured", nargs="*", default=[], metavar="RUN_DIR",
+                    help="runs at other rank counts to show next to the prediction")
+    mo.add_argument("--format", choices=("text", "json", "csv", "md"), default="text")
+    mo.set_defaults(func=cmd_model)
 
     d = _add(sub, "data", "Dataset tools.", "hpccl data convert digits --out data/digits.h5")
     dsub = d.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)

@@ -153,6 +153,12 @@ def _run(cfg, run_dir, argv, world, resume=False) -> dict:
     spec = DataSpec(input_shape=scenario.sample_shape, num_classes=scenario.num_classes,
                     num_train=dataset.info.num_train)
     learner = make_learner(cfg, world, spec, ctx)
+    if recorder.run_log is not None and not resume:
+        recorder.run_log.set_attrs(sample_shape=list(scenario.sample_shape),
+                                   model_parameters=sum(p.numel() for p in learner.model.parameters()),
+                                   model_gradient_bytes=sum(p.numel() * p.element_size()
+                                                            for p in learner.model.parameters()
+                                                            if p.requires_grad))
     T = scenario.num_tasks
     top1 = np.full((T, T), np.nan)
     top5 = np.full((T, T), np.nan)

@@ -58,12 +58,21 @@ def buffer_footprint(ranks: list[dict]) -> list[dict]:
             out.append({"rank": int(r["attrs"]["rank"]),
                         **{k: int(r[f"tasks/{k}"][-1]) for k in ("buffer_stored", "buffer_bytes_stored",
                                                                   "buffer_bytes_allocated",
-                                                                  "buffer_slots_per_class")}})
+                                                                  "buffer_slots_per_class")},
+                        **{k: float(np.sum(r[f"tasks/{k}"][-1])) for k in (
+                            "buffer_fetch_s", "buffer_fetched", "buffer_insert_s", "buffer_offered")
+                           if f"tasks/{k}" in r}})
     return out
 
 
 def summarize(run_dir: str) -> dict:
     run, ranks = load_run(run_dir)
+    if run["attrs"].get("job_kind") == "erm":
+        from hpccl.erm.report import erm_summary
+        return erm_summary(run_dir, run, ranks)
+    if run["attrs"].get("job_kind") == "online_rnn":
+        from hpccl.rtrl.report import summarize_rnn
+        return summarize_rnn(run_dir, run, ranks)
     attrs = run["attrs"]
     done = int(attrs.get("tasks_completed", 0))
     top1 = run.get("eval/top1")
@@ -106,25 +115,54 @@ def _jsonable(obj):
     return obj
 
 
-def format_compare(reports: list[dict]) -> str:
-    """Side by side: final accuracy, forgetting, training time and time relative to the fastest."""
+def timer_table(t: dict, fmt: str = "text") -> str:
+    """Where iteration time went: seconds (share) per phase, per rank, then mean and slowest."""
+    from hpccl.analysis.tables import render
+    header = ["rank", "host", "iterations", "total s"] + list(TIMER_PARTS)
+    rows = []
+    for r in t["per_rank"]:
+        rows.append([r["rank"], r["hostname"], r["iterations"], r["total_s"]]
+                    + [f"{r['seconds'][p]:.3f} ({r['fractions'][p] * 100:.1f}%)" for p in TIMER_PARTS])
+    rows.append(["mean", "", "", sum(r["total_s"] for r in t["per_rank"]) / len(t["per_rank"])]
+                + [f"({t['mean_fractions'][p] * 100:.1f}%)" for p in TIMER_PARTS])
+    rows.append([f"slowest: {t['slowest_rank']}", "", "", max(r["total_s"] for r in t["per_rank"])]
+                + [f"({t['slowest_fractions'][p] * 100:.1f}%)" for p in TIMER_PARTS])
+    return "iteration time by phase, seconds (share)\n" + render(header, rows, fmt)
+
+
+def compare_table(reports: list[dict]):
+    """A row per run: final accuracy, forgetting, training time and time relative to the fastest."""
     fastest = min((s["train_time_s"] for s in reports if s["train_time_s"] > 0), default=0.0)
-    rows = [("run", "learner", "ranks", "final acc %", "forgetting %", "train time s", "x fastest", "samples/s")]
+    header = ["run", "learner", "ranks", "final acc %", "top-5 %", "forgetting %", "BWT %",
+              "train time s", "x fastest", "samples/s", "status"]
+    rows = []
     for s in reports:
-        rows.append((os.path.basename(os.path.normpath(s["run_dir"])), str(s["learner"]), str(s["world_size"]),
-                     f"{s.get('final_average_accuracy', float('nan')) * 100:.1f}",
-                     f"{s.get('forgetting', float('nan')) * 100:.1f}", f"{s['train_time_s']:.2f}",
-                     f"{s['train_time_s'] / fastest:.2f}" if fastest else "-", f"{s['samples_per_s']:.0f}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+        pct = lambda key: s[key] * 100 if key in s else None  # noqa: E731
+        rows.append([os.path.basename(os.path.normpath(s["run_dir"])), s["learner"], s["world_size"],
+                     pct("final_average_accuracy"), pct("final_average_top5"), pct("forgetting"),
+                     pct("backward_transfer"), s["train_time_s"],
+                     s["train_time_s"] / fastest if fastest else None, round(s["samples_per_s"]),
+                     s["status"]])
+    return header, rows
+
+
+def format_compare(reports: list[dict], fmt: str = "text") -> str:
+    from hpccl.analysis.tables import render
+    text = render(*compare_table(reports), fmt=fmt)
     notes = [f"note: {s['run_dir']}: {s['note']}" for s in reports if s.get("note")]
-    return "\n".join(lines + notes)
+    return "\n".join([text] + notes) if fmt == "text" else text
 
 
 def format_report(reports: list[dict], fmt: str = "text", compare: bool = False) -> str:
-    if compare and fmt == "text":
-        return format_compare(reports)
+    if any(r.get("job_kind") == "erm" for r in reports):
+        from hpccl.erm.report import format_erm_reports
+        return format_erm_reports(reports, fmt, compare)
+    if any(s.get("job_kind") == "online_rnn" for s in reports):
+        from hpccl.rtrl.report import format_rnn_report
+        return format_rnn_report(reports, fmt, compare,
+                                 other=lambda rest: format_report(rest, fmt, compare))
+    if fmt in ("csv", "md") or (compare and fmt == "text"):
+        return format_compare(reports, fmt)
     if fmt == "json":
         return json.dumps(_jsonable(reports[0] if len(reports) == 1 else reports), indent=2)
     blocks = []
@@ -148,9 +186,6 @@ def format_report(reports: list[dict], fmt: str = "text", compare: bool = False)
                          "per rank: " + ", ".join(str(x["buffer_stored"]) for x in b))
         t = s["timers"]
         if t["per_rank"]:
-            lines.append("iteration time   " + "".join(f"{p:>17}" for p in TIMER_PARTS))
-            lines.append("mean of ranks    " + "".join(f"{t['mean_fractions'][p] * 100:16.1f}%" for p in TIMER_PARTS))
-            lines.append(f"slowest (rank {t['slowest_rank']})" .ljust(17)
-                         + "".join(f"{t['slowest_fractions'][p] * 100:16.1f}%" for p in TIMER_PARTS))
+            lines.append(timer_table(t))
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)

@@ -12,6 +12,7 @@ Synchronous mode does the same work inline, to measure what the overlap hides.
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -68,10 +69,22 @@ class RehearsalBuffer:
         # while augment() copies mini-batch i's representatives out of the other.
         self._outputs = [self.sampler.new_output(self.r) for _ in range(2)]
         self._turn = 0
+        # Work done by the buffer (in the thread when async), for the scaling model.
+        self._cost = {"fetch_s": 0.0, "fetched": 0, "insert_s": 0.0, "offered": 0}
 
     def _fetch(self):
         self._turn ^= 1
-        return self.sampler.sample(self.r, out=self._outputs[self._turn])
+        t0 = time.perf_counter()
+        reps = self.sampler.sample(self.r, out=self._outputs[self._turn])
+        self._cost["fetch_s"] += time.perf_counter() - t0
+        self._cost["fetched"] += len(reps[1])
+        return reps
+
+    def _insert(self, cx, cy):
+        t0 = time.perf_counter()
+        self.shard.insert(cx, cy)
+        self._cost["insert_s"] += time.perf_counter() - t0
+        self._cost["offered"] += len(cy)
 
     # -- per task ---------------------------------------------------------------------------------
     def begin_task(self, task: int):
@@ -96,7 +109,7 @@ class RehearsalBuffer:
         if self._pool is not None:
             return self._next.result() if self._next is not None else None
         reps = self._fetch() if self._active else None
-        self.shard.insert(*self._cand)
+        self._insert(*self._cand)
         return reps
 
     def mix(self, xb: torch.Tensor, yb: torch.Tensor, reps):
@@ -120,7 +133,7 @@ class RehearsalBuffer:
         return xb[pick].numpy().astype(np.float32, copy=True), yb[pick].numpy().copy()
 
     def _insert_then_fetch(self, cx, cy):
-        self.shard.insert(cx, cy)
+        self._insert(cx, cy)
         return self._fetch() if self._active else None
 
     def _drain(self):
@@ -162,7 +175,9 @@ class RehearsalBuffer:
         lay = self.shard.layout
         return {"buffer_stored": self.shard.stored, "buffer_bytes_allocated": lay.nbytes,
                 "buffer_bytes_stored": self.shard.stored * lay.sample_bytes,
-                "buffer_slots_per_class": lay.slots}
+                "buffer_slots_per_class": lay.slots,
+                "buffer_fetch_s": self._cost["fetch_s"], "buffer_fetched": self._cost["fetched"],
+                "buffer_insert_s": self._cost["insert_s"], "buffer_offered": self._cost["offered"]}
 
     def close(self, ok: bool = True):
         """Stop the thread; on success also free the windows (a collective call, so it is
