@@ -20,13 +20,14 @@ from hpccl.errors import ConfigError
 from hpccl.rtrl.jobconfig import OnlineRnnConfig
 from hpccl.schema import Loader, apply_override, suggest
 
-BUILTIN_DATASETS = ("digits",)
+BUILTIN_DATASETS = ("digits", "breast_cancer")   # breast_cancer: 2 classes, for kind: erm
 LEARNER_KINDS = ("incremental", "scratch", "rehearsal")
 
 
 @dataclass
 class DataConfig:
-    path: Optional[str] = None       # an hpccl HDF5 dataset file (see README "Dataset format")
+    path: Optional[str] = None       # an hpccl HDF5 dataset file (see README "Dataset format");
+                                     # kind: erm also reads LIBSVM text files (.bz2/.gz/.xz ok)
     builtin: Optional[str] = None    # or a dataset shipped with a dependency: digits
 
     def check(self, loader: Loader, path: str):

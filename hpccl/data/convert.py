@@ -347,3 +347,96 @@ def convert_synthetic(out, num_classes: int = 10, shape=(3, 32, 32), train_per_c
                 eps = rng.standard_normal((len(y),) + shape, dtype=np.float32)
                 x_ds[start:start + len(y)] = prototypes[y] + np.float32(noise) * eps
     return os.fspath(out)
+
+
+# --- breast cancer (ERM builtin) ---------------------------------------------------------------------
+
+def convert_breast_cancer(out) -> str:
+    """scikit-learn's bundled Wisconsin breast-cancer set (569 x 30, 2 classes, no download),
+    preprocessed for ERM: every feature standardized, then every row scaled to unit L2 norm
+    (standardized rows vary ~14x in norm, which would slow every uniform-sampling solver).
+    All 569 samples are in /train (the ERM objective is over all of them); /test is empty.
+    float32 [N, 30], labels int64 0 (malignant) / 1 (benign)."""
+    from sklearn.datasets import load_breast_cancer
+
+    x, y = load_breast_cancer(return_X_y=True)
+    x = (x - x.mean(0)) / x.std(0)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x = x.astype(np.float32)
+    with _atomic_h5(out) as f:
+        _set_root_attrs(f, 2, "breast_cancer", preprocessing="standardized, unit-norm rows")
+        for split, (xs, ys) in (("train", (x, y)), ("test", (x[:0], y[:0]))):
+            g = f.create_group(split)
+            g.create_dataset("x", data=xs)
+            g.create_dataset("y", data=ys.astype(np.int64))
+    return os.fspath(out)
+
+
+# --- LIBSVM ------------------------------------------------------------------------------------------
+
+def convert_libsvm(src, out, test=None, name=None) -> str:
+    """A LIBSVM text file (``label index:value ...``, 1-based indices; .bz2/.gz/.xz read directly)
+    as an HDF5 file with the samples stored sparse, as CSR arrays.
+
+    Layout (format_version 1; the ERM job reads it, ``data: {path: FILE}`` with ``kind: erm``)::
+
+        /train/x            group: a CSR matrix [N, D]
+            attrs           encoding-type = "csr_matrix", encoding-version = "0.1.0",
+                            shape = [N, D]     (the same convention as anndata)
+            data            float64 [nnz]      the nonzero values, row by row
+            indices         int32   [nnz]      their column, 0-based
+            indptr          int64   [N + 1]    row i is data[indptr[i]:indptr[i+1]]
+        /train/y            int64 [N]: 0/1 for two label values (the smaller one -> 0), or
+                            float64 [N], the raw labels, for more than two (regression)
+        /test/x, /test/y    the same for --test (N = 0 without it)
+        root attrs          name, num_classes (2, or 0 for regression), num_features (D),
+                            label_values (float64: the original labels of 0 and 1), source,
+                            format_version (1)
+
+    D is the largest feature index in train and test. A rank reads only its rows: indptr[lo:hi+1],
+    then data/indices[indptr[lo]:indptr[hi]].
+    """
+    from hpccl.erm.libsvm import read_libsvm, scan_libsvm
+
+    src = os.fspath(src)
+    scans = {"train": scan_libsvm(src)}
+    if test is not None:
+        scans["test"] = scan_libsvm(os.fspath(test))
+    if scans["train"][0] == 0:
+        raise DatasetError(f"LIBSVM file {src!r} has no samples.")
+    d = max(s[2] for s in scans.values())
+    labels = scans["train"][1]
+    binary = len(labels) <= 2
+    if test is not None and binary:
+        extra = sorted(set(scans["test"][1]) - set(labels))
+        if extra:
+            raise DatasetError(f"test file {test!r} has label values {extra[:5]} that the training "
+                               f"file {src!r} lacks (it has {labels}).")
+    with _atomic_h5(out) as f:
+        _set_root_attrs(f, 2 if binary else 0, name or os.path.basename(src).split(".")[0],
+                        num_features=int(d), label_values=np.asarray(labels if binary else [], float),
+                        source=os.path.basename(src))
+        for split in ("train", "test"):
+            g = f.create_group(split)
+            if split in scans:
+                path = src if split == "train" else os.fspath(test)
+                X, y, _, _ = read_libsvm(path, rank=0, size=1, n_features=d, binary=False,
+                                         scan=scans[split])
+            else:
+                import scipy.sparse as sp
+                X, y = sp.csr_matrix((0, d)), np.zeros(0)
+            xg = g.create_group("x")
+            xg.attrs["encoding-type"] = "csr_matrix"
+            xg.attrs["encoding-version"] = "0.1.0"
+            xg.attrs["shape"] = np.asarray([X.shape[0], d], dtype=np.int64)
+            xg.create_dataset("data", data=X.data.astype(np.float64))
+            xg.create_dataset("indices", data=X.indices.astype(np.int32))
+            xg.create_dataset("indptr", data=X.indptr.astype(np.int64))
+            if binary:
+                # The larger label value -> 1 (a single-valued file keeps its sign).
+                pos = labels[-1] if len(labels) == 2 else 0.0
+                y = (y == pos) if len(labels) == 2 else (y > pos)
+                g.create_dataset("y", data=y.astype(np.int64))
+            else:
+                g.create_dataset("y", data=np.asarray(y, dtype=np.float64))
+    return os.fspath(out)

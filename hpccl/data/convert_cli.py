@@ -1,4 +1,4 @@
-"""``hpccl data convert {digits,cifar,imagefolder,synthetic}``: argparse wiring for convert.py.
+"""``hpccl data convert {digits,cifar,imagefolder,synthetic,libsvm}``: argparse wiring for convert.py.
 
 ``add_convert_parser(subparsers)`` mounts the command; each format sets ``func`` so the main
 CLI runs ``args.func(args)``. Converters raise DatasetError for bad input, which the main CLI
@@ -71,6 +71,17 @@ def _run_synthetic(args):
         test_per_class=args.test_per_class, seed=args.seed, noise=args.noise)))
 
 
+def _run_libsvm(args):
+    import h5py
+
+    path = convert.convert_libsvm(args.src, args.out, test=args.test, name=args.name)
+    with h5py.File(path, "r") as f:
+        parts = [f"{s} {int(f[s]['x'].attrs['shape'][0])} rows, {len(f[s]['x']['data'])} nonzeros"
+                 for s in ("train", "test")]
+        print(f"wrote {path}: {f.attrs['name']}, {int(f.attrs['num_features'])} features, "
+              f"{int(f.attrs['num_classes'])} classes, sparse CSR; " + "; ".join(parts))
+
+
 def _add(sub, name, summary, description, func):
     p = sub.add_parser(name, help=summary, description=description, formatter_class=_FORMATTER)
     p.add_argument("--out", required=True, metavar="PATH", help="HDF5 file to write (replaced if it exists)")
@@ -87,7 +98,8 @@ def add_convert_parser(subparsers) -> argparse.ArgumentParser:
                     "  hpccl data convert digits --out data/digits.h5\n"
                     "  hpccl data convert cifar --src cifar-10-batches-py --out data/cifar10.h5\n"
                     "  hpccl data convert imagefolder --src /scratch/imagenet --out imagenet.h5 --workers 16\n"
-                    "  hpccl data convert synthetic --num-classes 100 --out data/synth.h5")
+                    "  hpccl data convert synthetic --num-classes 100 --out data/synth.h5\n"
+                    "  hpccl data convert libsvm --src a9a.bz2 --test a9a.t.bz2 --out data/a9a.h5")
     sub = parser.add_subparsers(dest="convert_format", metavar="FORMAT", required=True)
 
     p = _add(sub, "digits", "scikit-learn's 8x8 digits (bundled, no download)",
@@ -134,4 +146,16 @@ def add_convert_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--test-per-class", type=int, default=20, help="test samples a class (default 20)")
     p.add_argument("--noise", type=float, default=1.0, help="noise std relative to prototypes (default 1.0)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+    p = _add(sub, "libsvm", "LIBSVM text file (sparse, for ERM jobs)",
+             "Write a LIBSVM file ('label index:value ...', 1-based; .bz2/.gz/.xz read directly) as\n"
+             "HDF5 with the samples sparse: /train/x is a CSR group (data float64, indices int32,\n"
+             "indptr int64, attr shape [N, D]); /train/y int64 0/1 for two label values (smaller -> 0),\n"
+             "else the raw float64 labels. --test fills /test the same way. ERM jobs (kind: erm)\n"
+             "read it with data: {path: FILE}, every rank only its rows.\n\n"
+             "example:\n  hpccl data convert libsvm --src ../shared/data/libsvm/a9a.bz2 "
+             "--test ../shared/data/libsvm/a9a.t.bz2 --out data/a9a.h5", _run_libsvm)
+    p.add_argument("--src", required=True, metavar="FILE", help="LIBSVM training file")
+    p.add_argument("--test", default=None, metavar="FILE", help="LIBSVM test file (optional)")
+    p.add_argument("--name", default=None, help="dataset name (default: the file's name)")
     return parser
