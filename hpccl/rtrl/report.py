@@ -1,0 +1,260 @@
+"""``hpccl analyze`` for ``online_rnn`` runs (log attribute ``job_kind == "online_rnn"``).
+
+:func:`summarize_rnn` turns one run's ``log.h5`` into a summary dict, :func:`format_rnn_report`
+prints one block per run plus (for several runs, or ``--compare``) one comparison table, and
+:func:`plot_rnn` draws accuracy-over-stream and activity PNGs for several runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+CURVE_POINTS = 200   # per-sequence curves in a summary are thinned to at most this many points
+
+
+def is_rnn(summary_or_attrs: dict) -> bool:
+    return summary_or_attrs.get("job_kind") == "online_rnn"
+
+
+def _f(x, default=float("nan")) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return default
+
+
+def _thin(seq: np.ndarray, *cols: np.ndarray):
+    n = len(seq)
+    idx = np.unique(np.linspace(0, n - 1, min(n, CURVE_POINTS)).round().astype(int)) if n else []
+    return [np.asarray(c)[idx].tolist() for c in (seq,) + cols]
+
+
+def _nanmean(a) -> float:
+    a = np.asarray(a, dtype=float)
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if a.size else float("nan")
+
+
+def summarize_rnn(run_dir: str, run: dict, ranks: list[dict] | None = None) -> dict:
+    """Summary of an online_rnn run from its ``read_h5`` log (``ranks``: the rank logs)."""
+    a = run["attrs"]
+    cfg = {}
+    try:
+        import yaml
+        cfg = (yaml.safe_load(a.get("config_yaml", "")) or {}).get("rnn", {}) or {}
+    except Exception:  # noqa: BLE001 - a summary without the config is still useful
+        pass
+    s = {"run_dir": run_dir, "job_kind": "online_rnn", "name": a.get("name"),
+         "learner": a.get("mode"), "mode": a.get("mode"), "status": a.get("status"),
+         "world_size": int(a.get("world_size", 0)), "backend": a.get("backend"),
+         "device": a.get("device"), "task": a.get("task"),
+         "num_classes": int(a.get("num_classes", 0)), "chance_accuracy": _f(a.get("chance_accuracy")),
+         "seq_len": int(a.get("seq_len", 0)), "hidden": int(a.get("hidden", 0)),
+         "weight_density": _f(a.get("weight_density")),
+         "activity_sparse": bool(a.get("activity_sparse", True)),
+         "update_every": cfg.get("update_every"), "lr": cfg.get("lr"),
+         "num_params": int(a.get("num_params", 0)),
+         "sequences_completed": int(a.get("sequences_completed", 0)),
+         "train_time_s": _f(a.get("train_time_s"), 0.0),
+         "final_test_accuracy": _f(a.get("final_test_accuracy", a.get("test_accuracy"))),
+         "masked_weight_max_abs": _f(a.get("masked_weight_max_abs")),
+         "replica_max_abs_diff": _f(a.get("replica_max_abs_diff"))}
+    s["sequences_total"] = s["sequences_completed"] * max(s["world_size"], 1)
+    seq = np.asarray(run.get("stream/sequence", []))
+    if seq.size:
+        act = np.asarray(run["stream/activity"], dtype=float)
+        nnz = np.asarray(run["stream/influence_nnz"], dtype=float)
+        macs = np.asarray(run["stream/macs_per_step"], dtype=float)
+        mem = np.asarray(run["stream/mem_bytes"], dtype=float)
+        tps = np.asarray(run["stream/time_per_step"], dtype=float)
+        accw = np.asarray(run["stream/acc_window"], dtype=float)
+        s.update({"mean_activity": _nanmean(act), "mean_influence_nnz": _nanmean(nnz),
+                  "macs_per_step": _nanmean(macs), "mem_bytes_per_step": float(np.max(mem)),
+                  "time_per_step_s": _nanmean(tps), "final_stream_accuracy": float(accw[-1]),
+                  "mean_loss": _nanmean(run["stream/loss"])})
+        x, y_acc, y_act, y_nnz = _thin(seq, accw, act, nnz)
+        s["curves"] = {"sequence": x, "acc_window": y_acc, "activity": y_act, "influence_nnz": y_nnz}
+    else:
+        s.update({"mean_activity": float("nan"), "mean_influence_nnz": float("nan"),
+                  "macs_per_step": float("nan"), "mem_bytes_per_step": float("nan"),
+                  "time_per_step_s": float("nan"), "final_stream_accuracy": float("nan"),
+                  "mean_loss": float("nan")})
+    ev = np.asarray(run.get("evals/sequence", []))
+    if ev.size:
+        s["evals"] = {k: np.asarray(run[f"evals/{k}"]).tolist() for k in
+                      ("sequence", "sequences_total", "test_accuracy", "stream_accuracy", "loss",
+                       "activity", "influence_nnz", "macs_per_step", "mem_bytes", "time_per_step")
+                      if f"evals/{k}" in run}
+        if not math.isfinite(s["final_test_accuracy"]):
+            s["final_test_accuracy"] = float(s["evals"]["test_accuracy"][-1])
+    if s["status"] != "complete":
+        s["note"] = (f"incomplete run (status '{s['status']}'): read up to its last flushed record, "
+                     f"{s['sequences_completed']} sequences per rank")
+    return s
+
+
+def _pct(x) -> str:
+    return f"{x * 100:.1f}" if x is not None and math.isfinite(x) else "-"
+
+
+def _num(x, fmt="{:.3f}") -> str:
+    return fmt.format(x) if x is not None and math.isfinite(x) else "-"
+
+
+def format_rnn_block(s: dict) -> str:
+    lines = [f"== {s['run_dir']}: {s['name']} (online_rnn {s['mode']}, {s['world_size']} ranks, "
+             f"{s['device']}, {s['status']})"]
+    if s.get("note"):
+        lines.append(f"note: {s['note']}")
+    lines.append(f"task {s['task']} (T={s['seq_len']}, {s['num_classes']} classes, chance "
+                 f"{_pct(s['chance_accuracy'])}%), EGRU {s['hidden']} units, weight density "
+                 f"{_num(s['weight_density'], '{:.2f}')}, activity sparse {s['activity_sparse']}")
+    lines.append(f"final test accuracy {_pct(s['final_test_accuracy'])}%, stream accuracy (last "
+                 f"window) {_pct(s['final_stream_accuracy'])}%, mean loss {_num(s['mean_loss'], '{:.4f}')}")
+    lines.append(f"mean activity {_num(s['mean_activity'])} (fraction of active units), influence "
+                 f"matrix non-zeros {_num(s['mean_influence_nnz'])}")
+    lines.append(f"compute {_num(s['macs_per_step'], '{:.4g}')} MACs/step, memory "
+                 f"{_num(s['mem_bytes_per_step'] / 1024, '{:.1f}')} KiB/step, "
+                 f"{_num(s['time_per_step_s'] * 1e3, '{:.3f}')} ms/step")
+    lines.append(f"stream {s['sequences_completed']} sequences/rank ({s['sequences_total']} total), "
+                 f"training time {s['train_time_s']:.2f}s; masked weights max |U| "
+                 f"{_num(s['masked_weight_max_abs'], '{:.3g}')}, replica max diff "
+                 f"{_num(s['replica_max_abs_diff'], '{:.3g}')}")
+    ev = s.get("evals")
+    if ev:
+        lines.append("test accuracy over the stream: " + ", ".join(
+            f"{n}: {_pct(a)}%" for n, a in zip(ev["sequence"], ev["test_accuracy"])))
+    return "\n".join(lines)
+
+
+def format_rnn_compare(reports: list[dict], fmt: str = "text") -> str:
+    """One row per online_rnn run; ``MACs x`` and ``mem x`` relative to the largest.
+    ``fmt``: text, csv or md."""
+    max_macs = max((s["macs_per_step"] for s in reports if math.isfinite(s["macs_per_step"])), default=0)
+    max_mem = max((s["mem_bytes_per_step"] for s in reports if math.isfinite(s["mem_bytes_per_step"])),
+                  default=0)
+    rows = [("run", "mode", "ranks", "hidden", "w.dens", "events", "test acc %", "stream acc %", "activity",
+             "infl nnz", "MACs/step", "MACs x", "mem KiB", "mem x", "ms/step")]
+    for s in reports:
+        rows.append((os.path.basename(os.path.normpath(s["run_dir"])), str(s["mode"]),
+                     str(s["world_size"]), str(s["hidden"]), _num(s["weight_density"], "{:.2f}"),
+                     "yes" if s["activity_sparse"] else "no",
+                     _pct(s["final_test_accuracy"]), _pct(s["final_stream_accuracy"]),
+                     _num(s["mean_activity"]), _num(s["mean_influence_nnz"]),
+                     _num(s["macs_per_step"], "{:.4g}"),
+                     _num(s["macs_per_step"] / max_macs, "{:.3f}") if max_macs else "-",
+                     _num(s["mem_bytes_per_step"] / 1024, "{:.1f}"),
+                     _num(s["mem_bytes_per_step"] / max_mem, "{:.3f}") if max_mem else "-",
+                     _num(s["time_per_step_s"] * 1e3, "{:.3f}")))
+    if fmt in ("csv", "md"):
+        from hpccl.analysis.tables import render
+        return render(list(rows[0]), [list(r) for r in rows[1:]], fmt=fmt)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    notes = [f"note: {s['run_dir']}: {s['note']}" for s in reports if s.get("note")]
+    return "\n".join(lines + notes)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def format_rnn_report(reports: list[dict], fmt: str = "text", compare: bool = False,
+                      other=None) -> str:
+    """Text or JSON for a list of summaries; those not of online_rnn runs go to ``other``
+    (a ``format_report`` for the rest), whose text is appended."""
+    rnn = [s for s in reports if is_rnn(s)]
+    rest = [s for s in reports if not is_rnn(s)]
+    if fmt == "json":
+        if rest and other is not None:
+            # One JSON document: parse the others' JSON back and merge in the original order.
+            others = json.loads(other(rest))
+            others = others if isinstance(others, list) else [others]
+            it = iter(others)
+            merged = [_jsonable(s) if is_rnn(s) else next(it) for s in reports]
+        else:
+            merged = [_jsonable(s) for s in reports]
+        return json.dumps(merged[0] if len(merged) == 1 else merged, indent=2)
+    parts = []
+    if fmt in ("csv", "md"):
+        parts.append(format_rnn_compare(rnn, fmt))
+    elif compare:
+        parts.append(format_rnn_compare(rnn))
+    else:
+        parts.extend(format_rnn_block(s) for s in rnn)
+        if len(rnn) > 1:
+            parts.append("comparison\n" + format_rnn_compare(rnn))
+    if rest and other is not None:
+        parts.append(other(rest))
+    return "\n\n".join(parts)
+
+
+def plot_rnn(summaries: list[dict], out_dir: str) -> list[str]:
+    """Write ``rnn_accuracy.png`` (running stream accuracy and test accuracy over the
+    stream) and ``rnn_activity.png`` (fraction of active units and influence-matrix
+    non-zeros over the stream) for the online_rnn summaries among ``summaries``; return
+    the paths written (none when there is no such summary)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [s for s in summaries if is_rnn(s) and s.get("curves")]
+    if not runs:
+        return []
+    os.makedirs(out_dir, exist_ok=True)
+
+    def label(s):
+        return f"{os.path.basename(os.path.normpath(s['run_dir']))} ({s['mode']})"
+
+    paths = []
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for s in runs:
+        c = s["curves"]
+        line, = ax.plot(c["sequence"], np.asarray(c["acc_window"]) * 100, label=f"{label(s)} stream")
+        ev = s.get("evals")
+        if ev:
+            ax.plot(ev["sequence"], np.asarray(ev["test_accuracy"], dtype=float) * 100, "o--",
+                    color=line.get_color(), label=f"{label(s)} test")
+    chance = runs[0].get("chance_accuracy")
+    if chance is not None and math.isfinite(chance):
+        ax.axhline(chance * 100, color="grey", lw=0.8, ls=":", label="chance")
+    ax.set_xlabel("sequences (per rank)")
+    ax.set_ylabel("accuracy %")
+    ax.set_title("online accuracy over the stream")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(os.path.join(out_dir, "rnn_accuracy.png"))
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for s in runs:
+        c = s["curves"]
+        line, = ax.plot(c["sequence"], c["activity"], label=f"{label(s)} activity")
+        nnz = np.asarray(c["influence_nnz"], dtype=float)
+        if np.isfinite(nnz).any():
+            ax.plot(c["sequence"], nnz, "--", color=line.get_color(), label=f"{label(s)} influence nnz")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("sequences (per rank)")
+    ax.set_ylabel("fraction")
+    ax.set_title("activity (active units) and influence-matrix non-zeros")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(os.path.join(out_dir, "rnn_activity.png"))
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
