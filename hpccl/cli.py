@@ -114,6 +114,18 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _plot_runs(reports, out_dir) -> list[str]:
+    """Figures for each kind of run among ``reports``."""
+    from hpccl.analysis.plots import write_run_plots
+    from hpccl.erm.report import plot_erm
+    from hpccl.rtrl.report import plot_rnn
+    by_kind = {}
+    for r in reports:
+        by_kind.setdefault(r.get("job_kind", "continual"), []).append(r)
+    plotters = {"continual": write_run_plots, "erm": plot_erm, "online_rnn": plot_rnn}
+    return [path for kind, runs in by_kind.items() for path in plotters[kind](runs, out_dir)]
+
+
 def cmd_analyze(args) -> int:
     from hpccl.analysis.report import format_report, summarize
     sweeps = [p for p in args.runs if os.path.isfile(os.path.join(p, "manifest.json"))]
@@ -122,8 +134,7 @@ def cmd_analyze(args) -> int:
         reports = [summarize(path) for path in runs]
         print(format_report(reports, args.format, compare=args.compare))
         if args.plot:
-            from hpccl.analysis.plots import write_run_plots
-            for path in write_run_plots(reports, args.plot):
+            for path in _plot_runs(reports, args.plot):
                 print(f"wrote {path}", file=sys.stderr)
     for path in sweeps:
         from hpccl.analysis.scaling import analyze_sweep, sweep_table
