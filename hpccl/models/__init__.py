@@ -19,8 +19,10 @@ from hpccl.errors import ConfigError
 from hpccl.models.cnn import SmallCNN
 from hpccl.models.mlp import MLP
 from hpccl.models.resnet import ResNet, resnet18, resnet50
+from hpccl.models.vit import VIT_PRESETS, VisionTransformer, load_pretrained
 
-__all__ = ["build_model", "MODEL_KINDS", "model_option_names", "MLP", "SmallCNN", "ResNet"]
+__all__ = ["build_model", "MODEL_KINDS", "model_option_names", "MLP", "SmallCNN", "ResNet",
+           "VisionTransformer"]
 
 STEMS = ("auto", "cifar", "imagenet")
 
@@ -75,11 +77,42 @@ def _resnet_builder(kind, fn):
     return build
 
 
+def _build_vit(input_shape, num_classes, preset="base", patch_size=None, width=None, depth=None, heads=None,
+               mlp_ratio=None, pretrained=None):
+    # Shape options left at None come from the preset (base: ViT-B/16).
+    _image_shape("vit", input_shape)
+    if preset not in VIT_PRESETS:
+        raise ConfigError(f"model option 'preset' of 'vit' must be one of {', '.join(VIT_PRESETS)}; got {preset!r}.")
+    shape = dict(VIT_PRESETS[preset])
+    for key, value in (("patch_size", patch_size), ("width", width), ("depth", depth), ("heads", heads)):
+        if value is not None:
+            shape[key] = _positive_int("vit", key, value)
+    if mlp_ratio is not None:
+        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or mlp_ratio <= 0:
+            raise ConfigError(f"model option 'mlp_ratio' of 'vit' must be a positive number, got {mlp_ratio!r}.")
+        shape["mlp_ratio"] = float(mlp_ratio)
+    if input_shape[1] % shape["patch_size"] or input_shape[2] % shape["patch_size"]:
+        raise ConfigError(f"model 'vit' needs image sides that are multiples of patch_size {shape['patch_size']}, "
+                          f"got {tuple(input_shape)}.")
+    if shape["width"] % shape["heads"]:
+        raise ConfigError(f"model option 'width' of 'vit' ({shape['width']}) must be a multiple of "
+                          f"'heads' ({shape['heads']}).")
+    model = VisionTransformer(image_size=tuple(input_shape[1:]), in_chans=input_shape[0],
+                              num_classes=num_classes, **shape)
+    if pretrained is not None:
+        if not isinstance(pretrained, str):
+            raise ConfigError(f"model option 'pretrained' of 'vit' must be a file path, got {pretrained!r}.")
+        # The classifier is the job's own (its class count), never the checkpoint's.
+        load_pretrained(model, pretrained, exclude=("head.",))
+    return model
+
+
 MODEL_KINDS: dict[str, Callable[..., nn.Module]] = {
     "mlp": _build_mlp,
     "cnn": _build_cnn,
     "resnet18": _resnet_builder("resnet18", resnet18),
     "resnet50": _resnet_builder("resnet50", resnet50),
+    "vit": _build_vit,
 }
 
 

@@ -4,7 +4,8 @@ import torch
 from hpccl.errors import ConfigError
 from hpccl.models import MODEL_KINDS, build_model, model_option_names
 
-SMALL = {"mlp": {"hidden": [16]}, "cnn": {"width": 4}, "resnet18": {"width": 4}, "resnet50": {"width": 4}}
+SMALL = {"mlp": {"hidden": [16]}, "cnn": {"width": 4}, "resnet18": {"width": 4}, "resnet50": {"width": 4},
+         "vit": {"patch_size": 4, "width": 8, "depth": 1, "heads": 2}}
 
 
 def n_params(model):
