@@ -266,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
     from hpccl.data.convert_cli import add_convert_parser
     add_convert_parser(dsub)
+    from hpccl.sched.cli import add_sched_parsers
+    add_sched_parsers(sub)
     return p
 
 

@@ -65,14 +65,12 @@ class Network:
 
     @classmethod
     def from_site(cls, site) -> "Network":
-        net = getattr(site, "network", None)
-        if not net:
-            return cls()
-        get = (lambda k, d: getattr(net, k, d)) if not isinstance(net, dict) else (lambda k, d: net.get(k, d))
-        return cls(intra_latency_s=get("intra_node_latency_us", 5.0) * 1e-6,
-                   intra_bandwidth=get("intra_node_bandwidth_gbs", 100.0) * 1e9,
-                   inter_latency_s=get("inter_node_latency_us", 10.0) * 1e-6,
-                   inter_bandwidth=get("inter_node_bandwidth_gbs", 25.0) * 1e9)
+        """From a site's ``network`` section (hpccl.sched.sites.NetworkConfig)."""
+        net = site.network
+        return cls(intra_latency_s=net.intra_node_latency_us * 1e-6,
+                   intra_bandwidth=net.intra_node_bandwidth_gbs * 1e9,
+                   inter_latency_s=net.inter_node_latency_us * 1e-6,
+                   inter_bandwidth=net.inter_node_bandwidth_gbs * 1e9)
 
 
 def measure(run_dir: str) -> Measured:

@@ -119,6 +119,26 @@ def test_strong_and_weak_efficiency_arithmetic():
     assert node["efficiency"] == pytest.approx([1, 0.95, 0.75])
 
 
+def test_sweep_directory_is_analysed_with_plot(tmp_path):
+    sweep = tmp_path / "sweep"
+    points = []
+    for g, t in ((1, 4.0), (2, 2.2), (4, 1.4)):
+        fake_run(sweep / f"g{g:04d}", world=g, epoch_time=t, rank_totals=(1.0,) * g)
+        points.append({"gpus": g, "nodes": 1, "ranks_per_node": g, "batch_per_gpu": 64 // g,
+                       "global_batch": 64, "lr_multiplier": 1.0, "lr": 0.1, "queue": None,
+                       "walltime": "00:10:00", "run_dir": f"g{g:04d}", "job_id": None})
+    (sweep / "manifest.json").write_text(json.dumps({"schema_version": 1, "kind": "scaling_sweep",
+                                                     "mode": "strong", "site": "local", "points": points}))
+    r = run_cmd(hpccl_cmd("analyze", str(sweep), "--format", "json"))
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    eff = [p["efficiency"] for p in data["points"]]
+    assert eff == pytest.approx([1.0, 4.0 / (2 * 2.2), 4.0 / (4 * 1.4)])
+    r = run_cmd(hpccl_cmd("analyze", str(sweep), "--plot", str(tmp_path / "figs")))
+    assert r.returncode == 0 and "speedup" in r.stdout
+    assert (tmp_path / "figs" / "scaling_sweep.png").stat().st_size > 5000
+
+
 def test_model_arithmetic_on_known_inputs():
     m = model.Measured(data_s_per_sample=0.0, compute_s_per_sample=1e-3, step_s=0.0,
                        gradient_bytes=100_000_000, sample_bytes=12288, batch=10, representatives=2,

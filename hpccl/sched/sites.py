@@ -1,0 +1,437 @@
+"""Sites as data: one YAML file per machine, validated on load, plus the limits logic.
+
+Where site files come from (later ones win, see :func:`site_dirs`):
+
+1. ``site_configs/`` in the hpccl checkout (the shipped sites),
+2. ``$XDG_CONFIG_HOME/hpccl/sites/`` (default ``~/.config/hpccl/sites/``),
+3. every directory in ``$HPCCL_SITE_DIR`` (``:``-separated).
+
+A file whose name matches an earlier one is an *override*: its mappings are merged key by key
+over the earlier file (lists and plain values are replaced), so ``account: m1234`` alone in
+``~/.config/hpccl/sites/polaris.yaml`` sets the account without touching the shipped file. A
+file with a new name is a new site; ``extends: polaris`` makes it start from another site.
+``--site`` also takes a path to a YAML file.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+
+from hpccl.errors import ConfigError
+from hpccl.schema import Loader, suggest
+
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "site_configs"
+
+# Placeholders a launcher command or a PBS select string may use (filled per job).
+PLACEHOLDERS = {
+    "ranks": "total MPI ranks (one per GPU)",
+    "nodes": "nodes of the job",
+    "ranks_per_node": "ranks on each node",
+    "gpus_per_node": "GPUs per node of the site",
+    "cores_per_node": "CPU cores per node of the site",
+    "cores_per_rank": "cores_per_node // ranks_per_node",
+    "cpus_per_rank": "cores_per_rank * threads_per_core (hardware threads, Slurm's -c)",
+    "local_mpirun": "the local mpirun with the flags `hpccl run -n` uses (absolute path, "
+                    "--oversubscribe, --allow-run-as-root as root), already given -np {ranks}",
+}
+
+_WALLTIME = re.compile(r"^(\d+):([0-5]\d):([0-5]\d)$")
+
+
+def parse_walltime(text, what: str = "walltime") -> int:
+    """``HH:MM:SS`` (hours may exceed 24) -> seconds; ConfigError naming ``what`` otherwise."""
+    m = _WALLTIME.match(str(text).strip()) if isinstance(text, str) else None
+    if not m:
+        raise ConfigError(f"{what}: expected a time as HH:MM:SS (e.g. 01:30:00; hours may exceed "
+                          f"24), found {text!r}.")
+    h, mi, s = (int(g) for g in m.groups())
+    return h * 3600 + mi * 60 + s
+
+
+def format_walltime(seconds: int) -> str:
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _check_template(loader: Loader, path: str, text: str, allowed=PLACEHOLDERS) -> None:
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+    except ValueError as e:
+        raise loader.error(path, "a command with {placeholders} (write a literal brace as {{ or }})",
+                           text, f" ({e})") from None
+    for name in fields:
+        if name not in allowed:
+            raise ConfigError(f"{loader.source}: key '{path}': unknown placeholder {{{name}}} in "
+                              f"{text!r}; known placeholders: "
+                              f"{', '.join('{' + k + '}' for k in allowed)}.{suggest(name, allowed)}")
+
+
+@dataclass
+class QueueConfig:
+    """One queue (PBS) or partition/QOS (Slurm) and the job sizes and times it admits.
+
+    The same name may appear more than once with different node ranges (a routing queue such
+    as Polaris' ``prod`` whose time limit depends on the size)."""
+    name: str
+    max_nodes: int
+    max_walltime: str
+    min_nodes: int = 1
+    min_walltime: str = "00:00:00"
+    auto: bool = True                  # false: used only when asked for with --queue
+    max_queued: Optional[int] = None   # jobs one user may have queued in it at once
+    note: str = ""
+
+    def check(self, loader: Loader, path: str):
+        for key in ("max_walltime", "min_walltime"):
+            try:
+                parse_walltime(getattr(self, key))
+            except ConfigError:
+                raise loader.error(f"{path}.{key}", "a time as HH:MM:SS", getattr(self, key)) from None
+        if self.min_nodes < 1 or self.max_nodes < self.min_nodes:
+            raise loader.error(f"{path}.max_nodes", f"an integer >= min_nodes ({self.min_nodes}) "
+                               "with min_nodes >= 1", self.max_nodes)
+        if parse_walltime(self.max_walltime) < parse_walltime(self.min_walltime):
+            raise loader.error(f"{path}.max_walltime", f"a time >= min_walltime ({self.min_walltime})",
+                               self.max_walltime)
+        if self.max_queued is not None and self.max_queued < 1:
+            raise loader.error(f"{path}.max_queued", "an integer >= 1 or null", self.max_queued)
+
+    @property
+    def min_s(self) -> int:
+        return parse_walltime(self.min_walltime)
+
+    @property
+    def max_s(self) -> int:
+        return parse_walltime(self.max_walltime)
+
+    def describe(self) -> str:
+        nodes = (f"{self.min_nodes}-{self.max_nodes} nodes" if self.min_nodes != self.max_nodes
+                 else f"{self.max_nodes} node(s)")
+        return f"{nodes}, {self.min_walltime}-{self.max_walltime}"
+
+    def misfit(self, nodes: int, walltime_s: int) -> list[str]:
+        """Why this queue does not admit the job (empty when it does)."""
+        out = []
+        if nodes < self.min_nodes:
+            out.append(f"{nodes} node(s) below its minimum {self.min_nodes}")
+        if nodes > self.max_nodes:
+            out.append(f"{nodes} node(s) above its maximum {self.max_nodes}")
+        if walltime_s < self.min_s:
+            out.append(f"walltime {format_walltime(walltime_s)} below its minimum {self.min_walltime}")
+        if walltime_s > self.max_s:
+            out.append(f"walltime {format_walltime(walltime_s)} above its maximum {self.max_walltime}")
+        return out
+
+
+@dataclass
+class GpuAffinityConfig:
+    """How each rank gets its GPU.
+
+    none:     every rank sees all GPUs of its node and takes cuda:<node-local rank> (hpccl's default)
+    launcher: the launcher binds one GPU per rank (e.g. srun --gpus-per-task=1)
+    wrapper:  hpccl writes gpu_affinity.sh into the run directory; it sets CUDA_VISIBLE_DEVICES
+              from the node-local rank in ``local_rank_var`` (reversed with ``reverse``)
+    """
+    mode: Literal["none", "launcher", "wrapper"] = "none"
+    local_rank_var: str = "OMPI_COMM_WORLD_LOCAL_RANK"
+    reverse: bool = False
+
+    def check(self, loader: Loader, path: str):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.local_rank_var):
+            raise loader.error(f"{path}.local_rank_var", "an environment variable name",
+                               self.local_rank_var)
+
+
+@dataclass
+class SlurmConfig:
+    queue_option: Literal["partition", "qos"] = "partition"   # what a queue name is to Slurm
+    constraint: Optional[str] = None          # -C, e.g. gpu
+    gpu_request: Literal["gpus-per-node", "gres", "none"] = "gpus-per-node"
+    signal_seconds: int = 300                 # --signal=B:USR1@N: warning before the time limit
+    requeue: bool = True                      # --requeue, and scontrol requeue on exit code 99
+    exclusive: bool = False
+    directives: dict = field(default_factory=dict)   # more #SBATCH --KEY=VALUE (true: a bare flag)
+
+    def check(self, loader: Loader, path: str):
+        if self.signal_seconds < 0:
+            raise loader.error(f"{path}.signal_seconds", "an integer >= 0", self.signal_seconds)
+        _check_directives(loader, f"{path}.directives", self.directives)
+
+
+@dataclass
+class PbsConfig:
+    select: str = "{nodes}:ncpus={cores_per_node}:ngpus={gpus_per_node}"   # -l select=...
+    place: Optional[str] = "scatter"          # -l place=...
+    rerunnable: bool = True                   # -r y
+    requeue: Literal["resubmit", "qrerun", "none"] = "resubmit"   # on exit code 99
+    signal_seconds: int = 300                 # the script's own timer: USR1 this long before the end
+    directives: dict = field(default_factory=dict)   # more #PBS -l KEY=VALUE
+
+    def check(self, loader: Loader, path: str):
+        _check_template(loader, f"{path}.select", self.select,
+                        {k: v for k, v in PLACEHOLDERS.items() if k != "local_mpirun"})
+        if self.signal_seconds < 0:
+            raise loader.error(f"{path}.signal_seconds", "an integer >= 0", self.signal_seconds)
+        _check_directives(loader, f"{path}.directives", self.directives)
+
+
+def _check_directives(loader: Loader, path: str, directives: dict) -> None:
+    for key, value in directives.items():
+        if not isinstance(key, str) or not re.fullmatch(r"-?[A-Za-z][A-Za-z0-9_-]*", key):
+            raise loader.error(f"{path}", "option names such as 'mail-type' (letters, digits, -)", key)
+        if not isinstance(value, (str, int, float, bool)) or value is False:
+            raise loader.error(f"{path}.{key}", "a string, a number, or true for a bare flag", value)
+
+
+@dataclass
+class NetworkConfig:
+    """Links of the machine, for the scaling model (``hpccl model``)."""
+    intra_node_latency_us: float = 5.0        # GPU to GPU inside a node (NVLink class)
+    intra_node_bandwidth_gbs: float = 100.0   # GB/s per GPU
+    inter_node_latency_us: float = 10.0       # across the network
+    inter_node_bandwidth_gbs: float = 25.0    # GB/s per GPU (one 200 Gb/s NIC per GPU)
+
+    def check(self, loader: Loader, path: str):
+        for key, value in vars(self).items():
+            if value <= 0:
+                raise loader.error(f"{path}.{key}", "a number > 0", value)
+
+
+@dataclass
+class SiteConfig:
+    """One machine. The name is the file's name (polaris.yaml -> polaris)."""
+    scheduler: Literal["slurm", "pbs", "none"]
+    gpus_per_node: int                        # one rank per GPU; CPU-only sites: ranks per node
+    launcher: str                             # command before `python -m hpccl run`, {placeholders}
+    description: str = ""
+    cores_per_node: Optional[int] = None      # null: the cores of the machine running hpccl submit
+    threads_per_core: int = 1
+    queues: list[QueueConfig] = field(default_factory=list)   # first fit, in this order
+    max_nodes: Optional[int] = None           # for sites without queues (scheduler: none)
+    default_walltime: str = "01:00:00"
+    account: Optional[str] = None             # -A / --account (project to charge)
+    account_required: bool = False
+    filesystems: list[str] = field(default_factory=list)   # PBS -l filesystems=a:b, Slurm --licenses=a,b
+    module_paths: list[str] = field(default_factory=list)  # module use ...
+    modules: list[str] = field(default_factory=list)       # module load ...
+    env: dict = field(default_factory=dict)                # export KEY=VALUE
+    setup: list[str] = field(default_factory=list)         # shell lines run before the launch
+    python: Optional[str] = None              # null: the Python running hpccl submit
+    shell: str = "/bin/bash"                  # the script's #! line
+    gpu_affinity: GpuAffinityConfig = field(default_factory=GpuAffinityConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    pbs: PbsConfig = field(default_factory=PbsConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    extends: Optional[str] = None             # start from another site's file
+
+    # Set by load_site (deliberately not dataclass fields, so not keys of the file).
+    name = ""
+    sources = ()
+
+    def check(self, loader: Loader, path: str):
+        for key in ("gpus_per_node", "threads_per_core"):
+            if getattr(self, key) < 1:
+                raise loader.error(key, "an integer >= 1", getattr(self, key))
+        if self.cores_per_node is not None and self.cores_per_node < 1:
+            raise loader.error("cores_per_node", "an integer >= 1 or null (this machine's cores)",
+                               self.cores_per_node)
+        _check_template(loader, "launcher", self.launcher)
+        try:
+            parse_walltime(self.default_walltime)
+        except ConfigError:
+            raise loader.error("default_walltime", "a time as HH:MM:SS", self.default_walltime) from None
+        if self.scheduler == "none":
+            if self.queues:
+                raise loader.error("queues", "no queues for 'scheduler: none' (use max_nodes)",
+                                   [q.name for q in self.queues])
+        elif not self.queues:
+            raise ConfigError(f"{loader.source}: key 'queues': a '{self.scheduler}' site needs at "
+                              "least one queue (name, max_nodes, max_walltime), found none.")
+        if self.max_nodes is not None and self.max_nodes < 1:
+            raise loader.error("max_nodes", "an integer >= 1 or null", self.max_nodes)
+        for key, value in self.env.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(key)):
+                raise loader.error("env", "environment variable names as keys", key)
+            if not isinstance(value, (str, int, float, bool)):
+                raise loader.error(f"env.{key}", "a string or number", value)
+        for i, name in enumerate(self.filesystems):
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+                raise loader.error(f"filesystems[{i}]", "a filesystem name such as 'eagle'", name)
+
+    def queue_names(self) -> list[str]:
+        return list(dict.fromkeys(q.name for q in self.queues))
+
+
+# --- finding and merging site files -----------------------------------------------------------------
+
+def site_dirs(env=os.environ) -> list[tuple[str, Path]]:
+    """(label, directory) in increasing precedence."""
+    dirs = [("shipped", SHIPPED_DIR)]
+    config_home = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    dirs.append(("user", config_home / "hpccl" / "sites"))
+    for part in (env.get("HPCCL_SITE_DIR") or "").split(os.pathsep):
+        if part:
+            dirs.append(("HPCCL_SITE_DIR", Path(part)))
+    return dirs
+
+
+def available_sites(env=os.environ) -> dict[str, list[Path]]:
+    """Site name -> its files, in merge order."""
+    out: dict[str, list[Path]] = {}
+    for _, d in site_dirs(env):
+        if d.is_dir():
+            for p in sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")):
+                out.setdefault(p.stem, []).append(p)
+    return dict(sorted(out.items()))
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"site file {str(path)!r} cannot be read: {e.strerror}.") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of site keys (scheduler, gpus_per_node, "
+                          f"launcher, queues, ...) at the top level, found {type(raw).__name__}.")
+    return raw
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """``over`` merged into a copy of ``base``: mappings key by key, anything else replaced."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _raw_site(name: str, env, seen: tuple = ()) -> tuple[dict, list[str]]:
+    if name in seen:
+        raise ConfigError(f"site '{name}': 'extends' goes round in a circle: "
+                          f"{' -> '.join(seen + (name,))}.")
+    as_path = Path(name).expanduser()
+    if name.endswith((".yaml", ".yml")) or os.sep in name:
+        if not as_path.is_file():
+            raise ConfigError(f"site file {name!r} does not exist (or is not a file).")
+        files = [as_path]
+    else:
+        files = available_sites(env).get(name, [])
+        if not files:
+            known = list(available_sites(env))
+            raise ConfigError(f"unknown site {name!r}; known sites: {', '.join(known) or 'none'}."
+                              f"{suggest(name, known)} HINT: `hpccl sites` lists them and where they "
+                              "are read from; add your own by copying one into ~/.config/hpccl/sites/.")
+    raw: dict = {}
+    sources: list[str] = []
+    for path in files:
+        raw = deep_merge(raw, _read_yaml(path))
+        sources.append(str(path))
+        parent = raw.get("extends")
+        if parent is not None and len(sources) == 1:
+            if not isinstance(parent, str):
+                raise ConfigError(f"{path}: key 'extends': expected a site name, found {parent!r}.")
+            base, base_sources = _raw_site(parent, env, seen + (name,))
+            raw = deep_merge(base, raw)
+            sources = base_sources + sources
+    return raw, sources
+
+
+def load_site(name: str, env=os.environ) -> SiteConfig:
+    """Find, merge and validate a site; errors name the file(s), the key and what was expected."""
+    raw, sources = _raw_site(name, env)
+    source = sources[-1] if len(sources) == 1 else f"{sources[-1]} (merged over {', '.join(sources[:-1])})"
+    site = Loader(source).section(SiteConfig, raw, "")
+    site.name = Path(name).stem if (name.endswith((".yaml", ".yml")) or os.sep in name) else name
+    site.sources = sources
+    return site
+
+
+def site_as_dict(site: SiteConfig) -> dict:
+    """The resolved site as YAML-ready data (only the section of its own scheduler)."""
+    d = dataclasses.asdict(site)
+    d.pop("extends", None)
+    for section in ("slurm", "pbs"):
+        if site.scheduler != section:
+            d.pop(section)
+    return d
+
+
+# --- layout and queues ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Layout:
+    gpus: int
+    nodes: int
+    ranks_per_node: int
+
+
+def plan_layout(site: SiteConfig, gpus: int) -> Layout:
+    """Fewest nodes for ``gpus`` ranks with the same number of ranks on every node."""
+    if gpus < 1:
+        raise ConfigError(f"--gpus: expected a number of GPUs >= 1, found {gpus}.")
+    per = site.gpus_per_node
+    nodes = math.ceil(gpus / per)
+    if gpus % nodes:
+        near = sorted({(gpus // per) * per or per, nodes * per})
+        raise ConfigError(f"--gpus {gpus}: site '{site.name}' has {per} GPUs per node, and {gpus} GPUs "
+                          f"do not split evenly over {nodes} nodes (every node runs the same number of "
+                          f"ranks). HINT: use {' or '.join(map(str, near))} GPUs.")
+    return Layout(gpus=gpus, nodes=nodes, ranks_per_node=gpus // nodes)
+
+
+def select_queue(site: SiteConfig, nodes: int, walltime_s: int, requested: Optional[str] = None,
+                 taken: Optional[dict] = None) -> Optional[QueueConfig]:
+    """The first queue (in the site's order) that admits the job, or a ConfigError listing every
+    queue and the limit it hit. ``taken`` counts jobs already placed per queue (sweeps), checked
+    against ``max_queued``. Sites without queues check ``max_nodes`` only and return None."""
+    wall = format_walltime(walltime_s)
+    if not site.queues:
+        if requested:
+            raise ConfigError(f"--queue {requested}: site '{site.name}' has no queues "
+                              f"(scheduler: {site.scheduler}).")
+        if site.max_nodes is not None and nodes > site.max_nodes:
+            raise ConfigError(f"site '{site.name}': the job needs {nodes} node(s) and the site has at "
+                              f"most {site.max_nodes} (max_nodes); nothing was submitted.")
+        return None
+    taken = taken or {}
+    candidates = site.queues
+    if requested:
+        candidates = [q for q in site.queues if q.name == requested]
+        if not candidates:
+            names = site.queue_names()
+            raise ConfigError(f"--queue {requested}: site '{site.name}' has no such queue; its queues: "
+                              f"{', '.join(names)}.{suggest(requested, names)}")
+    else:
+        candidates = [q for q in site.queues if q.auto]
+    reasons = []
+    for q in candidates:
+        why = q.misfit(nodes, walltime_s)
+        if not why and q.max_queued is not None and taken.get(q.name, 0) >= q.max_queued:
+            why = [f"it admits {q.max_queued} queued job(s) per user, already used by this sweep"]
+        if not why:
+            return q
+        note = f", {q.note}" if q.note else ""
+        reasons.append(f"{q.name} ({q.describe()}{note}): {'; '.join(why)}")
+    hint = ""
+    manual = [q.name for q in site.queues if not q.auto and not requested]
+    if manual:
+        hint = f" Queues used only when named with --queue: {', '.join(dict.fromkeys(manual))}."
+    raise ConfigError(f"site '{site.name}': no queue admits a job of {nodes} node(s) for {wall}; "
+                      f"nothing was submitted. " + " | ".join(reasons) + "." + hint +
+                      " HINT: change --gpus or --walltime, or name a queue with --queue.")

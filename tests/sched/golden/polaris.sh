@@ -1,0 +1,97 @@
+#!/bin/bash -l
+#PBS -A MyProject
+#PBS -N demo
+#PBS -j oe
+#PBS -l filesystems=home:eagle
+#PBS -l place=scatter
+#PBS -l select=4:system=polaris
+#PBS -l walltime=00:30:00
+#PBS -o '/scratch/hpccl runs/demo/pbs.out'
+#PBS -q debug-scaling
+#PBS -r y
+#
+# hpccl batch script for job 'demo' on site 'polaris' (PBS Pro), written by `hpccl submit`.
+# 16 rank(s) = 4 node(s) x 4 rank(s) per node, one per GPU; walltime 00:30:00; queue debug-scaling.
+#
+# Run directory: /scratch/hpccl runs/demo
+#   job.yaml          the resolved job this script runs
+#   job.sh            this script; resubmit it by hand with: qsub '/scratch/hpccl runs/demo/job.sh'
+#   submission.json   what `hpccl submit` did (command, scheduler job id); job_ids.txt: every job id
+#   attempts.log      one line per start, signal and exit of this script
+#   log.h5, ranks/    the run's logs (hpccl analyze RUN_DIR); checkpoint/: where a resume starts
+#
+# On start: resume from checkpoint/ when it holds a checkpoint, else start the job. A warning
+# signal (USR1, or TERM) is passed to the launcher as USR1: every rank checkpoints at the next
+# epoch boundary and exits with code 99, and then the script submits itself again (qsub), which resumes.
+set -uo pipefail
+
+RUN_DIR='/scratch/hpccl runs/demo'
+SUBMIT_DIR=/home/user/project
+PYTHON=/home/user/project/.venv/bin/python
+EXIT_REQUEUE=99
+JOB_ID="${PBS_JOBID:-unknown}"
+
+log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') job $JOB_ID: $*" | tee -a "$RUN_DIR/attempts.log"; }
+
+# --- environment ------------------------------------------------------------------------------
+if [[ "${HPCCL_SKIP_MODULES:-0}" != 1 ]]; then   # HPCCL_SKIP_MODULES=1: run the body off the site
+  module use /soft/modulefiles
+  module load conda
+fi
+cd "$SUBMIT_DIR" || exit 1   # relative paths resolve as they did at submission
+
+# --- start or resume --------------------------------------------------------------------------
+# A start after the run finished (e.g. a requeue after a node failure) has nothing to do.
+if [[ -f "$RUN_DIR/log.h5" ]] && "$PYTHON" -c 'import sys, h5py
+sys.exit(h5py.File(sys.argv[1], "r").attrs.get("status") != "complete")' "$RUN_DIR/log.h5" 2>/dev/null; then
+  log "the run is already complete (log.h5); nothing to do"
+  exit 0
+fi
+if [[ -f "$RUN_DIR/checkpoint/state.json" ]]; then
+  log "resuming from $RUN_DIR/checkpoint"
+  hpccl_args=(run --resume "$RUN_DIR")
+else
+  log "starting"
+  hpccl_args=(run "$RUN_DIR/job.yaml" --out "$RUN_DIR")
+fi
+
+launcher=(mpiexec -n 16 --ppn 4 --depth=8 --cpu-bind depth)
+# HPCCL_LAUNCHER replaces the launcher (a test and debugging hook, e.g. a local 'mpirun -np 2').
+if [[ -n "${HPCCL_LAUNCHER:-}" ]]; then read -r -a launcher <<< "$HPCCL_LAUNCHER"; fi
+
+launcher_pid=""
+got_signal=0
+forward() {
+  got_signal=1
+  log "got SIG$1: asking the run to checkpoint and stop"
+  if [[ -n "$launcher_pid" ]]; then kill -s USR1 "$launcher_pid" 2>/dev/null; fi
+}
+trap 'forward USR1' USR1
+trap 'forward TERM' TERM
+
+# PBS sends no warning before the walltime: ask for a checkpoint 300 s before it.
+( exec >/dev/null 2>&1; sleep 1500 & s=$!; trap 'kill $s; exit 0' TERM; wait $s; kill -s USR1 $$ ) &
+timer_pid=$!
+
+# --- launch -----------------------------------------------------------------------------------
+"${launcher[@]}" '/scratch/hpccl runs/demo/gpu_affinity.sh' "$PYTHON" -m hpccl "${hpccl_args[@]}" &
+launcher_pid=$!
+while :; do
+  got_signal=0
+  wait "$launcher_pid"; rc=$?
+  if (( got_signal && rc > 128 )); then continue; fi   # a trapped signal interrupted wait
+  break
+done
+kill "$timer_pid" 2>/dev/null
+log "the run exited with code $rc"
+
+if (( rc == EXIT_REQUEUE )); then
+  # Checkpointed: submit this script again (a new job id, appended to job_ids.txt); it resumes.
+  if new_id=$(cd "$RUN_DIR" && qsub "$RUN_DIR/job.sh"); then
+    echo "$new_id" >> "$RUN_DIR/job_ids.txt"
+    log "checkpointed; resubmitted as job $new_id"
+    exit 0
+  fi
+  log "checkpointed, but qsub failed; resubmit by hand: qsub $RUN_DIR/job.sh"
+fi
+exit "$rc"
