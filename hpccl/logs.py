@@ -87,6 +87,30 @@ class H5Log:
         self.flush()
 
 
+def rank_log(run_dir: str, world, **attrs) -> H5Log:
+    """``ranks/rankNNNNN.h5`` of this rank, with the facts every job kind records."""
+    return H5Log(os.path.join(run_dir, "ranks", f"rank{world.rank:05d}.h5"), "rank", {
+        "rank": world.rank, "local_rank": world.local_rank, "node_index": world.node_index,
+        "hostname": world.hostname, "device": str(world.device), **attrs})
+
+
+def run_log(run_dir: str, cfg, world, argv, hostnames, **attrs) -> H5Log:
+    """``log.h5`` (rank 0 only) with the run metadata every job kind records; ``attrs`` add
+    kind-specific facts or override a default (e.g. ``backend``)."""
+    import datetime as _dt
+
+    import yaml
+
+    from hpccl.info import versions
+    return H5Log(os.path.join(run_dir, "log.h5"), "run", {
+        "job_kind": cfg.kind, "name": cfg.name,
+        "config_yaml": yaml.safe_dump(cfg.to_dict(), sort_keys=False),
+        "command_line": " ".join(argv), "world_size": world.size, "num_nodes": world.num_nodes,
+        "hostnames": hostnames, "backend": cfg.runtime.backend, "device": str(world.device),
+        "start_time": _dt.datetime.now().isoformat(timespec="seconds"), "versions": versions(),
+        **attrs})
+
+
 def _attr(value):
     if isinstance(value, (dict, list, tuple)):
         return json.dumps(value)

@@ -12,7 +12,6 @@ import sys
 import time
 
 import numpy as np
-import yaml
 
 from hpccl import checkpoint
 from hpccl.config import JobConfig, dump_job
@@ -22,7 +21,7 @@ from hpccl.errors import ConfigError
 from hpccl.evaluate import evaluate
 from hpccl.learners.base import DataSpec, make_learner
 from hpccl.learners.loop import LoopContext, lr_multiplier
-from hpccl.logs import H5Log
+from hpccl.logs import H5Log, rank_log, run_log
 from hpccl.metrics import average_accuracy, backward_transfer, forgetting, format_matrix
 from hpccl.progress import Progress
 from hpccl.runtime import init_world, shutdown_world
@@ -56,18 +55,11 @@ class RunRecorder:
                                     task=int(self.run_log.attrs.get("tasks_completed", 0)))
                 self.run_log.attrs["status"] = "running"
             return
-        self.rank_log = H5Log(os.path.join(run_dir, "ranks", f"rank{world.rank:05d}.h5"), "rank", {
-            "rank": world.rank, "local_rank": world.local_rank, "node_index": world.node_index,
-            "hostname": world.hostname, "device": str(world.device)})
+        self.rank_log = rank_log(run_dir, world)
         self.run_log = None
         if world.is_root:
-            from hpccl.info import versions
-            self.run_log = H5Log(os.path.join(run_dir, "log.h5"), "run", {
-                "name": cfg.name, "config_yaml": yaml.safe_dump(cfg.to_dict(), sort_keys=False),
-                "command_line": " ".join(argv), "world_size": world.size, "num_nodes": world.num_nodes,
-                "hostnames": hostnames, "backend": cfg.runtime.backend, "device": str(world.device),
-                "learner": cfg.learner.kind, "lr_multiplier": lr_multiplier(cfg.train, world.size),
-                "start_time": _dt.datetime.now().isoformat(timespec="seconds"), "versions": versions()})
+            self.run_log = run_log(run_dir, cfg, world, argv, hostnames, learner=cfg.learner.kind,
+                                   lr_multiplier=lr_multiplier(cfg.train, world.size))
 
     def epoch(self, record, timers):
         if self.run_log is not None:

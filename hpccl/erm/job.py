@@ -62,7 +62,6 @@ all cumulative. ``solution/x``: the final iterate. ``ranks/rankNNNNN.h5``: attri
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import sys
@@ -70,13 +69,13 @@ import time
 
 import numpy as np
 import scipy.sparse as sp
-import yaml
 
 from hpccl.config import dump_job
 from hpccl.errors import HpcclError
 from hpccl.erm.data import (cached_reference, load_shard, reference_key, resolve_path,
                             store_reference)
-from hpccl.logs import H5Log
+from hpccl.logs import rank_log as open_rank_log
+from hpccl.logs import run_log as open_run_log
 from hpccl.progress import Progress
 
 
@@ -119,21 +118,14 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
     sizes = world.comm.allgather(problem.n_local)
     nnz = int(world.allreduce_sum([_nnz(shard.X)])[0])
 
-    rank_log = H5Log(os.path.join(run_dir, "ranks", f"rank{world.rank:05d}.h5"), "rank", {
-        "rank": world.rank, "local_rank": world.local_rank, "node_index": world.node_index,
-        "hostname": world.hostname, "device": str(world.device), "rows": problem.n_local,
-        "offset": shard.offset, "nnz": _nnz(shard.X), "read_time_s": shard.read_time_s})
+    rank_log = open_rank_log(run_dir, world, rows=problem.n_local, offset=shard.offset,
+                             nnz=_nnz(shard.X), read_time_s=shard.read_time_s)
     rank_log.flush()
     hostnames = world.comm.allgather(world.hostname)
     log = None
     if world.is_root:
-        from hpccl.info import versions
-        log = H5Log(os.path.join(run_dir, "log.h5"), "run", {
-            "job_kind": "erm", "name": cfg.name,
-            "config_yaml": yaml.safe_dump(cfg.to_dict(), sort_keys=False),
-            "command_line": " ".join(argv), "world_size": world.size, "num_nodes": world.num_nodes,
-            "hostnames": hostnames, "device": str(world.device), "backend": "mpi",
-            "start_time": _dt.datetime.now().isoformat(timespec="seconds"), "versions": versions(),
+        log = open_run_log(run_dir, cfg, world, argv, hostnames, **{
+            "backend": "mpi",   # the solvers call MPI directly
             "solver": ecfg.solver, "loss": ecfg.loss, "l1": ecfg.l1, "l2": ecfg.l2, "n": shard.n,
             "dim": shard.dim, "nnz": nnz, "data_source": path, "data_format": shard.fmt,
             "shard_sizes": sizes, "seed": cfg.seed,

@@ -90,7 +90,6 @@ activations for BPTT (grows with T).
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import itertools
 import math
 import os
@@ -100,11 +99,11 @@ from collections import deque
 
 import numpy as np
 import torch
-import yaml
 
 from hpccl.config import dump_job
 from hpccl.errors import ConfigError, HpcclError
-from hpccl.logs import H5Log
+from hpccl.logs import rank_log as open_rank_log
+from hpccl.logs import run_log as open_run_log
 from hpccl.progress import Progress
 
 from .cell import EGRUNet
@@ -215,18 +214,11 @@ def run(cfg, run_dir: str, argv: list[str], world, resume: bool = False) -> dict
     n_test = int(world.allreduce_sum([len(test_y)])[0])
 
     hostnames = world.comm.allgather(world.hostname)
-    rank_log = H5Log(os.path.join(run_dir, "ranks", f"rank{world.rank:05d}.h5"), "rank", {
-        "rank": world.rank, "local_rank": world.local_rank, "node_index": world.node_index,
-        "hostname": world.hostname, "device": str(device), "job_kind": "online_rnn"})
+    rank_log = open_rank_log(run_dir, world, device=str(device), job_kind="online_rnn")
     log = None
     if world.is_root:
-        from hpccl.info import versions
-        log = H5Log(os.path.join(run_dir, "log.h5"), "run", {
-            "job_kind": "online_rnn", "name": cfg.name,
-            "config_yaml": yaml.safe_dump(cfg.to_dict(), sort_keys=False),
-            "command_line": " ".join(argv), "world_size": world.size, "num_nodes": world.num_nodes,
-            "hostnames": hostnames, "backend": cfg.runtime.backend, "device": str(device),
-            "start_time": _dt.datetime.now().isoformat(timespec="seconds"), "versions": versions(),
+        log = open_run_log(run_dir, cfg, world, argv, hostnames, **{
+            "device": str(device),
             "mode": rc.mode, "task": train.name, "num_classes": train.num_classes,
             "chance_accuracy": float(np.bincount(test.y, minlength=train.num_classes).max() / len(test)),
             "seq_len": train.seq_len, "input_size": train.input_size, "hidden": rc.hidden,
