@@ -7,16 +7,6 @@ import torch
 from hpccl.rtrl import EGRUNet, RTRLLearner, make_learner, spiral_task
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Per-step tensors are tiny: intra-op threads only add synchronisation, and on a
-    shared or oversubscribed machine their spin-waits cost more than the work."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _net(n=10, d=3, ws=0.5, act=True, support=1.0, learn_thr=True, seed=0):
     net = EGRUNet(d, n, 3, seed=seed, dtype=torch.float64, weight_sparsity=ws,
                   activity_sparse=act, pseudo_support=support, learn_threshold=learn_thr,

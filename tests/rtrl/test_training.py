@@ -11,16 +11,6 @@ from hpccl.rtrl import (EGRUNet, OnlineTrainer, digits_task, evaluate, from_arra
                         spiral_task)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Per-step tensors are tiny: intra-op threads only add synchronisation, and on a
-    shared or oversubscribed machine their spin-waits cost more than the work."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("mode", ["rtrl_sparse", "rtrl_dense", "bptt"])
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_masked_parameters_never_change(mode, optimizer):
