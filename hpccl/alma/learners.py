@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -41,6 +42,9 @@ from torch import nn
 
 from hpccl.alma.metrics import FlopMeter
 from hpccl.seeding import derive_seed, torch_generator
+
+# Serialises seeded model construction (see Learner.new_model); torch's RNG is process-wide.
+_GLOBAL_RNG_LOCK = threading.Lock()
 
 AllreduceMean = Callable[[list], list]
 
@@ -262,8 +266,12 @@ class AlmaLearner:
         self.history: list[dict] = []
 
     def new_model(self, *purpose) -> nn.Module:
-        """A fresh model from a seed of (seed, purpose): the same on every rank."""
-        with torch.random.fork_rng(devices=[]):
+        """A fresh model from a seed of (seed, purpose): the same on every rank.
+
+        torch's layer initialisers draw from the process-global RNG, so seeding and building
+        must happen as one step: two learners building models in two threads (e.g. ranks
+        simulated by threads) would otherwise interleave their draws."""
+        with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.settings.seed, "alma_model", *purpose))
             return self.make_model()
 
