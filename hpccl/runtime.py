@@ -13,6 +13,7 @@ import socket
 import sys
 import traceback
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -141,3 +142,31 @@ def abort_on_error(fn):
         if size > 1 and MPI.Is_initialized() and not MPI.Is_finalized():
             MPI.COMM_WORLD.Abort(1)
         raise SystemExit(1)
+
+
+def mpi_allreduce_mean(comm=None) -> Callable[[list], list]:
+    """Return ``allreduce_mean`` over ``comm`` (default ``MPI.COMM_WORLD``).
+
+    All tensors are packed into one contiguous CPU buffer (one collective per update, not
+    one per tensor), reduced in place through a numpy view, and copied back.
+    """
+    MPI = mpi()
+    comm = MPI.COMM_WORLD if comm is None else comm
+
+    def allreduce_mean(tensors: list) -> list:
+        tensors = list(tensors)
+        if comm.Get_size() == 1 or not tensors:
+            return tensors
+        dtype = tensors[0].dtype
+        flat = torch.cat([t.detach().reshape(-1).to("cpu", dtype) for t in tensors])
+        buf = flat.numpy()  # shares memory with ``flat``
+        comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        flat /= comm.Get_size()
+        off = 0
+        for t in tensors:
+            k = t.numel()
+            t.copy_(flat[off:off + k].view_as(t))
+            off += k
+        return tensors
+
+    return allreduce_mean

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hpccl.alma.metrics import FlopMeter
+from hpccl.models.moe import MoELayer, MoENet  # noqa: F401 - re-exported
 from hpccl.seeding import derive_seed, torch_generator
 
 # Serialises seeded model construction (see Learner.new_model); torch's RNG is process-wide.
@@ -138,107 +139,6 @@ def train_early_stopping(model: nn.Module, x_train, y_train, x_val, y_val, setti
             "flops_per_sample": per_sample or 0.0}
 
 
-# -- mixture of experts -------------------------------------------------------------------------
-
-class MoELayer(nn.Module):
-    """``out = sum_e softmax(gate(x))_e * (W_e x + b_e)``: a dense (soft) mixture of affine
-    experts, so that every expert gets a gradient and splitting is exact."""
-
-    def __init__(self, d_in: int, d_out: int, num_experts: int = 1):
-        super().__init__()
-        self.gate = nn.Linear(d_in, num_experts)
-        bound = 1 / math.sqrt(d_in)
-        self.weight = nn.Parameter(torch.empty(num_experts, d_out, d_in).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(num_experts, d_out).uniform_(-bound, bound))
-        self.record = False
-        self.usage_sum: Optional[torch.Tensor] = None
-        self.usage_count = 0
-
-    @property
-    def num_experts(self) -> int:
-        return self.weight.shape[0]
-
-    def forward(self, x):
-        probs = torch.softmax(self.gate(x), dim=1)                                # [B, E]
-        experts = torch.einsum("bi,eoi->beo", x, self.weight) + self.bias         # [B, E, O]
-        if self.record:
-            self.usage_sum = probs.detach().sum(0) + (0 if self.usage_sum is None else self.usage_sum)
-            self.usage_count += len(x)
-        return (probs.unsqueeze(-1) * experts).sum(1)
-
-    @torch.no_grad()
-    def split(self, e: int, noise: float = 1e-3, generator: Optional[torch.Generator] = None):
-        """Split expert ``e`` in two without changing the layer's function.
-
-        The copy gets expert e's gate row, and both gate biases get ``+ log(1/2)``: the
-        softmax then gives each copy exactly half of e's old probability, since
-        ``exp(z_e + log 1/2) * 2 = exp(z_e)`` leaves every other probability unchanged too.
-        Two identical copies would receive identical gradients forever; to break the tie the
-        copies' weights are perturbed in opposite directions, ``W_e + d`` and ``W_e - d``
-        (``d`` ~ ``noise`` x mean |W_e| x N(0, 1)). Because the experts are affine and the two
-        share one probability ``p/2``, ``p/2 (W + d) x + p/2 (W - d) x = p W x``: the output is
-        unchanged (up to rounding), while the gate rows of the copies now get different
-        gradients (their experts' outputs differ) and the copies drift apart as training goes on.
-        """
-        w, b = self.weight.data, self.bias.data
-        d = torch.randn(w[e].shape, generator=generator, dtype=w.dtype) * noise * w[e].abs().mean()
-        new_w = torch.cat([w, w[e:e + 1]])
-        new_w[e] += d
-        new_w[-1] -= d
-        self.weight = nn.Parameter(new_w)
-        self.bias = nn.Parameter(torch.cat([b, b[e:e + 1]]))
-        gw, gb = self.gate.weight.data, self.gate.bias.data
-        gate = nn.Linear(self.gate.in_features, self.num_experts)
-        gate.weight.data.copy_(torch.cat([gw, gw[e:e + 1]]))
-        new_gb = torch.cat([gb, gb[e:e + 1]])
-        new_gb[e] += math.log(0.5)
-        new_gb[-1] += math.log(0.5)
-        gate.bias.data.copy_(new_gb)
-        self.gate = gate
-
-
-class MoENet(nn.Module):
-    """Flatten -> [MoELayer -> ReLU] x num_layers -> Linear head."""
-
-    def __init__(self, input_shape, num_classes: int, hidden: int = 64, num_layers: int = 2, num_experts: int = 1):
-        super().__init__()
-        width = math.prod(input_shape)
-        self.moe = nn.ModuleList()
-        for _ in range(num_layers):
-            self.moe.append(MoELayer(width, hidden, num_experts))
-            width = hidden
-        self.head = nn.Linear(width, num_classes)
-
-    def forward(self, x):
-        h = x.flatten(1)
-        for layer in self.moe:
-            h = torch.relu(layer(h))
-        return self.head(h)
-
-    @torch.no_grad()
-    def gate_usage(self, x, allreduce_mean: Optional[AllreduceMean] = None, batch_size: int = 4096) -> list:
-        """Mean gate probability of each expert, per layer, over x (and over ranks)."""
-        was = self.training
-        self.eval()
-        for layer in self.moe:
-            layer.record, layer.usage_sum, layer.usage_count = True, None, 0
-        try:
-            for i in range(0, len(x), batch_size):
-                self(x[i:i + batch_size])
-        finally:
-            for layer in self.moe:
-                layer.record = False
-            self.train(was)
-        usage = []
-        for layer in self.moe:
-            sums = layer.usage_sum if layer.usage_sum is not None else torch.zeros(layer.num_experts)
-            stats = torch.cat([sums, torch.tensor([float(layer.usage_count)])])
-            if allreduce_mean is not None:
-                stats = allreduce_mean([stats])[0]
-            usage.append(stats[:-1] / stats[-1].clamp_min(1e-12))
-        return usage
-
-
 # -- learners -----------------------------------------------------------------------------------
 
 ALMA_LEARNERS: dict[str, type] = {}
@@ -252,16 +152,36 @@ def _register(name):
     return deco
 
 
+@dataclass
+class Placement:
+    """Where an ensemble's members live when the ranks are split into ``num_groups`` equal
+    groups: member i belongs to group ``i % num_groups`` and is trained data-parallel by that
+    group alone (its ``allreduce_mean``), so members train side by side instead of one after
+    the other. ``cross_sum(tensors)`` sums over the groups (between the ranks that hold the
+    same share of the data in every group); ``cross_bcast(obj, group)`` sends a Python object
+    from that group to all. One group (the default) holds every member."""
+    group: int = 0
+    num_groups: int = 1
+    cross_sum: Callable[[list], list] = lambda tensors: tensors
+    cross_bcast: Callable = lambda obj, root: obj
+
+    def owns(self, member: int) -> bool:
+        return member % self.num_groups == self.group
+
+
 class AlmaLearner:
     """Common interface: ``update(x_train, y_train, x_val, y_val, index)`` after an update is
-    scheduled (this rank's shards), ``predict(x)`` -> logits, ``models()`` (for the size),
-    ``flops.total`` (this rank's training FLOPs so far)."""
+    scheduled (this rank's shards), ``predict(x)`` -> logits, ``models()`` (this rank's
+    members, for the size), ``num_parameters()`` (the whole learner's, over all groups; a
+    collective when there are several), ``flops.total`` (this rank's training FLOPs so far)."""
     kind = "?"
 
     def __init__(self, make_model: Callable[[], nn.Module], settings: TrainSettings = None,
-                 allreduce_mean: Optional[AllreduceMean] = None, world_size: int = 1, rank: int = 0):
+                 allreduce_mean: Optional[AllreduceMean] = None, world_size: int = 1, rank: int = 0,
+                 placement: Optional[Placement] = None):
         self.make_model, self.settings = make_model, settings or TrainSettings()
         self.allreduce_mean, self.world_size, self.rank = allreduce_mean, world_size, rank
+        self.placement = placement or Placement()
         self.flops = FlopMeter()
         self.history: list[dict] = []
 
@@ -287,7 +207,10 @@ class AlmaLearner:
         raise NotImplementedError
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for m in self.models() for p in m.parameters())
+        mine = sum(p.numel() for m in self.models() for p in m.parameters())
+        if self.placement.num_groups == 1:
+            return mine
+        return int(self.placement.cross_sum([torch.tensor([float(mine)], dtype=torch.float64)])[0].item())
 
     @torch.no_grad()
     def predict(self, x):
@@ -324,64 +247,97 @@ def ensemble_logits(members, x):
     return torch.stack([m(x) for m in members]).mean(0)
 
 
-@_register("growing_ensemble")
-class GrowingEnsemble(AlmaLearner):
-    def __init__(self, make_model, settings=None, init: str = "fresh", **kw):
-        super().__init__(make_model, settings, **kw)
-        if init not in ("copy", "fresh"):
-            raise ValueError(f"init must be 'copy' or 'fresh', got {init!r}")
-        self.init = init
-        self.members: list[nn.Module] = []
-        self._untrained = self.new_model("member", 0)   # what answers before the first update
-
-    def update(self, x_train, y_train, x_val, y_val, index):
-        if not self.members:
-            member = self._untrained
-        elif self.init == "copy":
-            member = copy.deepcopy(self.members[-1])
-        else:
-            member = self.new_model("member", index)
-        out = self._train(member, x_train, y_train, x_val, y_val, ("member", index))
-        self.members.append(member)
-        self.history.append(out)
-        return out
-
-    def models(self):
-        return self.members or [self._untrained]
+class _Ensemble(AlmaLearner):
+    """Members placed on rank groups (``Placement``); prediction is the mean of all members'
+    logits, summed across groups when there are several."""
 
     @torch.no_grad()
     def predict(self, x):
         members = self.models()
         for m in members:
             m.eval()
-        return ensemble_logits(members, x)
+        if self.placement.num_groups == 1:
+            return ensemble_logits(members, x)
+        total = torch.zeros(len(x), self.num_outputs, dtype=x.dtype, device=x.device)
+        for m in members:
+            total += m(x)
+        total, count = self.placement.cross_sum([total, torch.tensor([float(len(members))])])
+        return total / float(count.item())
 
 
-@_register("fixed_ensemble")
-class FixedEnsemble(AlmaLearner):
-    def __init__(self, make_model, settings=None, size: int = 3, train: str = "all", **kw):
+@_register("growing_ensemble")
+class GrowingEnsemble(_Ensemble):
+    def __init__(self, make_model, settings=None, init: str = "fresh", **kw):
         super().__init__(make_model, settings, **kw)
-        if size < 1 or train not in ("all", "round_robin"):
-            raise ValueError(f"need size >= 1 and train in (all, round_robin); got {size}, {train!r}")
-        self.train_mode = train
-        self.members = [self.new_model("member", i) for i in range(size)]
+        if init not in ("copy", "fresh"):
+            raise ValueError(f"init must be 'copy' or 'fresh', got {init!r}")
+        self.init = init
+        self.members: list = []   # None where another rank group holds the member
+        self._untrained = self.new_model("member", 0)   # what answers before the first update
+        self.num_outputs = _num_outputs(self._untrained)
 
     def update(self, x_train, y_train, x_val, y_val, index):
-        which = (range(len(self.members)) if self.train_mode == "all" else [index % len(self.members)])
-        outs = [self._train(self.members[i], x_train, y_train, x_val, y_val, ("member", i, index)) for i in which]
-        out = {"members": list(which), "val_accuracy": [o["val_accuracy"] for o in outs],
-               "samples": sum(o["samples"] for o in outs), "epochs": [o["epochs"] for o in outs]}
+        k, place = len(self.members), self.placement
+        if self.init == "copy" and self.members:
+            prev = self.members[-1]
+            if place.num_groups == 1:
+                state = prev.state_dict()
+            else:   # the previous member lives on group (k - 1) % G
+                state = place.cross_bcast(prev.state_dict() if prev is not None else None,
+                                          (k - 1) % place.num_groups)
+        if not place.owns(k):
+            self.members.append(None)
+            out = {"member": k, "trained_by_group": k % place.num_groups, "skipped": True}
+            self.history.append(out)
+            return out
+        if not self.members:
+            member = self._untrained
+        elif self.init == "copy":
+            member = self.new_model("member", index)
+            member.load_state_dict(copy.deepcopy(state))
+        else:
+            member = self.new_model("member", index)
+        out = self._train(member, x_train, y_train, x_val, y_val, ("member", index))
+        out.update(member=k, trained_by_group=place.group)
+        self.members.append(member)
         self.history.append(out)
         return out
 
     def models(self):
-        return self.members
+        if not self.members:
+            return [self._untrained] if self.placement.owns(0) else []
+        return [m for m in self.members if m is not None]
 
-    @torch.no_grad()
-    def predict(self, x):
-        for m in self.members:
-            m.eval()
-        return ensemble_logits(self.members, x)
+
+@_register("fixed_ensemble")
+class FixedEnsemble(_Ensemble):
+    def __init__(self, make_model, settings=None, size: int = 3, train: str = "all", **kw):
+        super().__init__(make_model, settings, **kw)
+        if size < 1 or train not in ("all", "round_robin"):
+            raise ValueError(f"need size >= 1 and train in (all, round_robin); got {size}, {train!r}")
+        self.train_mode, self.size = train, size
+        # Every member is built from its own seed, so a group builds only those it holds.
+        self.members = {i: self.new_model("member", i) for i in range(size) if self.placement.owns(i)}
+        self.num_outputs = _num_outputs(next(iter(self.members.values()))) if self.members else 0
+
+    def update(self, x_train, y_train, x_val, y_val, index):
+        which = range(self.size) if self.train_mode == "all" else [index % self.size]
+        mine = [i for i in which if i in self.members]
+        outs = [self._train(self.members[i], x_train, y_train, x_val, y_val, ("member", i, index)) for i in mine]
+        out = {"members": mine, "val_accuracy": [o["val_accuracy"] for o in outs],
+               "samples": sum(o["samples"] for o in outs), "epochs": [o["epochs"] for o in outs]}
+        if not mine:
+            out["skipped"] = True
+        self.history.append(out)
+        return out
+
+    def models(self):
+        return list(self.members.values())
+
+
+def _num_outputs(model) -> int:
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    return last.out_features
 
 
 @_register("growing_moe")

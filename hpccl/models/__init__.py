@@ -18,10 +18,11 @@ from torch import nn
 from hpccl.errors import ConfigError
 from hpccl.models.cnn import SmallCNN
 from hpccl.models.mlp import MLP
+from hpccl.models.moe import MoENet
 from hpccl.models.resnet import ResNet, resnet18, resnet50
 from hpccl.models.vit import VIT_PRESETS, VisionTransformer, load_pretrained
 
-__all__ = ["build_model", "MODEL_KINDS", "model_option_names", "MLP", "SmallCNN", "ResNet",
+__all__ = ["build_model", "MODEL_KINDS", "model_option_names", "MLP", "MoENet", "SmallCNN", "ResNet",
            "VisionTransformer"]
 
 STEMS = ("auto", "cifar", "imagenet")
@@ -107,12 +108,20 @@ def _build_vit(input_shape, num_classes, preset="base", patch_size=None, width=N
     return model
 
 
+def _build_moe(input_shape, num_classes, hidden=64, num_layers=2, num_experts=1):
+    # ALMA's growing model: learner growing_moe splits experts as the stream goes on.
+    return MoENet(input_shape, num_classes, hidden=_positive_int("moe", "hidden", hidden),
+                  num_layers=_positive_int("moe", "num_layers", num_layers),
+                  num_experts=_positive_int("moe", "num_experts", num_experts))
+
+
 MODEL_KINDS: dict[str, Callable[..., nn.Module]] = {
     "mlp": _build_mlp,
     "cnn": _build_cnn,
     "resnet18": _resnet_builder("resnet18", resnet18),
     "resnet50": _resnet_builder("resnet50", resnet50),
     "vit": _build_vit,
+    "moe": _build_moe,
 }
 
 
