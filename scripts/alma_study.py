@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""Run an ALMA study (a base job + named variants x seeds) and tabulate it.
+
+    scripts/alma_study.py jobs/alma_digits_study.yaml [--ranks N] [--out DIR] [--seeds 0,1]
+
+A study file names its base job, the seeds, and groups of variants, each a mapping of
+``--set`` overrides. Every run goes to DIR/<group>/<variant>/seed<S>; an existing complete
+run is reused, so an interrupted study continues. The table (mean +- std over seeds of CER,
+final error, training FLOPs, parameters, training time) is printed and written to
+DIR/study.md; error curves of the first seed go to DIR/<group>/*.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from hpccl.analysis.report import summarize  # noqa: E402
+from hpccl.analysis.tables import render  # noqa: E402
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name).strip("_")
+
+
+def _sets(overrides: dict) -> list[str]:
+    args = []
+    for key, value in overrides.items():
+        args += ["--set", f"{key}={json.dumps(value)}"]   # JSON is YAML, as --set reads it
+    return args
+
+
+def _complete(run_dir: str) -> bool:
+    try:
+        return summarize(run_dir)["status"] == "complete"
+    except Exception:  # noqa: BLE001 - missing or broken: run it again
+        return False
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study")
+    p.add_argument("--ranks", "-n", type=int, default=1)
+    p.add_argument("--out", default=os.path.join("runs", "alma_study"))
+    p.add_argument("--seeds", default=None, help="comma-separated; default: the study's")
+    args = p.parse_args(argv)
+    with open(args.study) as f:
+        study = yaml.safe_load(f)
+    for key in ("job", "studies"):
+        if key not in study:
+            sys.exit(f"{args.study}: missing key '{key}' (the base job file, and groups of variants)")
+    job = os.path.join(os.path.dirname(os.path.abspath(args.study)), study["job"])
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else study.get("seeds", [0])
+    hpccl = [sys.executable, "-m", "hpccl"]
+    rows, curves = [], {}
+    for group, variants in study["studies"].items():
+        for name, overrides in variants.items():
+            reports = []
+            for seed in seeds:
+                run_dir = os.path.join(args.out, _slug(group), _slug(name), f"seed{seed}")
+                if not _complete(run_dir):
+                    if os.path.exists(run_dir):
+                        import shutil
+                        shutil.rmtree(run_dir)
+                    cmd = hpccl + ["run", job, "--out", run_dir, "--set", f"seed={seed}",
+                                   "--set", "log.progress=off"] + _sets(overrides or {})
+                    if args.ranks > 1:
+                        cmd += ["-n", str(args.ranks)]
+                    print(f"[{group}] {name} seed {seed}", flush=True)
+                    done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
+                    if done.returncode != 0:
+                        print(f"  failed (exit {done.returncode}): {' '.join(cmd)}", file=sys.stderr)
+                        return done.returncode
+                reports.append(summarize(run_dir))
+            curves.setdefault(group, []).append(reports[0])
+
+            def ms(key, scale=1.0, fmt="{:.2f}"):
+                v = np.array([r[key] for r in reports], dtype=float) * scale
+                return fmt.format(v.mean()) + ("" if len(v) == 1 else " ± " + fmt.format(v.std()))
+            rows.append([group, name, reports[0]["wait"], f"{reports[0]['replay']:g}", reports[0]["updates"],
+                         ms("cer"), ms("final_error", 100, "{:.1f}"), ms("train_flops", 1e-6, "{:.0f}"),
+                         ms("parameters", 1, "{:.0f}"), ms("train_time_s")])
+    header = ["study", "variant", "wait", "replay", "updates", "CER", "final error %", "train MFLOPs",
+              "parameters", "train time s"]
+    text = render(header, rows, "md")
+    print(f"\n{len(seeds)} seed(s), {args.ranks} rank(s); mean ± std over seeds\n\n{text}")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "study.md"), "w") as f:
+        f.write(text + "\n")
+    from hpccl.alma.report import plot_alma
+    for group, reports in curves.items():
+        for path in plot_alma(reports, os.path.join(args.out, _slug(group))):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
