@@ -57,7 +57,8 @@ class MoELayer(nn.Module):
         gradients (their experts' outputs differ) and the copies drift apart as training goes on.
         """
         w, b = self.weight.data, self.bias.data
-        d = torch.randn(w[e].shape, generator=generator, dtype=w.dtype) * noise * w[e].abs().mean()
+        d = (torch.randn(w[e].shape, generator=generator, dtype=w.dtype).to(w.device)  # CPU generator
+             * noise * w[e].abs().mean())
         new_w = torch.cat([w, w[e:e + 1]])
         new_w[e] += d
         new_w[-1] -= d
@@ -107,8 +108,9 @@ class MoENet(nn.Module):
             self.train(was)
         usage = []
         for layer in self.moe:
-            sums = layer.usage_sum if layer.usage_sum is not None else torch.zeros(layer.num_experts)
-            stats = torch.cat([sums, torch.tensor([float(layer.usage_count)])])
+            device = layer.weight.device
+            sums = layer.usage_sum if layer.usage_sum is not None else torch.zeros(layer.num_experts, device=device)
+            stats = torch.cat([sums, torch.tensor([float(layer.usage_count)], device=device)])
             if allreduce_mean is not None:
                 stats = allreduce_mean([stats])[0]
             usage.append(stats[:-1] / stats[-1].clamp_min(1e-12))
