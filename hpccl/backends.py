@@ -27,6 +27,14 @@ class GradientBackend:
         broadcasting the model and optimizer state from rank 0."""
         raise NotImplementedError
 
+    def allreduced_parameters(self, optimizer) -> list:
+        """The parameters whose gradients one ``step()`` of ``optimizer`` allreduces."""
+        raise NotImplementedError
+
+    def step_bytes(self, optimizer) -> int:
+        """Gradient bytes one step allreduces per rank (what the wrapper really hooked)."""
+        return sum(p.numel() * p.element_size() for p in self.allreduced_parameters(optimizer))
+
     def shutdown(self):
         pass
 
@@ -58,6 +66,10 @@ class HorovodBackend(GradientBackend):
         # fresh tensor names, so Horovod never mixes old and new parameters.
         named = [(f"opt{self._count}.{n}", p) for n, p in model.named_parameters()]
         return hvd.DistributedOptimizer(optimizer, named_parameters=named, op=hvd.Average)
+
+    def allreduced_parameters(self, optimizer):
+        # Horovod hooks (and allreduces, also when a gradient is missing) exactly these.
+        return list(optimizer._requires_update)
 
     def shutdown(self):
         self.hvd.shutdown()
@@ -126,6 +138,10 @@ class TorchDistBackend(GradientBackend):
             self.dist.broadcast(tensor, src=0)
         params = [p for group in optimizer.param_groups for p in group["params"]]
         return _AllreduceOnStep(optimizer, params, self.dist)
+
+    def allreduced_parameters(self, optimizer):
+        # synchronize() flattens the gradients of these that have one.
+        return [p for p in optimizer._params if p.requires_grad]
 
     def shutdown(self):
         if self.dist.is_initialized():

@@ -205,7 +205,8 @@ def _run(cfg, run_dir, argv, world, resume=False) -> dict:
                 log = recorder.run_log
                 log.append("tasks", index=t, train_time_s=sw.seconds, samples=samples,
                            iterations=stats["iterations"],
-                           average_accuracy=float(np.mean(a1)), classes=" ".join(map(str, task.classes)))
+                           average_accuracy=float(np.mean(a1)), classes=" ".join(map(str, task.classes)),
+                           **learner.task_facts())
                 log.put("eval/top1", top1)
                 log.put("eval/top5", top5)
                 log.set_attrs(tasks_completed=t + 1, train_time_s=train_time)

@@ -92,6 +92,11 @@ class Learner:
         """Numbers about this rank's state to log after each task (e.g. buffer footprint)."""
         return {}
 
+    def task_facts(self) -> dict:
+        """Numbers about the task just learnt, the same on every rank, for the run log (e.g.
+        gradient bytes allreduced per step); the same keys after every task."""
+        return {}
+
     def close(self, ok: bool = True):
         """Release resources (threads, MPI windows). ``ok`` is False when the run failed:
         then nothing collective may be called, since MPI_Abort follows."""

@@ -69,8 +69,14 @@ def _epoch_order(n: int, needed: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ctx: LoopContext,
-        task: int, epochs: int, rehearsal: Optional[object] = None, resume: Optional[dict] = None) -> dict:
+        task: int, epochs: int, rehearsal: Optional[object] = None, resume: Optional[dict] = None,
+        loss_fn: Optional[Callable] = None, after_step: Optional[Callable[[], None]] = None) -> dict:
     """Train on this rank's (x, y) for ``epochs``; returns totals for the log.
+
+    ``loss_fn(logits, y)``: the training loss (default: cross-entropy over all classes).
+    ``after_step()``: called after every optimizer step, when ``.grad`` holds the
+    rank-averaged gradients the step used (e.g. importance tracking). A param group's
+    ``lr_scale`` (default 1) multiplies the scheduled lr for that group.
 
     If any rank received a stop signal, all ranks stop after the same epoch (the flag rides
     on the epoch's metrics allreduce) and the result carries ``stopped_at``: what a resumed
@@ -113,11 +119,11 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
             with timers.phase("forward_backward"):
                 optimizer.zero_grad()  # Horovod's wrapper takes no set_to_none; None is the default
                 logits = model(xb)
-                loss = F.cross_entropy(logits, yb)
+                loss = F.cross_entropy(logits, yb) if loss_fn is None else loss_fn(logits, yb)
                 loss.backward()
             with timers.phase("allreduce_step"):
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
                 if train.grad_clip_norm:
                     # Clip the rank-averaged gradient, so every replica takes the same step.
                     optimizer.synchronize()
@@ -126,6 +132,8 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
                         optimizer.step()
                 else:
                     optimizer.step()
+            if after_step is not None:
+                after_step()
             with torch.no_grad():
                 loss_sum += loss.detach() * len(yb)
                 correct += (logits.argmax(1) == yb).sum()
