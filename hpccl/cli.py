@@ -40,6 +40,8 @@ def cmd_run(args) -> int:
     if cfg.kind == "continual" and cfg.data.path is not None:
         from hpccl.data.h5format import DatasetFile
         DatasetFile(cfg.data.path).close()
+    from hpccl.lora.jobconfig import check_pretrained_file
+    check_pretrained_file(cfg, args.job)
     if args.np is not None and args.np < 1:
         raise HpcclError(f"-n/--np: expected a number of ranks >= 1, found {args.np}.")
     inside = under_mpi_launch()
@@ -76,6 +78,46 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_pretrain(args) -> int:
+    from hpccl.config import load_job
+    from hpccl.launch import launched_size, relaunch, under_mpi_launch
+    cfg = load_job(args.job, args.set)
+    if cfg.kind != "continual" or cfg.model.kind != "vit":
+        raise HpcclError(f"{args.job}: hpccl pretrain trains the ViT of a continual job's model "
+                         f"section; expected model.kind 'vit', found {cfg.model.kind!r}.")
+    from hpccl.lora.jobconfig import require_pretrain_subset
+    require_pretrain_subset(cfg, args.job)
+    out = args.out or cfg.pretrain.out or cfg.model.options.get("pretrained")
+    if not out:
+        raise HpcclError(f"{args.job}: where should the pre-trained weights go? Give --out FILE, "
+                         "'pretrain.out' or 'model.pretrained' (the file the continual run loads).")
+    if cfg.data.path is not None:
+        from hpccl.data.h5format import DatasetFile
+        DatasetFile(cfg.data.path).close()
+    if args.np is not None and args.np < 1:
+        raise HpcclError(f"-n/--np: expected a number of ranks >= 1, found {args.np}.")
+    inside = under_mpi_launch()
+    if inside and args.np is not None and launched_size() not in (None, args.np):
+        raise HpcclError(f"-n {args.np} was given inside an MPI launch of {launched_size()} ranks; "
+                         "the launcher decides the number of ranks. HINT: drop -n.")
+    if not inside and (args.np or 1) > 1:
+        argv = ["pretrain", args.job, "--out", out] + [x for s in args.set for x in ("--set", s)]
+        print(f"hpccl: launching {args.np} ranks to pretrain into {out}", flush=True)
+        code = relaunch(args.np, argv)
+        if code != 0:
+            print(f"hpccl: pretraining failed (mpirun exit code {code})", file=sys.stderr)
+        return code
+    from hpccl.lora.pretrain import pretrain
+    from hpccl.runtime import abort_on_error, init_world, shutdown_world
+
+    def job():
+        world = init_world(cfg.runtime)
+        pretrain(cfg, out, world, source=args.job)
+        shutdown_world(world)
+    abort_on_error(job)
+    return 0
+
+
 def _argv_tail():
     return sys.argv[1:]
 
@@ -89,15 +131,25 @@ def cmd_validate(args) -> int:
         try:
             with DatasetFile(cfg.data.path) as ds:
                 info = ds.info
-            if cfg.scenario.num_tasks > info.num_classes:
+            if cfg.scenario.kind == "class_incremental" and cfg.scenario.num_tasks > info.num_classes:
                 problems.append(f"scenario.num_tasks ({cfg.scenario.num_tasks}) exceeds the "
                                 f"dataset's {info.num_classes} classes")
         except HpcclError as e:
             problems.append(str(e))
+    from hpccl.lora.jobconfig import check_pretrained_file
+    try:
+        check_pretrained_file(cfg, args.job)
+    except HpcclError as e:
+        problems.append(str(e).split(": ", 1)[1])
     if problems:
         raise HpcclError(f"{args.job}: " + "; ".join(problems))
-    what = (f"learner {cfg.learner.kind}, model {cfg.model.kind}, {cfg.scenario.num_tasks} tasks"
-            if cfg.kind == "continual" else f"kind {cfg.kind}")
+    if cfg.kind != "continual":
+        what = f"kind {cfg.kind}"
+    elif cfg.scenario.kind == "megabatch":
+        what = (f"learner {cfg.learner.kind}, model {cfg.model.kind}, {cfg.scenario.num_megabatches} "
+                f"mega-batches, wait {cfg.scenario.wait}, replay {cfg.scenario.replay:g}")
+    else:
+        what = f"learner {cfg.learner.kind}, model {cfg.model.kind}, {cfg.scenario.num_tasks} tasks"
     print(f"{args.job}: valid ({cfg.name}: {what}, backend {cfg.runtime.backend})")
     return 0
 
@@ -116,13 +168,14 @@ def cmd_info(args) -> int:
 
 def _plot_runs(reports, out_dir) -> list[str]:
     """Figures for each kind of run among ``reports``."""
+    from hpccl.alma.report import plot_alma
     from hpccl.analysis.plots import write_run_plots
     from hpccl.erm.report import plot_erm
     from hpccl.rtrl.report import plot_rnn
     by_kind = {}
     for r in reports:
         by_kind.setdefault(r.get("job_kind", "continual"), []).append(r)
-    plotters = {"continual": write_run_plots, "erm": plot_erm, "online_rnn": plot_rnn}
+    plotters = {"continual": write_run_plots, "erm": plot_erm, "online_rnn": plot_rnn, "megabatch": plot_alma}
     return [path for kind, runs in by_kind.items() for path in plotters[kind](runs, out_dir)]
 
 
@@ -224,6 +277,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "on SIGUSR1/SIGTERM (preemption, time limit) from its checkpoint; exit code 99 "
                    "means such a stop")
     r.set_defaults(func=cmd_run)
+
+    pt = _add(sub, "pretrain", "Pre-train the ViT of a job's model section on classes disjoint from "
+              "its continual phase (pretrain.classes, or those not in scenario.classes) and save a "
+              "plain state dict (timm ViT names) that model.pretrained loads; data-parallel like run.",
+              "hpccl pretrain jobs/lorac_digits.yaml -n 2 && hpccl run jobs/lorac_digits.yaml -n 2")
+    pt.add_argument("job", help="job YAML file (its data, model, train and pretrain sections)")
+    pt.add_argument("-n", "--np", type=int, default=None, help="ranks to start under local mpirun")
+    pt.add_argument("--out", default=None, metavar="FILE", help="weights file (default: pretrain.out, "
+                    "else model.pretrained)")
+    pt.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                    help="override a job setting, e.g. --set pretrain.epochs=5 (repeatable)")
+    pt.set_defaults(func=cmd_pretrain)
 
     v = _add(sub, "validate", "Check a job file (and its dataset file, if given) without running it.",
              "hpccl validate jobs/quickstart.yaml")

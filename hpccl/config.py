@@ -17,11 +17,12 @@ import yaml
 
 from hpccl.erm.jobconfig import ErmConfig
 from hpccl.errors import ConfigError
+from hpccl.lora.jobconfig import LoraConfig, PretrainConfig, check_lora_job
 from hpccl.rtrl.jobconfig import OnlineRnnConfig
 from hpccl.schema import Loader, apply_override, suggest
 
 BUILTIN_DATASETS = ("digits", "breast_cancer")   # breast_cancer: 2 classes, for kind: erm
-LEARNER_KINDS = ("incremental", "scratch", "rehearsal")
+LEARNER_KINDS = ("incremental", "scratch", "rehearsal", "lorac", "finetune")
 
 
 @dataclass
@@ -46,10 +47,16 @@ class ScenarioConfig:
     kind: Literal["class_incremental"] = "class_incremental"
     num_tasks: int = 5
     class_order: Literal["seeded", "natural"] = "seeded"  # natural: 0, 1, 2, ...
+    classes: Optional[list[int]] = None      # only these dataset classes (null: all), e.g. those
+                                             # disjoint from a pre-training subset
 
     def check(self, loader: Loader, path: str):
         if self.num_tasks < 1:
             raise loader.error(f"{path}.num_tasks", "an integer >= 1", self.num_tasks)
+        if self.classes is not None and (len(self.classes) < self.num_tasks or min(self.classes) < 0
+                                         or len(set(self.classes)) != len(self.classes)):
+            raise loader.error(f"{path}.classes", f"distinct class labels >= 0, at least num_tasks "
+                               f"({self.num_tasks}) of them, or null", self.classes)
 
 
 @dataclass
@@ -179,6 +186,8 @@ class JobConfig:
     rehearsal: RehearsalConfig = field(default_factory=RehearsalConfig)
     erm: ErmConfig = field(default_factory=ErmConfig)
     rnn: OnlineRnnConfig = field(default_factory=OnlineRnnConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
@@ -192,6 +201,7 @@ class JobConfig:
         if self.kind in ("continual", "erm") and self.data is None:
             raise ConfigError(f"{loader.source}: a '{self.kind}' job needs a 'data' section "
                               "(data: {path: FILE} or data: {builtin: NAME}).")
+        check_lora_job(self, loader.source)
         if self.learner.kind == "rehearsal" and self.rehearsal.candidates > self.train.batch_size:
             raise ConfigError(f"{loader.source}: key 'rehearsal.candidates': expected at most "
                               f"train.batch_size ({self.train.batch_size}) candidates per mini-batch, "

@@ -65,6 +65,20 @@ def buffer_footprint(ranks: list[dict]) -> list[dict]:
     return out
 
 
+def communication(run: dict) -> dict:
+    """Per task: gradient bytes allreduced per step vs full fine-tuning, trainable parameters,
+    and (LoRAC) the (layer, matrix) pairs IPC froze."""
+    per_task = {k: run[f"tasks/{k}"].tolist() for k in (
+        "allreduce_bytes_per_step", "full_finetune_bytes_per_step", "trainable_params", "iterations",
+        "ipc_frozen_pairs", "ipc_frozen_total", "ipc_frozen_keys") if f"tasks/{k}" in run}
+    steps = np.asarray(per_task["iterations"], dtype=float)
+    sent = np.asarray(per_task["allreduce_bytes_per_step"], dtype=float)
+    full = np.asarray(per_task["full_finetune_bytes_per_step"], dtype=float)
+    return {**per_task, "mean_bytes_per_step": float(np.sum(sent * steps) / max(np.sum(steps), 1)),
+            "full_finetune_bytes_per_step_mean": float(np.mean(full)) if len(full) else 0.0,
+            "fraction_of_full": float(np.sum(sent * steps) / max(np.sum(full * steps), 1))}
+
+
 def summarize(run_dir: str) -> dict:
     run, ranks = load_run(run_dir)
     if run["attrs"].get("job_kind") == "erm":
@@ -97,6 +111,8 @@ def summarize(run_dir: str) -> dict:
     summary["samples_per_s_per_rank"] = summary["samples_per_s"] / max(1, summary["world_size"])
     summary["timers"] = timer_breakdown(ranks)
     summary["buffer"] = buffer_footprint(ranks)
+    if "tasks/allreduce_bytes_per_step" in run:
+        summary["communication"] = communication(run)
     if summary["status"] != "complete":
         summary["note"] = (f"incomplete run (status '{summary['status']}'): read up to its last flushed "
                            f"record, {done} task(s) evaluated")
@@ -135,6 +151,9 @@ def compare_table(reports: list[dict]):
     fastest = min((s["train_time_s"] for s in reports if s["train_time_s"] > 0), default=0.0)
     header = ["run", "learner", "ranks", "final acc %", "top-5 %", "forgetting %", "BWT %",
               "train time s", "x fastest", "samples/s", "status"]
+    comm = any(s.get("communication") for s in reports)
+    if comm:   # runs that logged their allreduce volume (lorac, finetune)
+        header[-1:-1] = ["allreduce kB/step", "% of full FT"]
     rows = []
     for s in reports:
         pct = lambda key: s[key] * 100 if key in s else None  # noqa: E731
@@ -143,6 +162,10 @@ def compare_table(reports: list[dict]):
                      pct("backward_transfer"), s["train_time_s"],
                      s["train_time_s"] / fastest if fastest else None, round(s["samples_per_s"]),
                      s["status"]])
+        if comm:
+            c = s.get("communication")
+            rows[-1][-1:-1] = [c["mean_bytes_per_step"] / 1e3 if c else None,
+                               c["fraction_of_full"] * 100 if c else None]
     return header, rows
 
 
@@ -184,6 +207,18 @@ def format_report(reports: list[dict], fmt: str = "text", compare: bool = False)
                          f"({sum(x['buffer_bytes_stored'] for x in b) / 1e6:.2f} MB of "
                          f"{sum(x['buffer_bytes_allocated'] for x in b) / 1e6:.2f} MB allocated), "
                          "per rank: " + ", ".join(str(x["buffer_stored"]) for x in b))
+        if s.get("communication"):
+            c = s["communication"]
+            lines.append(f"allreduced gradients: {c['mean_bytes_per_step'] / 1e3:.1f} kB/step per rank "
+                         f"({c['fraction_of_full'] * 100:.2f}% of full fine-tuning's "
+                         f"{c['full_finetune_bytes_per_step_mean'] / 1e3:.1f} kB); per task "
+                         + ", ".join(f"{b / 1e3:.1f} kB" for b in c["allreduce_bytes_per_step"])
+                         + "; trainable parameters per task " + ", ".join(map(str, c["trainable_params"])))
+            if "ipc_frozen_pairs" in c:
+                lines.append("IPC-frozen (layer, matrix) pairs per task: " + "; ".join(
+                    f"T{i}: {n} ({keys or '-'})" for i, (n, keys) in
+                    enumerate(zip(c["ipc_frozen_pairs"], c["ipc_frozen_keys"])))
+                    + f"; {c['ipc_frozen_total'][-1]} frozen in all")
         t = s["timers"]
         if t["per_rank"]:
             lines.append(timer_table(t))

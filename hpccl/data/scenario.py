@@ -33,11 +33,16 @@ class ClassIncremental:
         self.num_classes = info.num_classes
         self.sample_shape = info.sample_shape
         num_tasks = scenario_cfg.num_tasks
-        if num_tasks > info.num_classes:
+        # scenario.classes: a subset (e.g. the classes a backbone was not pre-trained on).
+        pool = getattr(scenario_cfg, "classes", None)
+        pool = np.arange(info.num_classes) if pool is None else np.sort(np.asarray(pool, dtype=np.int64))
+        if pool.max() >= info.num_classes:
+            raise ConfigError(f"{source}: key 'scenario.classes': expected labels in 0..{info.num_classes - 1} "
+                              f"(the classes of {info.path!r}), found {pool[pool >= info.num_classes].tolist()}.")
+        if num_tasks > len(pool):
             raise ConfigError(f"{source}: key 'scenario.num_tasks': expected at most the number of "
-                              f"classes of {info.path!r} ({info.num_classes}), found {num_tasks}.")
-        order = (np.arange(info.num_classes) if scenario_cfg.class_order == "natural"
-                 else numpy_rng(seed, "class_order").permutation(info.num_classes))
+                              f"classes of {info.path!r} ({len(pool)}), found {num_tasks}.")
+        order = pool if scenario_cfg.class_order == "natural" else numpy_rng(seed, "class_order").permutation(pool)
         self.task_classes = [np.sort(c) for c in np.array_split(order, num_tasks)]
         self.num_tasks = num_tasks
         self.class_to_task = np.empty(info.num_classes, dtype=np.int64)

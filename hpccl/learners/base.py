@@ -104,5 +104,5 @@ class Learner:
 
 def make_learner(cfg, world, data: DataSpec, loop_ctx) -> Learner:
     # Import the learner modules so that they register themselves.
-    from hpccl.learners import incremental, rehearsal, scratch  # noqa: F401
+    from hpccl.learners import finetune, incremental, lorac, rehearsal, scratch  # noqa: F401
     return LEARNERS[cfg.learner.kind](cfg, world, data, loop_ctx)

@@ -79,9 +79,13 @@ def _resnet_builder(kind, fn):
 
 
 def _build_vit(input_shape, num_classes, preset="base", patch_size=None, width=None, depth=None, heads=None,
-               mlp_ratio=None, pretrained=None):
-    # Shape options left at None come from the preset (base: ViT-B/16).
+               mlp_ratio=None, pretrained=None, image_size=None):
+    # Shape options left at None come from the preset (base: ViT-B/16). image_size: the side
+    # the model works at (inputs are resized to it, e.g. 224 for CIFAR on a 224 checkpoint).
     _image_shape("vit", input_shape)
+    if image_size is not None:
+        input_shape = (input_shape[0], _positive_int("vit", "image_size", image_size),
+                       _positive_int("vit", "image_size", image_size))
     if preset not in VIT_PRESETS:
         raise ConfigError(f"model option 'preset' of 'vit' must be one of {', '.join(VIT_PRESETS)}; got {preset!r}.")
     shape = dict(VIT_PRESETS[preset])

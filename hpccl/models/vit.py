@@ -114,7 +114,10 @@ class VisionTransformer(nn.Module):
         nn.init.zeros_(self.patch_embed.proj.bias)
 
     def features(self, x):
-        """The final-norm class-token embedding, [B, width]."""
+        """The final-norm class-token embedding, [B, width]. Inputs of another size than
+        ``image_size`` are resized bilinearly first (e.g. 32x32 CIFAR for a 224 checkpoint)."""
+        if tuple(x.shape[-2:]) != self.image_size:
+            x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False)
         x = self.patch_embed(x)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
         for blk in self.blocks:

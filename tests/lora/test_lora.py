@@ -52,7 +52,7 @@ def test_vit_b16_parameter_count_matches_timm():
 
 def test_registry_entry():
     assert model_option_names("vit") == {"preset", "patch_size", "width", "depth", "heads", "mlp_ratio",
-                                         "pretrained"}
+                                         "pretrained", "image_size"}
     model = build_model("vit", (1, 8, 8), 5, patch_size=4, width=8, depth=1, heads=2)
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 5)
     with pytest.raises(ConfigError, match="multiples of patch_size"):
@@ -211,3 +211,18 @@ def test_tiny_vit_trains_loss_decreases():
     losses = train_task(model, 0, (0, 1, 2), steps=12, tracker=tracker, lr=3e-2)
     assert losses[-1] < losses[0]
     assert tracker.steps == 12 and any(v > 0 for v in tracker.scores().values())
+
+
+def test_image_size_resizes_inputs_to_the_checkpoint_resolution(tmp_path):
+    # e.g. 32x32 CIFAR through a 224-pixel ViT-B/16 checkpoint; here 8x8 digits at 16x16.
+    src = build_model("vit", (1, 16, 16), 4, patch_size=4, width=8, depth=1, heads=2)
+    path = tmp_path / "vit16.pt"
+    torch.save(src.state_dict(), path)
+    model = build_model("vit", (1, 8, 8), 4, patch_size=4, width=8, depth=1, heads=2, image_size=16,
+                        pretrained=str(path))
+    assert model.pos_embed.shape == src.pos_embed.shape
+    x = torch.rand(2, 1, 8, 8)
+    up = torch.nn.functional.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False)
+    assert torch.allclose(model.features(x), src.features(up))
+    with pytest.raises(HpcclError, match="pos_embed"):
+        build_model("vit", (1, 8, 8), 4, patch_size=4, width=8, depth=1, heads=2, pretrained=str(path))
