@@ -62,12 +62,15 @@ def main(argv=None) -> int:
     job = os.path.join(os.path.dirname(os.path.abspath(args.study)), study["job"])
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else study.get("seeds", [0])
     hpccl = [sys.executable, "-m", "hpccl"]
-    rows, curves = [], {}
+    rows, curves, done_runs = [], {}, {}
     for group, variants in study["studies"].items():
         for name, overrides in variants.items():
             reports = []
             for seed in seeds:
-                run_dir = os.path.join(args.out, _slug(group), _slug(name), f"seed{seed}")
+                # A variant equal to one already run (e.g. every group's baseline) reuses it.
+                key = json.dumps([seed, overrides or {}], sort_keys=True)
+                run_dir = done_runs.setdefault(key, os.path.join(args.out, _slug(group), _slug(name),
+                                                                 f"seed{seed}"))
                 if not _complete(run_dir):
                     if os.path.exists(run_dir):
                         import shutil

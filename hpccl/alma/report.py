@@ -74,6 +74,13 @@ def _label(s) -> str:
     return f"{s['learner']}" + (f" ({opts})" if opts else "")
 
 
+def _run_name(s) -> str:
+    """The run directory's name; with its parent when that alone is a seed (study layouts)."""
+    path = os.path.normpath(s["run_dir"])
+    base = os.path.basename(path)
+    return f"{os.path.basename(os.path.dirname(path))}/{base}" if base.startswith("seed") else base
+
+
 def _pct(x) -> str:
     return f"{x * 100:.1f}" if x is not None and math.isfinite(x) else "-"
 
@@ -104,7 +111,7 @@ def compare_rows(reports: list[dict]):
               "train FLOPs", "FLOPs x", "params", "train time s", "status"]
     rows = []
     for s in reports:
-        rows.append([os.path.basename(os.path.normpath(s["run_dir"])), _label(s), s["world_size"],
+        rows.append([_run_name(s), _label(s), s["world_size"],
                      s["num_megabatches"], s["wait"], f"{s['replay']:g}", s["updates"], round(s["cer"], 3),
                      _pct(s["cer_normalized"]), _pct(s["final_error"]), f"{s['train_flops']:.3g}",
                      round(s["train_flops"] / cheapest, 2) if cheapest else "-", s["parameters"],
@@ -153,8 +160,7 @@ def plot_alma(summaries: list[dict], out_dir: str) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
 
     def label(s):
-        return f"{os.path.basename(os.path.normpath(s['run_dir']))}: {_label(s)}, w={s['wait']}, " \
-               f"replay={s['replay']:g} (CER {s['cer']:.2f})"
+        return f"{_run_name(s)}: {_label(s)}, w={s['wait']}, replay={s['replay']:g} (CER {s['cer']:.2f})"
 
     paths = []
     fig, ax = plt.subplots(figsize=(8, 4.8))
