@@ -6,9 +6,10 @@ A fixed ensemble of G members trained on every update of a mega-batch stream, on
   one group   every member in turn, data-parallel over all N ranks (an allreduce per step)
   G groups    member i trained by group i alone (N/G ranks), the G members side by side
 
-Same members, seeds, data and number of steps (early stopping is disabled: patience =
-epochs, so every update runs all its epochs; the two layouts differ only in the batch each
-step sees). Printed: training time (slowest rank, summed over updates) of each layout, the
+Same members, seeds, data and samples processed (early stopping is disabled: patience =
+epochs, so every update runs all its epochs, and the training FLOPs are equal). One group
+takes N/G times fewer steps of an N/G times larger global batch, at an lr scaled linearly
+with its ranks (``train.lr_scaling: linear``), so the final errors differ a little. Printed: training time (slowest rank, summed over updates) of each layout, the
 speed-up one-group / G-groups, training FLOPs (equal by construction) and final error.
 
     python benchmarks/alma_bench.py [-n 2] [--members 2] [--hidden 256,256] [--repeats 3]
@@ -60,7 +61,7 @@ def main() -> int:
            "scenario": {"kind": "megabatch", "num_megabatches": args.megabatches, "wait": 1,
                         "patience": args.epochs},
            "model": {"kind": "mlp", "hidden": [int(h) for h in args.hidden.split(",")]},
-           "train": {"epochs": args.epochs, "batch_size": 16, "lr": 0.02, "lr_scaling": "none"},
+           "train": {"epochs": args.epochs, "batch_size": 16, "lr": 0.02, "lr_scaling": "linear"},
            "runtime": {"backend": "torch"}, "log": {"progress": "off"}}
     layouts = {"one group": 1, f"{args.members} groups": args.members}
     results = {name: [] for name in layouts}
