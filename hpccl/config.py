@@ -44,11 +44,19 @@ class DataConfig:
 
 @dataclass
 class ScenarioConfig:
-    kind: Literal["class_incremental"] = "class_incremental"
+    kind: Literal["class_incremental", "megabatch"] = "class_incremental"
+    # class_incremental: the classes in num_tasks tasks
     num_tasks: int = 5
     class_order: Literal["seeded", "natural"] = "seeded"  # natural: 0, 1, 2, ...
     classes: Optional[list[int]] = None      # only these dataset classes (null: all), e.g. those
                                              # disjoint from a pre-training subset
+    # megabatch (ALMA, see hpccl.alma.job): the training set in M i.i.d. mega-batches
+    num_megabatches: int = 10
+    wait: Union[int, Literal["all"]] = 1     # train every w arrivals; all: once, at the end (w = M)
+    replay: float = 0.0                      # share of every past mega-batch added to an update
+    val_share: float = 0.1                   # of each update's data, held out for early stopping
+    patience: int = 3                        # epochs without a better validation accuracy
+    flush: bool = True                       # w not dividing M: also update at the last arrival
 
     def check(self, loader: Loader, path: str):
         if self.num_tasks < 1:
@@ -57,6 +65,19 @@ class ScenarioConfig:
                                          or len(set(self.classes)) != len(self.classes)):
             raise loader.error(f"{path}.classes", f"distinct class labels >= 0, at least num_tasks "
                                f"({self.num_tasks}) of them, or null", self.classes)
+        if self.num_megabatches < 1:
+            raise loader.error(f"{path}.num_megabatches", "an integer >= 1", self.num_megabatches)
+        if self.wait == "all":
+            self.wait = self.num_megabatches
+        if not 1 <= self.wait <= self.num_megabatches:
+            raise loader.error(f"{path}.wait", f"an integer in [1, num_megabatches = {self.num_megabatches}] "
+                               "or 'all'", self.wait)
+        if not 0.0 <= self.replay <= 1.0:
+            raise loader.error(f"{path}.replay", "a share of past data in [0, 1]", self.replay)
+        if not 0.0 <= self.val_share < 1.0:
+            raise loader.error(f"{path}.val_share", "a share in [0, 1)", self.val_share)
+        if self.patience < 1:
+            raise loader.error(f"{path}.patience", "an integer >= 1", self.patience)
 
 
 @dataclass
@@ -81,12 +102,21 @@ class ModelConfig:
 
 @dataclass
 class LearnerConfig:
+    """``kind`` plus, for the ALMA learners, their options given flat (e.g. ``init: copy``)."""
+    __extra_keys__ = "options"
     kind: str = "incremental"
+    options: dict = field(default_factory=dict)
 
     def check(self, loader: Loader, path: str):
-        if self.kind not in LEARNER_KINDS:
-            raise loader.error(f"{path}.kind", "one of " + ", ".join(map(repr, LEARNER_KINDS)),
-                               self.kind, suggest(self.kind, LEARNER_KINDS))
+        from hpccl.alma.jobconfig import ALMA_LEARNER_KINDS
+        kinds = LEARNER_KINDS + ALMA_LEARNER_KINDS
+        if self.kind not in kinds:
+            raise loader.error(f"{path}.kind", "one of " + ", ".join(map(repr, kinds)),
+                               self.kind, suggest(self.kind, kinds))
+        if self.options and self.kind not in ALMA_LEARNER_KINDS:
+            key = next(iter(self.options))
+            raise ConfigError(f"{loader.source}: unknown key '{path}.{key}' in section '{path}': "
+                              f"learner '{self.kind}' takes no options besides 'kind'.")
 
 
 @dataclass
@@ -194,6 +224,7 @@ class JobConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["model"] = {"kind": self.model.kind, **self.model.options}
+        d["learner"] = {"kind": self.learner.kind, **self.learner.options}
         d["rehearsal"]["async"] = d["rehearsal"].pop("async_updates")
         return d
 
@@ -201,6 +232,13 @@ class JobConfig:
         if self.kind in ("continual", "erm") and self.data is None:
             raise ConfigError(f"{loader.source}: a '{self.kind}' job needs a 'data' section "
                               "(data: {path: FILE} or data: {builtin: NAME}).")
+        from hpccl.alma.jobconfig import ALMA_LEARNER_KINDS, check_alma_job
+        if self.kind == "continual" and self.scenario.kind == "megabatch":
+            check_alma_job(self, loader.source)
+        elif self.kind == "continual" and self.learner.kind in ALMA_LEARNER_KINDS:
+            raise ConfigError(f"{loader.source}: key 'learner.kind': {self.learner.kind!r} is an ALMA "
+                              "learner for mega-batch streams; set 'scenario: {kind: megabatch}' or use "
+                              f"one of {', '.join(map(repr, LEARNER_KINDS))}.")
         check_lora_job(self, loader.source)
         if self.learner.kind == "rehearsal" and self.rehearsal.candidates > self.train.batch_size:
             raise ConfigError(f"{loader.source}: key 'rehearsal.candidates': expected at most "

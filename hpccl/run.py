@@ -91,10 +91,12 @@ def _maybe_inject_failure(world, record):
                            "(HPCCL_INJECT_FAILURE)")
 
 
-def job_runner(kind: str):
-    """The function that runs one rank's part of a job of this kind:
+def job_runner(kind: str, scenario: str = "class_incremental"):
+    """The function that runs one rank's part of a job of this kind (and scenario):
     ``runner(cfg, run_dir, argv, world, resume) -> summary dict``."""
-    if kind == "erm":
+    if kind == "continual" and scenario == "megabatch":
+        from hpccl.alma.job import run as runner
+    elif kind == "erm":
         from hpccl.erm.job import run as runner
     elif kind == "online_rnn":
         from hpccl.rtrl.job import run as runner
@@ -108,7 +110,7 @@ def run_job(cfg: JobConfig, run_dir: str, argv: list[str], resume: bool = False)
     # No collective clean-up on failure: the caller aborts the whole job, and a rank that
     # waited in a collective for peers stuck elsewhere would hang instead.
     try:
-        summary = job_runner(cfg.kind)(cfg, run_dir, argv, world, resume)
+        summary = job_runner(cfg.kind, cfg.scenario.kind)(cfg, run_dir, argv, world, resume)
     except checkpoint.Preempted:
         shutdown_world(world)  # every rank got here together: a clean, coordinated exit
         raise

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run an ALMA study (a base job + named variants x seeds) and tabulate it.
 
-    scripts/alma_study.py jobs/alma_digits_study.yaml [--ranks N] [--out DIR] [--seeds 0,1]
+    scripts/alma_study.py jobs/studies/alma_digits.yaml [--ranks N] [--out DIR] [--seeds 0,1]
 
 A study file names its base job, the seeds, and groups of variants, each a mapping of
 ``--set`` overrides. Every run goes to DIR/<group>/<variant>/seed<S>; an existing complete
@@ -16,28 +16,23 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
 import numpy as np
-import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from hpccl.alma.study import load_study  # noqa: E402
+from hpccl.errors import ConfigError  # noqa: E402
 from hpccl.analysis.report import summarize  # noqa: E402
 from hpccl.analysis.tables import render  # noqa: E402
 
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name).strip("_")
-
-
-def _sets(overrides: dict) -> list[str]:
-    args = []
-    for key, value in overrides.items():
-        args += ["--set", f"{key}={json.dumps(value)}"]   # JSON is YAML, as --set reads it
-    return args
 
 
 def _complete(run_dir: str) -> bool:
@@ -54,45 +49,42 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=os.path.join("runs", "alma_study"))
     p.add_argument("--seeds", default=None, help="comma-separated; default: the study's")
     args = p.parse_args(argv)
-    with open(args.study) as f:
-        study = yaml.safe_load(f)
-    for key in ("job", "studies"):
-        if key not in study:
-            sys.exit(f"{args.study}: missing key '{key}' (the base job file, and groups of variants)")
-    job = os.path.join(os.path.dirname(os.path.abspath(args.study)), study["job"])
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else study.get("seeds", [0])
+    try:
+        study = load_study(args.study)
+    except ConfigError as e:
+        print(f"alma_study: error: {e}", file=sys.stderr)
+        return 2
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else study.seeds
     hpccl = [sys.executable, "-m", "hpccl"]
     rows, curves, done_runs = [], {}, {}
-    for group, variants in study["studies"].items():
-        for name, overrides in variants.items():
-            reports = []
-            for seed in seeds:
-                # A variant equal to one already run (e.g. every group's baseline) reuses it.
-                key = json.dumps([seed, overrides or {}], sort_keys=True)
-                run_dir = done_runs.setdefault(key, os.path.join(args.out, _slug(group), _slug(name),
-                                                                 f"seed{seed}"))
-                if not _complete(run_dir):
-                    if os.path.exists(run_dir):
-                        import shutil
-                        shutil.rmtree(run_dir)
-                    cmd = hpccl + ["run", job, "--out", run_dir, "--set", f"seed={seed}",
-                                   "--set", "log.progress=off"] + _sets(overrides or {})
-                    if args.ranks > 1:
-                        cmd += ["-n", str(args.ranks)]
-                    print(f"[{group}] {name} seed {seed}", flush=True)
-                    done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
-                    if done.returncode != 0:
-                        print(f"  failed (exit {done.returncode}): {' '.join(cmd)}", file=sys.stderr)
-                        return done.returncode
-                reports.append(summarize(run_dir))
-            curves.setdefault(group, []).append(reports[0])
+    for v in study.variants:
+        group, name = v.group, v.name
+        reports = []
+        for seed in seeds:
+            # A variant equal to one already run (e.g. every group's baseline) reuses it.
+            key = json.dumps([seed, v.overrides], sort_keys=True)
+            run_dir = done_runs.setdefault(key, os.path.join(args.out, _slug(group), _slug(name), f"seed{seed}"))
+            if not _complete(run_dir):
+                if os.path.exists(run_dir):
+                    shutil.rmtree(run_dir)
+                cmd = hpccl + ["run", study.job, "--out", run_dir, "--set", f"seed={seed}",
+                               "--set", "log.progress=off"] + v.set_args()
+                if args.ranks > 1:
+                    cmd += ["-n", str(args.ranks)]
+                print(f"[{group}] {name} seed {seed}", flush=True)
+                done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
+                if done.returncode != 0:
+                    print(f"  failed (exit {done.returncode}): {' '.join(cmd)}", file=sys.stderr)
+                    return done.returncode
+            reports.append(summarize(run_dir))
+        curves.setdefault(group, []).append(reports[0])
 
-            def ms(key, scale=1.0, fmt="{:.2f}"):
-                v = np.array([r[key] for r in reports], dtype=float) * scale
-                return fmt.format(v.mean()) + ("" if len(v) == 1 else " ± " + fmt.format(v.std()))
-            rows.append([group, name, reports[0]["wait"], f"{reports[0]['replay']:g}", reports[0]["updates"],
-                         ms("cer"), ms("final_error", 100, "{:.1f}"), ms("train_flops", 1e-6, "{:.0f}"),
-                         ms("parameters", 1, "{:.0f}"), ms("train_time_s")])
+        def ms(key, scale=1.0, fmt="{:.2f}"):
+            vals = np.array([r[key] for r in reports], dtype=float) * scale
+            return fmt.format(vals.mean()) + ("" if len(vals) == 1 else " ± " + fmt.format(vals.std()))
+        rows.append([group, name, reports[0]["wait"], f"{reports[0]['replay']:g}", reports[0]["updates"],
+                     ms("cer"), ms("final_error", 100, "{:.1f}"), ms("train_flops", 1e-6, "{:.0f}"),
+                     ms("parameters", 1, "{:.0f}"), ms("train_time_s")])
     header = ["study", "variant", "wait", "replay", "updates", "CER", "final error %", "train MFLOPs",
               "parameters", "train time s"]
     text = render(header, rows, "md")

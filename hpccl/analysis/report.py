@@ -84,6 +84,9 @@ def summarize(run_dir: str) -> dict:
     if run["attrs"].get("job_kind") == "erm":
         from hpccl.erm.report import erm_summary
         return erm_summary(run_dir, run, ranks)
+    if run["attrs"].get("scenario") == "megabatch":
+        from hpccl.alma.report import summarize_alma
+        return summarize_alma(run_dir, run, ranks)
     if run["attrs"].get("job_kind") == "online_rnn":
         from hpccl.rtrl.report import summarize_rnn
         return summarize_rnn(run_dir, run, ranks)
@@ -180,6 +183,9 @@ def format_report(reports: list[dict], fmt: str = "text", compare: bool = False)
     if any(r.get("job_kind") == "erm" for r in reports):
         from hpccl.erm.report import format_erm_reports
         return format_erm_reports(reports, fmt, compare)
+    if any(s.get("job_kind") == "megabatch" for s in reports):
+        from hpccl.alma.report import format_alma_report
+        return format_alma_report(reports, fmt, compare, other=lambda rest: format_report(rest, fmt, compare))
     if any(s.get("job_kind") == "online_rnn" for s in reports):
         from hpccl.rtrl.report import format_rnn_report
         return format_rnn_report(reports, fmt, compare,

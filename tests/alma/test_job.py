@@ -130,3 +130,31 @@ def test_wait_all_is_offline_and_groups_must_divide_ranks(tmp_path):
     job = alma_job(tmp_path, "bad", learner={"kind": "growing_ensemble", "groups": 2})
     r = run_cmd(mpirun_cmd(3, ["run", job, "--out", str(tmp_path / "bad")]), timeout=120)
     assert r.returncode != 0 and "divides the 3 ranks evenly" in r.stdout + r.stderr
+
+
+def test_shipped_studies_are_valid_jobs():
+    """Every variant of every shipped study file is a valid job (what scripts/alma_study.py runs)."""
+    import glob
+
+    from hpccl.alma.study import load_study
+    from hpccl.config import load_job
+    from helpers import ROOT
+    files = glob.glob(os.path.join(ROOT, "jobs", "studies", "*.yaml"))
+    assert files
+    for path in files:
+        study = load_study(path)
+        assert study.variants and study.seeds
+        for v in study.variants:
+            cfg = load_job(study.job, ["seed=0"] + v.set_items())
+            assert cfg.scenario.kind == "megabatch", (path, v.name)
+
+
+def test_bad_study_file_is_refused(tmp_path):
+    from hpccl.alma.study import load_study
+    bad = tmp_path / "s.yaml"
+    bad.write_text("job: missing.yaml\nstudies: {}\n")
+    with pytest.raises(ConfigError, match="key 'job': expected an existing job file"):
+        load_study(str(bad))
+    bad.write_text("job: missing.yaml\n")
+    with pytest.raises(ConfigError, match="needs 'job'"):
+        load_study(str(bad))
