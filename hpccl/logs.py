@@ -87,6 +87,16 @@ class H5Log:
         self.flush()
 
 
+def start_run_dir(cfg, run_dir: str, world) -> None:
+    """Rank 0 creates ``RUN/ranks/`` and writes the resolved ``config.yaml``; every rank waits
+    for it, so no rank writes its log into a directory that does not exist yet."""
+    if world.is_root:
+        from hpccl.config import dump_job
+        os.makedirs(os.path.join(run_dir, "ranks"), exist_ok=True)
+        dump_job(cfg, os.path.join(run_dir, "config.yaml"))
+    world.barrier()
+
+
 def rank_log(run_dir: str, world, **attrs) -> H5Log:
     """``ranks/rankNNNNN.h5`` of this rank, with the facts every job kind records."""
     return H5Log(os.path.join(run_dir, "ranks", f"rank{world.rank:05d}.h5"), "rank", {

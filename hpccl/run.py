@@ -14,14 +14,14 @@ import time
 import numpy as np
 
 from hpccl import checkpoint
-from hpccl.config import JobConfig, dump_job
+from hpccl.config import JobConfig
 from hpccl.data.datasets import open_dataset
 from hpccl.data.scenario import ClassIncremental
 from hpccl.errors import ConfigError
 from hpccl.evaluate import evaluate
 from hpccl.learners.base import DataSpec, make_learner
 from hpccl.learners.loop import LoopContext, lr_multiplier
-from hpccl.logs import H5Log, rank_log, run_log
+from hpccl.logs import H5Log, rank_log, run_log, start_run_dir
 from hpccl.metrics import average_accuracy, backward_transfer, forgetting, format_matrix
 from hpccl.progress import Progress
 from hpccl.runtime import init_world, shutdown_world
@@ -119,10 +119,8 @@ def run_job(cfg: JobConfig, run_dir: str, argv: list[str], resume: bool = False)
 
 
 def _run(cfg, run_dir, argv, world, resume=False) -> dict:
-    if world.is_root and not resume:
-        os.makedirs(os.path.join(run_dir, "ranks"), exist_ok=True)
-        dump_job(cfg, os.path.join(run_dir, "config.yaml"))
-    world.barrier()
+    if not resume:
+        start_run_dir(cfg, run_dir, world)
     ckpt = checkpoint.load(run_dir, world) if resume else None
     dataset = open_dataset(cfg.data, world)
     scenario = ClassIncremental(dataset, cfg.scenario, cfg.seed, world.rank, world.size)

@@ -79,11 +79,11 @@ import torch
 from hpccl.alma.driver import run as drive
 from hpccl.alma.learners import Placement, TrainSettings, make_alma_learner
 from hpccl.alma.stream import MegaBatchStream, Schedule
-from hpccl.config import dump_job
 from hpccl.data.datasets import open_dataset
 from hpccl.errors import ConfigError, HpcclError
 from hpccl.learners.loop import lr_multiplier
 from hpccl.logs import rank_log as open_rank_log
+from hpccl.logs import start_run_dir
 from hpccl.logs import run_log as open_run_log
 from hpccl.models import build_model
 from hpccl.progress import Progress
@@ -133,10 +133,7 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
                          "resumed; its log.h5 holds the error curve up to the last arrival. Start a new run.")
     sc = cfg.scenario
     progress = Progress(cfg.log.progress, enabled=world.is_root)
-    if world.is_root:
-        os.makedirs(os.path.join(run_dir, "ranks"), exist_ok=True)
-        dump_job(cfg, os.path.join(run_dir, "config.yaml"))
-    world.barrier()
+    start_run_dir(cfg, run_dir, world)
     group, group_comm, cross_comm, num_groups = _groups(cfg, world, source)
     g_rank, g_size = group_comm.Get_rank(), group_comm.Get_size()
     dataset = open_dataset(cfg.data, world)

@@ -70,11 +70,11 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from hpccl.config import dump_job
 from hpccl.errors import HpcclError
 from hpccl.erm.data import (cached_reference, load_shard, reference_key, resolve_path,
                             store_reference)
 from hpccl.logs import rank_log as open_rank_log
+from hpccl.logs import start_run_dir
 from hpccl.logs import run_log as open_run_log
 from hpccl.progress import Progress
 
@@ -106,10 +106,7 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
                          "run (a solve restarts in seconds to minutes).")
     ecfg = cfg.erm
     progress = Progress(cfg.log.progress, enabled=world.is_root)
-    if world.is_root:
-        os.makedirs(os.path.join(run_dir, "ranks"), exist_ok=True)
-        dump_job(cfg, os.path.join(run_dir, "config.yaml"))
-    world.barrier()
+    start_run_dir(cfg, run_dir, world)
     path = resolve_path(cfg.data, world)
     shard = load_shard(cfg.data, ecfg, world.rank, world.size, world=world)
     comm = world.comm if world.size > 1 else None

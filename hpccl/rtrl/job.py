@@ -100,9 +100,9 @@ from collections import deque
 import numpy as np
 import torch
 
-from hpccl.config import dump_job
 from hpccl.errors import ConfigError, HpcclError
 from hpccl.logs import rank_log as open_rank_log
+from hpccl.logs import start_run_dir
 from hpccl.logs import run_log as open_run_log
 from hpccl.progress import Progress
 
@@ -194,10 +194,7 @@ def run(cfg, run_dir: str, argv: list[str], world, resume: bool = False) -> dict
     rc = cfg.rnn
     if cfg.runtime.threads_per_rank is None:
         torch.set_num_threads(1)
-    if world.is_root:
-        os.makedirs(os.path.join(run_dir, "ranks"), exist_ok=True)
-        dump_job(cfg, os.path.join(run_dir, "config.yaml"))
-    world.barrier()
+    start_run_dir(cfg, run_dir, world)
 
     train, test = load_task(rc, cfg.seed)
     device = world.device
