@@ -5,7 +5,7 @@ from hpccl.errors import ConfigError
 from hpccl.models import MODEL_KINDS, build_model, model_option_names
 
 SMALL = {"mlp": {"hidden": [16]}, "cnn": {"width": 4}, "resnet18": {"width": 4}, "resnet50": {"width": 4},
-         "vit": {"patch_size": 4, "width": 8, "depth": 1, "heads": 2}}
+         "vit": {"patch_size": 4, "width": 8, "depth": 1, "heads": 2}, "moe": {"hidden": 8, "num_layers": 2, "num_experts": 2}}
 
 
 def n_params(model):
@@ -66,7 +66,7 @@ def test_model_option_names():
 
 
 def test_unknown_kind_names_known_kinds():
-    with pytest.raises(ConfigError, match=r"'vgg'.*cnn, mlp, resnet18, resnet50"):
+    with pytest.raises(ConfigError, match=r"'vgg'.*cnn, mlp, moe, resnet18, resnet50, vit"):
         build_model("vgg", (3, 32, 32), 10)
     with pytest.raises(ConfigError, match="vgg"):
         model_option_names("vgg")
