@@ -144,29 +144,34 @@ def abort_on_error(fn):
         raise SystemExit(1)
 
 
-def mpi_allreduce_mean(comm=None) -> Callable[[list], list]:
-    """Return ``allreduce_mean`` over ``comm`` (default ``MPI.COMM_WORLD``).
-
-    All tensors are packed into one contiguous CPU buffer (one collective per update, not
-    one per tensor), reduced in place through a numpy view, and copied back.
-    """
+def _packed_allreduce(comm, tensors: list, dtype, divide_by: int = 1) -> list:
+    """Sum ``tensors`` over ``comm`` with one collective: packed into one CPU buffer of
+    ``dtype`` (default: the first tensor's), reduced in place through a numpy view, copied
+    back into each tensor (in place, cast to its own dtype and device)."""
     MPI = mpi()
-    comm = MPI.COMM_WORLD if comm is None else comm
-
-    def allreduce_mean(tensors: list) -> list:
-        tensors = list(tensors)
-        if comm.Get_size() == 1 or not tensors:
-            return tensors
-        dtype = tensors[0].dtype
-        flat = torch.cat([t.detach().reshape(-1).to("cpu", dtype) for t in tensors])
-        buf = flat.numpy()  # shares memory with ``flat``
-        comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-        flat /= comm.Get_size()
-        off = 0
-        for t in tensors:
-            k = t.numel()
-            t.copy_(flat[off:off + k].view_as(t))
-            off += k
+    tensors = list(tensors)
+    if comm.Get_size() == 1 or not tensors:
         return tensors
+    flat = torch.cat([t.detach().reshape(-1).to("cpu", dtype or tensors[0].dtype) for t in tensors])
+    comm.Allreduce(MPI.IN_PLACE, flat.numpy(), op=MPI.SUM)   # the numpy view shares memory
+    if divide_by != 1:
+        flat /= divide_by
+    off = 0
+    for t in tensors:
+        t.copy_(flat[off:off + t.numel()].view_as(t))
+        off += t.numel()
+    return tensors
 
-    return allreduce_mean
+
+def mpi_allreduce_mean(comm=None) -> Callable[[list], list]:
+    """Return ``allreduce_mean(tensors)`` over ``comm`` (default ``MPI.COMM_WORLD``): the mean
+    over ranks of each tensor, in place, with one collective per call (not one per tensor)."""
+    comm = mpi().COMM_WORLD if comm is None else comm
+    return lambda tensors: _packed_allreduce(comm, tensors, None, comm.Get_size())
+
+
+def mpi_allreduce_sum(comm=None) -> Callable[[list], list]:
+    """Return ``allreduce_sum(tensors)`` over ``comm``: the sum over ranks of each tensor, in
+    place, reduced in float64 (counts and logit sums stay exact whatever the tensors' dtype)."""
+    comm = mpi().COMM_WORLD if comm is None else comm
+    return lambda tensors: _packed_allreduce(comm, tensors, torch.float64)

@@ -11,6 +11,10 @@ Modules, MPI-free at the core (a rank's wrapper passes ``allreduce_mean``):
                  MoENet/MoELayer; per update: validation hold-out + early stopping
     metrics.py   AnytimeMetrics (error after each arrival, CER, final error), FLOP counting
     driver.py    run(): the arrival loop tying the three together on in-memory tensors
+
+and the job around them (``scenario: megabatch``): jobconfig.py (learner options), job.py
+(one rank's run: rank groups, data, logs), report.py (``hpccl analyze``), study.py (study
+files for ``scripts/alma_study.py``).
 """
 
 from hpccl.alma.stream import MegaBatchStream, Schedule, Update, shard

@@ -49,6 +49,7 @@ def run(schedule: Schedule, learner: AlmaLearner, read_rows: Callable, x_test, y
         metrics.record(int(round(wrong / replicas)), int(round(total / replicas)), updated=upd is not None,
                        parameters=learner.num_parameters(), flops=flops)
         on_arrival({"arrival": arrival.t, "updated": upd is not None, "error": metrics.errors[-1],
+                    "cer": metrics.cer,
                     "update": info, "update_index": None if upd is None else upd.index,
                     "new_megabatches": [] if upd is None else upd.new,
                     "replay_samples": 0 if upd is None else len(upd.replay_indices),

@@ -49,7 +49,7 @@ Run directory (conventions of the continual runs): ``config.yaml``; ``log.h5`` (
 the common attributes (``job_kind=continual``, ``name``, ``config_yaml``, ``world_size``,
 ``hostnames``, ``device``, ``versions``, ...) plus ``scenario=megabatch``, ``learner``,
 ``num_megabatches``, ``wait``, ``replay``, ``val_share``, ``groups``, ``num_train``,
-``num_test``, ``update_arrivals`` (JSON), ``flops_per_sample_note``; at the end ``cer``,
+``num_test``, ``update_arrivals`` (JSON), ``flops_note``; at the end ``cer``,
 ``cer_normalized``, ``final_error``, ``train_flops``, ``parameters``, ``train_time_s``,
 ``wall_time_s``, ``updates``. Table ``arrivals/{arrival, updated, error, cer, parameters,
 train_flops, train_time_s, wall_time_s, update_time_s}``, one row per arrival (flushed every
@@ -87,23 +87,7 @@ from hpccl.logs import start_run_dir
 from hpccl.logs import run_log as open_run_log
 from hpccl.models import build_model
 from hpccl.progress import Progress
-from hpccl.runtime import mpi, mpi_allreduce_mean
-
-
-def _cross_sum(comm):
-    """Sum a list of tensors over ``comm`` (one float64 collective), keeping dtypes/devices."""
-    MPI = mpi()
-
-    def cross_sum(tensors):
-        flat = torch.cat([t.detach().reshape(-1).to("cpu", torch.float64) for t in tensors])
-        buf = flat.numpy()
-        comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-        out, off = [], 0
-        for t in tensors:
-            out.append(flat[off:off + t.numel()].view_as(t).to(t.device, t.dtype))
-            off += t.numel()
-        return out
-    return cross_sum
+from hpccl.runtime import mpi, mpi_allreduce_mean, mpi_allreduce_sum
 
 
 def _groups(cfg, world, source):
@@ -163,7 +147,7 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
     settings = TrainSettings(lr=t.lr * lr_multiplier(t, g_size), batch_size=t.batch_size, max_epochs=t.epochs,
                              patience=sc.patience, optimizer=t.optimizer, momentum=t.momentum,
                              weight_decay=t.weight_decay, seed=cfg.seed)
-    placement = Placement(group=group, num_groups=num_groups, cross_sum=_cross_sum(cross_comm),
+    placement = Placement(group=group, num_groups=num_groups, cross_sum=mpi_allreduce_sum(cross_comm),
                           cross_bcast=lambda obj, root: cross_comm.bcast(obj, root=root))
     learner = make_alma_learner(cfg.learner.kind, make_model, settings,
                                 allreduce_mean=mpi_allreduce_mean(group_comm) if g_size > 1 else None,
@@ -193,18 +177,17 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
                      + f", {info.num_train} training samples, {info.num_test} test samples, {device.type}")
     status = "failed"
     start = time.perf_counter()
-    cer, train_time = 0.0, 0.0
+    train_time = 0.0
 
     def on_arrival(rec):
-        nonlocal cer, train_time
-        cer += rec["error"]
+        nonlocal train_time
         train_time = rec["train_time_s"]
         info_all = cross_comm.allgather(rec["update"]) if num_groups > 1 else [rec["update"]]
         done = [i for i in info_all if i and not i.get("skipped")]
         if log is not None:
             wall = time.perf_counter() - start
             log.append("arrivals", arrival=rec["arrival"], updated=int(rec["updated"]), error=rec["error"],
-                       cer=cer, parameters=rec["parameters"], train_flops=rec["train_flops"],
+                       cer=rec["cer"], parameters=rec["parameters"], train_flops=rec["train_flops"],
                        train_time_s=rec["train_time_s"], wall_time_s=wall, update_time_s=rec["update_time_s"])
             if rec["updated"]:
                 val = [np.mean(np.atleast_1d(i["val_accuracy"])) for i in done]
@@ -224,7 +207,7 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
             log.flush()
         what = "update" if rec["updated"] else "wait  "
         progress.message(f"arrival {rec['arrival'] + 1:3d}/{sc.num_megabatches} {what}: test error "
-                         f"{rec['error'] * 100:5.1f}%  CER {cer:.3f}  params {rec['parameters']}  "
+                         f"{rec['error'] * 100:5.1f}%  CER {rec['cer']:.3f}  params {rec['parameters']}  "
                          f"train FLOPs {rec['train_flops']:.3g}  train time {rec['train_time_s']:.2f}s")
 
     try:
@@ -249,9 +232,9 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
         rank_log.close(status)
         if log is not None:
             log.close(status)
-        for c in (group_comm, cross_comm):
-            if status == "complete":
-                c.Free()
+        if status == "complete":   # after a failure MPI_Abort follows: nothing collective
+            group_comm.Free()
+            cross_comm.Free()
     if world.is_root:
         print(f"alma {cfg.learner.kind}: M={sc.num_megabatches} wait={sc.wait} replay={sc.replay:g}: "
               f"CER {summary['cer']:.3f} (mean error {summary['cer_normalized'] * 100:.1f}%), final error "

@@ -294,7 +294,7 @@ class GrowingEnsemble(_Ensemble):
             member = self._untrained
         elif self.init == "copy":
             member = self.new_model("member", index)
-            member.load_state_dict(copy.deepcopy(state))
+            member.load_state_dict(state)   # copies the values
         else:
             member = self.new_model("member", index)
         out = self._train(member, x_train, y_train, x_val, y_val, ("member", index))
