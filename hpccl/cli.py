@@ -154,6 +154,18 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    from hpccl.config import load_job
+    from hpccl.launch import relaunch, under_mpi_launch
+    cfg = load_job(args.job, args.set) if args.job else None
+    if not under_mpi_launch() and (args.np or 1) > 1:
+        argv = ["check"] + ([args.job] if args.job else []) + [x for s in args.set for x in ("--set", s)]
+        argv += ["--busy-seconds", str(args.busy_seconds), "--timeout", str(args.timeout)]
+        return relaunch(args.np, argv)
+    from hpccl.check import run_check
+    return run_check(cfg, busy_s=args.busy_seconds, timeout_s=args.timeout)
+
+
 def cmd_info(args) -> int:
     from hpccl.info import versions
     info = versions()
@@ -295,6 +307,21 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("job")
     v.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
     v.set_defaults(func=cmd_validate)
+
+    c = _add(sub, "check", "Pre-flight test of the allocation, on every rank (job scripts run it before "
+             "training): MPI thread level, the rehearsal buffer's windows across nodes, one-sided reads "
+             "while their owner is busy outside MPI, one GPU per rank, Horovod's NCCL ops. Prints a "
+             "table; exit code 2 when a check fails.",
+             "srun -n 8 hpccl check job.yaml      # or locally: hpccl check jobs/quickstart.yaml -n 4")
+    c.add_argument("job", nargs="?", help="job YAML file: its runtime and rehearsal settings are checked "
+                   "(default: torch backend, async rehearsal, real nodes)")
+    c.add_argument("-n", "--np", type=int, default=None, help="ranks to start under local mpirun")
+    c.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
+    c.add_argument("--busy-seconds", type=float, default=2.0, metavar="S",
+                   help="how long owners stay busy outside MPI while others read (default 2)")
+    c.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                   help="a read still unfinished this long after the busy time is a hang (default 10)")
+    c.set_defaults(func=cmd_check)
 
     i = _add(sub, "info", "Print versions: Python, torch, MPI library, mpi4py, h5py, Horovod and its "
              "ops, GPUs.", "hpccl info --json")

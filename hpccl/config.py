@@ -159,8 +159,11 @@ class RehearsalConfig:
     start_task: int = 1                      # first task whose mini-batches get representatives
     async_updates: bool = True               # YAML key 'async': overlap buffer work with training
     ranks_per_node: Optional[int] = None     # null: real nodes; 1: every rank its own node (remote path)
+    progress_ms: float = 1.0                 # idle buffer thread lets MPI serve others' reads this often
 
     def check(self, loader: Loader, path: str):
+        if not 0 < self.progress_ms <= 1000:
+            raise loader.error(f"{path}.progress_ms", "a number of milliseconds in (0, 1000]", self.progress_ms)
         if self.slots_per_class is not None and self.buffer_ratio is not None:
             raise ConfigError(f"{loader.source}: section '{path}' sets both 'slots_per_class' and "
                               "'buffer_ratio'; give one (K slots per class per rank, or a share of "

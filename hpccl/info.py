@@ -8,14 +8,12 @@ import sys
 
 def mpi_library() -> dict:
     try:
-        from hpccl.runtime import mpi
+        from hpccl.runtime import mpi, thread_level
         MPI = mpi()
         vendor, version = MPI.get_vendor()
         return {"mpi_vendor": vendor, "mpi_vendor_version": ".".join(map(str, version)),
                 "mpi_library": MPI.Get_library_version().strip().splitlines()[0],
-                "mpi_thread_level": {MPI.THREAD_SINGLE: "single", MPI.THREAD_FUNNELED: "funneled",
-                                     MPI.THREAD_SERIALIZED: "serialized",
-                                     MPI.THREAD_MULTIPLE: "multiple"}.get(MPI.Query_thread(), "?")}
+                "mpi_thread_level": thread_level()}
     except Exception as e:  # noqa: BLE001 - info must report, not fail
         return {"mpi_vendor": f"unavailable ({e})"}
 

@@ -4,6 +4,9 @@
 #   torch 2.13.0 (CPU build from the local wheel where the site provides one), the Python
 #   dependencies in setup.cfg, mpi4py built against the system MPI, and Horovod 0.28.1
 #   built with PyTorch + MPI + Gloo ops.
+# Beside it, for the tests of the rehearsal path under another MPI family: Debian's MPICH and
+# a second environment .venv-mpich whose own mpi4py is built against MPICH and which reuses
+# everything else from .venv (HPCCL_SKIP_MPICH=1 skips this).
 # Expensive builds (Horovod, mpi4py) are cached as wheels outside the repository, in
 # $HPCCL_CACHE (default ~/.cache/hpccl), so a second set-up takes seconds.
 # A stamp in .venv records what was installed; re-running with nothing changed is a no-op.
@@ -24,7 +27,11 @@ want_stamp() {
   cat "$ROOT/setup.cfg" "$ROOT/scripts/setup.sh" | sha256sum | cut -d' ' -f1
 }
 
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(want_stamp)" ]] && command -v mpicc >/dev/null; then
+VENV_MPICH=${HPCCL_VENV_MPICH:-$ROOT/.venv-mpich}
+want_mpich() { [[ "${HPCCL_SKIP_MPICH:-0}" != 1 ]]; }
+
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(want_stamp)" ]] && command -v mpicc >/dev/null \
+   && { ! want_mpich || [[ -x "$VENV_MPICH/bin/python" ]]; }; then
   exit 0
 fi
 
@@ -105,6 +112,42 @@ WRAP
     whl=$(ls "$hdir"/horovod-*.whl | head -1)
   fi
   "${PIP[@]}" "$whl"
+fi
+
+# --- 6. MPICH beside OpenMPI, and .venv-mpich ------------------------------------------------------
+if want_mpich; then
+  if ! command -v mpicc.mpich >/dev/null; then
+    if [[ $(id -u) -ne 0 ]]; then
+      say "MPICH (mpicc.mpich) not found and not running as root: the tests under MPICH will fail."
+      say "Install the Debian packages mpich libmpich-dev, or set HPCCL_SKIP_MPICH=1."
+      exit 1
+    fi
+    say "installing MPICH from Debian packages (beside OpenMPI, which stays the default mpirun)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends mpich libmpich-dev >/dev/null
+  fi
+  mpich_tag=$(mpichversion 2>/dev/null | head -1 | tr -cd '[:alnum:].' || echo mpich)
+  if ! "$VENV_MPICH/bin/python" -c "from mpi4py import MPI; import sys; sys.exit('MPICH' not in MPI.Get_library_version())" 2>/dev/null; then
+    mdir="$CACHE/wheels-mpich"
+    mkdir -p "$mdir"
+    whl=$(ls "$mdir"/mpi4py-*.whl 2>/dev/null | head -1 || true)
+    if [[ -z "$whl" || ! -f "$mdir/mpi4py.mpi" || "$(cat "$mdir/mpi4py.mpi")" != "$mpich_tag" ]]; then
+      say "building mpi4py against MPICH ($(command -v mpicc.mpich))"
+      rm -f "$mdir"/mpi4py-*.whl
+      # --no-cache-dir: pip would otherwise reuse the OpenMPI build from its wheel cache
+      MPICC=mpicc.mpich "$PY" -m pip wheel -q --no-cache-dir --no-deps --no-binary mpi4py -w "$mdir" "mpi4py>=3.1,<5"
+      echo "$mpich_tag" > "$mdir/mpi4py.mpi"
+      whl=$(ls "$mdir"/mpi4py-*.whl | head -1)
+    fi
+    say "creating $VENV_MPICH (mpi4py for MPICH; everything else from $VENV)"
+    "$PYTHON" -m venv "$VENV_MPICH"
+    "$VENV_MPICH/bin/python" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall "$whl"
+    base=$("$PY" -c 'import site; print(site.getsitepackages()[0])')
+    own=$("$VENV_MPICH/bin/python" -c 'import site; print(site.getsitepackages()[0])')
+    # addsitedir (not a plain path) so that .venv's own .pth files (the editable hpccl) apply too
+    echo "import site; site.addsitedir('$base')" > "$own/hpccl-base.pth"
+  fi
 fi
 
 want_stamp > "$STAMP"

@@ -37,3 +37,42 @@ def write_job(path, **sections) -> str:
     with open(path, "w") as f:
         yaml.safe_dump(job, f)
     return str(path)
+
+
+# -- MPI stacks --------------------------------------------------------------------------------
+# The families production sites run, each on one machine: OpenMPI's shared-memory components,
+# OpenMPI over UCX's TCP transport for both two-sided and one-sided traffic (a network where
+# a get needs the target's CPU, as on any fabric without RDMA), and MPICH (ch4:ucx, like
+# Cray MPICH) from its own environment, .venv-mpich (scripts/setup.sh).
+UCX_TCP = {"OMPI_MCA_pml": "ucx", "OMPI_MCA_pml_ucx_tls": "any", "OMPI_MCA_pml_ucx_devices": "any",
+           "OMPI_MCA_osc_ucx_tls": "any", "OMPI_MCA_osc_ucx_devices": "any", "UCX_TLS": "tcp,self"}
+MPICH_PYTHON = os.path.join(ROOT, ".venv-mpich", "bin", "python")
+
+
+class MpiStack:
+    def __init__(self, name, python, env, launcher):
+        self.name, self.python, self.env, self._launcher = name, python, env, launcher
+
+    def launch(self, np_: int, args: list[str]) -> list[str]:
+        """``LAUNCHER -n NP PYTHON ARGS...``"""
+        return self._launcher(np_) + [self.python, *args]
+
+    def hpccl(self, *args) -> list[str]:
+        """``PYTHON -m hpccl ARGS`` with this stack's Python (``-n N`` relaunches under its MPI)."""
+        return [self.python, "-m", "hpccl", *args]
+
+
+def mpi_stack(name: str, ranks_per_node=None) -> MpiStack:
+    """``openmpi`` (shared memory), ``openmpi-ucx`` or ``mpich``. Over UCX, windows served by
+    OpenMPI's shared-memory component (every rank of the job on one machine) would skip the
+    network: with one rank per node only osc/ucx is allowed."""
+    from hpccl.launch import mpirun_prefix
+    if name == "openmpi":
+        return MpiStack(name, sys.executable, {}, mpirun_prefix)
+    if name == "openmpi-ucx":
+        env = dict(UCX_TCP, OMPI_MCA_osc="ucx" if ranks_per_node == 1 else "ucx,sm")
+        return MpiStack(name, sys.executable, env, mpirun_prefix)
+    if name == "mpich":
+        return MpiStack(name, MPICH_PYTHON, {"HPCCL_MPIRUN": "mpiexec.mpich"},
+                        lambda np_: ["mpiexec.mpich", "-n", str(np_)])
+    raise ValueError(name)

@@ -7,13 +7,22 @@ representatives for mini-batch i+1. ``representatives`` only waits (timed as ``r
 if that fetch has not finished. A task's first representatives are fetched when the task
 begins, after every earlier insert, so no iteration trains on stale or unfilled slots.
 Synchronous mode does the same work inline, to measure what the overlap hides.
+
+The thread also keeps this rank's MPI library answering other ranks' reads of its shard
+while the main thread is busy outside MPI (windows.py: needed on transports without
+hardware RDMA, such as TCP): whenever it has no work for ``rehearsal.progress_ms``, it makes
+one cheap MPI call. In synchronous mode the thread exists for that alone, and only when
+some reader is on another node.
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 
 import numpy as np
 import torch
@@ -21,7 +30,7 @@ import torch
 from hpccl.errors import ConfigError
 from hpccl.rehearsal.sampler import GlobalSampler
 from hpccl.rehearsal.shard import Shard, ShardLayout
-from hpccl.runtime import mpi
+from hpccl.runtime import mpi, require_thread_multiple
 from hpccl.seeding import numpy_rng
 
 
@@ -39,15 +48,65 @@ def buffer_group(world, ranks_per_node):
         return world.node_comm
     MPI = mpi()
     group = world.comm.Split(world.rank // ranks_per_node, world.rank)
-    if group.Get_size() > 1:
-        shared = group.Split_type(MPI.COMM_TYPE_SHARED, key=world.rank)
-        same = shared.Get_size() == group.Get_size()
-        shared.Free()
-        if not world.comm.allreduce(int(same), op=MPI.MIN):
-            raise ConfigError(f"rehearsal.ranks_per_node is {ranks_per_node}, but consecutive blocks "
-                              "of that many ranks do not share one node's memory. HINT: leave it "
-                              "null (group by real node) or set 1 (every rank its own node).")
+    shared = group.Split_type(MPI.COMM_TYPE_SHARED, key=world.rank)
+    same = shared.Get_size() == group.Get_size()
+    shared.Free()
+    # Every rank joins this allreduce, also one alone in a last, smaller pseudo-node (3 ranks
+    # in nodes of 2): a collective that some ranks skip hangs the others.
+    if not world.comm.allreduce(int(same), op=MPI.MIN):
+        raise ConfigError(f"rehearsal.ranks_per_node is {ranks_per_node}, but consecutive blocks "
+                          "of that many ranks do not share one node's memory. HINT: leave it "
+                          "null (group by real node) or set 1 (every rank its own node).")
     return group
+
+
+def progress_function(windows):
+    """What the idle rehearsal thread calls so this rank answers others' reads: needed only
+    when readers on other nodes exist. ``HPCCL_REHEARSAL_PROGRESS=off`` turns it off, to see
+    whether a network serves one-sided gets without the target's CPU (``hpccl check``)."""
+    if windows.world_win is None or os.environ.get("HPCCL_REHEARSAL_PROGRESS", "on") == "off":
+        return None
+    return windows.progress
+
+
+class RehearsalThread:
+    """One background thread: runs submitted work in order, and between work items calls
+    ``idle()`` every ``interval`` seconds (``idle=None``: just waits)."""
+
+    def __init__(self, idle=None, interval: float = 1e-3):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle, self._interval = idle, interval
+        self._thread = threading.Thread(target=self._loop, name="hpccl-rehearsal", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn, *args) -> Future:
+        future = Future()
+        self._queue.put((future, fn, args))
+        return future
+
+    def _loop(self):
+        timeout = self._interval if self._idle is not None else None
+        while True:
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                self._idle()
+                continue
+            if item is None:
+                return
+            future, fn, args = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                    future.set_exception(exc)
+
+    def shutdown(self, wait: bool = True):
+        """Stop after the queued work (``wait``: and wait for it); the thread is a daemon, so
+        an error path that does not wait never hangs on it."""
+        self._queue.put(None)
+        if wait:
+            self._thread.join()
 
 
 class RehearsalBuffer:
@@ -60,8 +119,18 @@ class RehearsalBuffer:
                            numpy_rng(seed, "reservoir", world.rank))
         self.sampler = GlobalSampler(self.shard, numpy_rng(seed, "rehearsal_draw", world.rank))
         self._pick = numpy_rng(seed, "candidates", world.rank)
-        self._pool = (ThreadPoolExecutor(1, thread_name_prefix="hpccl-rehearsal")
-                      if cfg.async_updates else None)
+        serve = progress_function(self.shard.windows)
+        if cfg.async_updates or serve is not None:
+            require_thread_multiple("the rehearsal buffer's background thread"
+                                    + ("" if cfg.async_updates else " (it answers reads from other nodes)"),
+                                    "or, on one node, set 'rehearsal.async: false'")
+        if serve is not None:
+            # The thread needs the GIL for each wake-up; by default Python hands it over only
+            # every 5 ms, which would make every remote read wait that long.
+            sys.setswitchinterval(min(sys.getswitchinterval(), cfg.progress_ms / 2e3))
+        self._pool = (RehearsalThread(serve, cfg.progress_ms / 1e3)
+                      if cfg.async_updates or serve is not None else None)
+        self._async = cfg.async_updates
         self._next = None
         self._cand = None
         self._active = False
@@ -90,8 +159,10 @@ class RehearsalBuffer:
     def begin_task(self, task: int):
         self._drain()
         self._active = task >= self.cfg.start_task
-        if self._pool is not None and self._active:
-            self._next = self._pool.submit(self._fetch)
+        if self._async and self._active:
+            self._next = self._pool.submit(self._refresh_then_fetch)
+        elif self._active:
+            self.sampler.refresh()
 
     def end_task(self, path: str | None = None, **attrs):
         """Finish pending work; write the shard to HDF5 (inspection and restart)."""
@@ -106,7 +177,7 @@ class RehearsalBuffer:
         only while the background fetch is unfinished. Synchronous: fetches now, then
         inserts this batch's candidates, so all of the buffer's work is exposed here."""
         self._cand = self._candidates(xb, yb)
-        if self._pool is not None:
+        if self._async:
             return self._next.result() if self._next is not None else None
         reps = self._fetch() if self._active else None
         self._insert(*self._cand)
@@ -115,7 +186,7 @@ class RehearsalBuffer:
     def mix(self, xb: torch.Tensor, yb: torch.Tensor, reps):
         """Hand this batch's candidates to the background thread (which then fetches the
         next batch's representatives) and append ``reps`` to the CPU batch."""
-        if self._pool is not None:
+        if self._async:
             self._next = self._pool.submit(self._insert_then_fetch, *self._cand)
         self._cand = None
         if reps is None or len(reps[1]) == 0:
@@ -131,6 +202,10 @@ class RehearsalBuffer:
         n = len(yb)
         pick = self._pick.choice(n, size=min(self.c, n), replace=False) if self.c < n else np.arange(n)
         return xb[pick].numpy().astype(np.float32, copy=True), yb[pick].numpy().copy()
+
+    def _refresh_then_fetch(self):
+        self.sampler.refresh()      # every total, once a task: the snapshot starts exact
+        return self._fetch()
 
     def _insert_then_fetch(self, cx, cy):
         self._insert(cx, cy)
@@ -151,6 +226,7 @@ class RehearsalBuffer:
             reps = self._next.result()
             pending = None if reps is None else (reps[0].copy(), reps[1].copy())
         return {"active": self._active, "pending": pending, "has_pending": self._next is not None,
+                "snapshot": self.sampler.state(),
                 "rng": {name: getattr(self, attr).bit_generator.state for name, attr in
                         (("draw", "sampler_rng"), ("candidates", "_pick"))}}
 
@@ -163,11 +239,13 @@ class RehearsalBuffer:
         self._active = state["active"]
         self.sampler.rng.bit_generator.state = state["rng"]["draw"]
         self._pick.bit_generator.state = state["rng"]["candidates"]
+        if "snapshot" in state:
+            self.sampler.load_state(state["snapshot"])
         self._next = None
         if state["has_pending"]:
             done = Future()
             done.set_result(state["pending"])
-            if self._pool is not None:
+            if self._async:
                 self._next = done
 
     # -- facts and life cycle ------------------------------------------------------------------------
@@ -175,6 +253,7 @@ class RehearsalBuffer:
         lay = self.shard.layout
         return {"buffer_stored": self.shard.stored, "buffer_bytes_allocated": lay.nbytes,
                 "buffer_bytes_stored": self.shard.stored * lay.sample_bytes,
+                "buffer_rma_ops": self.shard.windows.ops, "buffer_rma_bytes": self.shard.windows.bytes,
                 "buffer_slots_per_class": lay.slots,
                 "buffer_fetch_s": self._cost["fetch_s"], "buffer_fetched": self._cost["fetched"],
                 "buffer_insert_s": self._cost["insert_s"], "buffer_offered": self._cost["offered"]}
@@ -185,7 +264,7 @@ class RehearsalBuffer:
         if self._pool is not None:
             if ok:
                 self._drain()
-            self._pool.shutdown(wait=ok, cancel_futures=not ok)
+            self._pool.shutdown(wait=ok)
             self._pool = None
         if ok:
             self.shard.free()

@@ -1,68 +1,92 @@
 """Globally unbiased sampling from all ranks' shards with one-sided reads.
 
-A draw of r representatives is uniform over every sample stored in every shard at that
-moment, without replacement: read each rank's per-class counts (its header), draw r distinct
-positions in the concatenation of all stored samples, map each to (rank, class, slot), and
-fetch each owner's samples with one read (see windows.py). Counts only grow and slots are
-only overwritten by newer samples of the same class, so a slot seen as stored in the header
-still holds a stored sample when its data is read.
+A draw of r representatives is uniform, without replacement, over a *snapshot* of the
+stored samples: rank q's records 0..T[q]-1, where T[q] is rank q's total as this rank last
+read it. Totals only grow and records below a total always hold a stored sample (shard.py),
+so every position of the snapshot is a valid sample, and a draw needs no per-class counts.
+
+Per-draw work does not grow with the number of ranks: each draw refreshes the totals of its
+own node (plain loads) and of ``REFRESH_PER_DRAW`` other ranks in turn (one 8-byte get each),
+then reads only the records it drew, from all owners at once (windows.py: three rounds:
+sequence numbers, records, sequence numbers).
+A sample stored elsewhere becomes drawable within size / REFRESH_PER_DRAW draws. All totals
+are read afresh by ``refresh()`` (at the start of every task) and whenever the snapshot holds
+fewer than r samples, so a small or newly filled buffer is seen at once.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from hpccl.rehearsal.shard import Shard
+from hpccl.rehearsal.shard import TOTAL_OFFSET, Shard
+
+REFRESH_PER_DRAW = 4
 
 
 class GlobalSampler:
     def __init__(self, shard: Shard, rng: np.random.Generator):
         self.shard, self.rng = shard, rng
         self.layout = shard.layout
+        w = shard.windows
+        self.totals = np.zeros(w.size, dtype=np.int64)
+        self._local = np.flatnonzero(w.same_node)
+        self._remote = np.flatnonzero(~w.same_node)
+        self._cursor = 0
 
-    def counts(self) -> np.ndarray:
-        """Stored samples per (rank, class), read from every rank's header: [size, C]."""
-        raw = self.shard.windows.read_headers(self.layout.header_bytes)
-        return raw.view(np.int64).reshape(raw.shape[0], -1)[:, 2:].copy()
+    def state(self) -> dict:
+        """The snapshot of totals and where the refresh turn stands (for an exact resume)."""
+        return {"totals": self.totals.tolist(), "cursor": self._cursor}
 
-    def draw(self, r: int, counts: np.ndarray | None = None):
-        """(rank, class, slot) of min(r, stored) distinct stored samples, uniformly at random."""
-        counts = self.counts() if counts is None else counts
-        flat = counts.ravel()                       # (rank, class) blocks, in order
-        total = int(flat.sum())
+    def load_state(self, state: dict) -> None:
+        if len(state["totals"]) == len(self.totals):
+            self.totals[:] = state["totals"]
+            self._cursor = state["cursor"]
+
+    def refresh(self, ranks=None) -> None:
+        """Read the totals of ``ranks`` (default: all)."""
+        ranks = np.arange(len(self.totals)) if ranks is None else np.asarray(ranks, dtype=np.int64)
+        if len(ranks):
+            self.totals[ranks] = self.shard.windows.read_u64(ranks, TOTAL_OFFSET)
+
+    def _refresh_step(self, r: int) -> None:
+        n = min(REFRESH_PER_DRAW, len(self._remote))
+        turn = self._remote[(self._cursor + np.arange(n)) % max(1, len(self._remote))]
+        self._cursor = (self._cursor + n) % max(1, len(self._remote))
+        self.refresh(np.r_[self._local, turn])
+        if self.totals.sum() < r:
+            self.refresh()
+
+    def draw(self, r: int):
+        """(rank, record) of min(r, snapshot size) distinct samples, uniformly at random."""
+        self._refresh_step(r)
+        totals = self.totals
+        total = int(totals.sum())
         k = min(int(r), total)
         if k == 0:
             empty = np.empty(0, dtype=np.int64)
-            return empty, empty, empty
+            return empty, empty
         positions = self.rng.choice(total, size=k, replace=False)
-        ends = np.cumsum(flat)
-        block = np.searchsorted(ends, positions, side="right")
-        slot = positions - (ends[block] - flat[block])
-        rank, cls = np.divmod(block, counts.shape[1])
-        return rank, cls, slot
+        ends = np.cumsum(totals)
+        rank = np.searchsorted(ends, positions, side="right")
+        record = positions - (ends[rank] - totals[rank])
+        return rank, record
 
     def new_output(self, r: int) -> np.ndarray:
         """A reusable output for ``sample(r, out=...)``."""
-        return np.empty((r, self.layout.sample_bytes), dtype=np.uint8)
+        return np.empty((r, self.layout.record_bytes), dtype=np.uint8)
 
     def sample(self, r: int, out: np.ndarray | None = None):
-        """Fetch r representatives: (x [k, *sample_shape] float32, y [k] int64), k <= r.
+        """Fetch r representatives: (x [k, *sample_shape], y [k] int64), k <= r; x has the
+        buffer's dtype and is a view into ``out``.
 
-        The draw is a random set, so its order is free: grouping it by owner lets each
-        owner's samples land in one contiguous slice of the result, copied once. ``out``
-        (from ``new_output``) is filled and viewed instead of allocating: fresh pages for
-        every draw cost as much as the copy itself.
-        """
-        rank, cls, slot = self.draw(r)
-        order = np.argsort(rank, kind="stable")
-        rank, cls, slot = rank[order], cls[order], slot[order]
+        The draw is a random set, so its order is free: sorted by owner and record, each
+        owner's samples land in one contiguous slice of the result and adjacent records
+        come in one transfer. ``out`` (from ``new_output``) is filled and viewed instead of
+        allocating: fresh pages for every draw cost as much as the copy itself."""
+        rank, record = self.draw(r)
+        order = np.lexsort((record, rank))
+        rank, record = rank[order], record[order]
         lay = self.layout
-        out = (np.empty((len(rank), lay.sample_bytes), dtype=np.uint8) if out is None
-               else out[:len(rank)])
-        starts = np.flatnonzero(np.r_[True, rank[1:] != rank[:-1]]) if len(rank) else []
-        for start, stop in zip(starts, list(starts[1:]) + [len(rank)]):
-            rows = cls[start:stop] * lay.slots + slot[start:stop]
-            self.shard.windows.read_rows(int(rank[start]), lay.data_offset, lay.sample_bytes, rows,
-                                         out=out[start:stop])
-        x = out.view(np.float32).reshape((len(rank),) + lay.sample_shape)
-        return x, cls.astype(np.int64)
+        out = self.new_output(len(rank)) if out is None else out[:len(rank)]
+        self.shard.windows.read_records(lay.table, rank, record, out)
+        return lay.fetched(out)

@@ -2,13 +2,24 @@
 
 Layout of the shard's memory (bytes)::
 
-    header  int64 [2 + C]: total stored, write count, stored per class (0..K each)
-    data    float32 [C, K, D]: slot j of class c; a slot's label is its class
+    header   uint64 [8]: [0] total stored N, [1] inserts so far; the rest reserved
+    seqs     uint64 [C * K], at 64: each record's sequence number
+    records  [C * K] of record_bytes each, 64-aligned after the seqs:
+             int64 label | sample (the dataset's dtype and shape), padded to 8
 
-Each class has K slots on each rank. Updates are per-class reservoir sampling (Vitter's
-Algorithm R) over the stream of candidates of that class this rank has been offered, so the
-stored samples of a class are a uniform sample of that stream. A slot's label is implied by
-where it is, so a reader fetches only the samples.
+Each class has K reservoir slots on each rank. Updates are per-class reservoir sampling
+(Vitter's Algorithm R) over the stream of candidates of that class this rank has been
+offered, so the stored samples of a class are a uniform sample of that stream.
+
+Records are handed out in the order classes first fill them, so the stored samples are
+always records 0..N-1 and N only grows: a reader needs a rank's N alone (not its per-class
+counts) to draw uniformly among its samples, and any N it has seen stays valid. A record's
+label travels with it. The owner keeps which record holds the j-th sample of class c.
+
+Each record is written under a seqlock: its sequence number is odd while the label and
+sample change, even (and non-zero) once written; readers check it (windows.py) instead of
+taking a lock. The numbers sit apart from the records, so a reader gets the numbers of
+several records it drew from one owner in one small transfer.
 """
 
 from __future__ import annotations
@@ -19,56 +30,93 @@ import os
 import h5py
 import numpy as np
 
-from hpccl.rehearsal.windows import ShardWindows
+from hpccl.rehearsal.windows import RecordTable, ShardWindows
 
 SHARD_FILE_VERSION = 1
+TOTAL_OFFSET = 0          # header word a reader needs: records 0..N-1 are stored
+_HEADER_BYTES = 64
+_RECORD_HEAD = 8          # label
 
 
-def _align(n: int, to: int = 64) -> int:
+def _align(n: int, to: int) -> int:
     return (n + to - 1) // to * to
 
 
 class ShardLayout:
-    def __init__(self, num_classes: int, slots_per_class: int, sample_shape):
+    def __init__(self, num_classes: int, slots_per_class: int, sample_shape, dtype=np.float32):
         self.num_classes, self.slots = int(num_classes), int(slots_per_class)
+        self.capacity = self.num_classes * self.slots
         self.sample_shape = tuple(int(s) for s in sample_shape)
-        self.sample_floats = int(np.prod(self.sample_shape))
-        self.sample_bytes = 4 * self.sample_floats
-        self.header_bytes = 8 * (2 + self.num_classes)
-        self.data_offset = _align(self.header_bytes)
-        self.nbytes = self.data_offset + self.num_classes * self.slots * self.sample_bytes
+        self.dtype = np.dtype(dtype)
+        self.sample_bytes = self.dtype.itemsize * int(np.prod(self.sample_shape))
+        self.record_bytes = _align(_RECORD_HEAD + self.sample_bytes, 8)
+        self.records_offset = _align(_HEADER_BYTES + 8 * self.capacity, 64)
+        self.table = RecordTable(_HEADER_BYTES, self.records_offset, self.record_bytes, self.capacity)
+        self.nbytes = self.records_offset + self.capacity * self.record_bytes
 
     def header(self, mem: np.ndarray) -> np.ndarray:
-        return mem[:self.header_bytes].view(np.int64)
+        return mem[:_HEADER_BYTES].view(np.uint64)
 
-    def data(self, mem: np.ndarray) -> np.ndarray:
-        return mem[self.data_offset:self.nbytes].view(np.float32).reshape(
-            self.num_classes, self.slots, self.sample_floats)
+    def _field(self, mem, offset, dtype, shape=()):
+        inner = np.empty(shape, dtype=dtype).strides
+        return np.ndarray((self.capacity,) + tuple(shape), dtype=dtype, buffer=mem,
+                          offset=self.records_offset + offset, strides=(self.record_bytes,) + inner)
+
+    def seqs(self, mem: np.ndarray) -> np.ndarray:
+        return mem[_HEADER_BYTES:_HEADER_BYTES + 8 * self.capacity].view(np.uint64)
+
+    def labels(self, mem: np.ndarray) -> np.ndarray:
+        return self._field(mem, 0, np.int64)
+
+    def samples(self, mem: np.ndarray) -> np.ndarray:
+        """[records, *sample_shape] view of the samples inside a shard's memory."""
+        return self._field(mem, _RECORD_HEAD, self.dtype, self.sample_shape)
+
+    def fetched(self, records: np.ndarray):
+        """(samples, labels) views of records fetched into a [k, record_bytes] array."""
+        k = len(records)
+        if k == 0:
+            return np.empty((0,) + self.sample_shape, dtype=self.dtype), np.empty(0, dtype=np.int64)
+        flat = records.reshape(-1)
+        inner = np.empty(self.sample_shape, dtype=self.dtype).strides
+        x = np.ndarray((k,) + self.sample_shape, dtype=self.dtype, buffer=flat, offset=_RECORD_HEAD,
+                       strides=(self.record_bytes,) + inner)
+        y = np.ndarray((k,), dtype=np.int64, buffer=flat, offset=0, strides=(self.record_bytes,))
+        return x, y.copy()
 
 
 class Shard:
     def __init__(self, comm, group_comm, layout: ShardLayout, rng: np.random.Generator):
         self.layout, self.rng = layout, rng
         self.windows = ShardWindows(comm, group_comm, layout.nbytes)
+        mem = self.windows.local
+        self._header, self._seq = layout.header(mem), layout.seqs(mem)
+        self._label, self._sample = layout.labels(mem), layout.samples(mem)
         self.seen = np.zeros(layout.num_classes, dtype=np.int64)   # candidates offered per class
+        self.count = np.zeros(layout.num_classes, dtype=np.int64)  # stored per class
+        self.record_of = np.full((layout.num_classes, layout.slots), -1, dtype=np.int64)
         self.clear()
 
     def clear(self):
-        """Forget everything stored and seen (slots are reused from the start)."""
+        """Forget everything stored and seen (records are reused from the start). Only for a
+        buffer nobody samples at the same time: readers may still hold the old total."""
         self.seen[:] = 0
-        with self.windows.write_lock() as mem:
-            mem[:self.layout.header_bytes] = 0
+        self.count[:] = 0
+        self.record_of[:] = -1
+        self._allocated = 0
+        self._header[:] = 0
+        self.windows.fence()
 
     @property
     def stored_per_class(self) -> np.ndarray:
-        return self.layout.header(self.windows.local)[2:].copy()
+        return self.count.copy()
 
     @property
     def stored(self) -> int:
-        return int(self.layout.header(self.windows.local)[0])
+        return int(self.count.sum())
 
     def _plan(self, labels: np.ndarray):
-        """Reservoir decisions for candidates in order: (candidate index, class, slot)."""
+        """Reservoir decisions for candidates in order: {(class, slot): candidate index}."""
         K = self.layout.slots
         stored = np.minimum(self.seen, K)
         plan = {}
@@ -82,52 +130,70 @@ class Shard:
                 if slot >= K:
                     continue
             plan[(int(c), int(slot))] = i   # a later candidate for the same slot wins
-        return plan, stored
+        return plan
 
     def insert(self, x: np.ndarray, y: np.ndarray) -> int:
-        """Offer candidates (x: [n, *sample_shape] float32, y: [n]); returns how many were stored."""
+        """Offer candidates (x: [n, *sample_shape], y: [n]); returns how many were stored."""
         if len(y) == 0:
             return 0
-        plan, stored = self._plan(np.asarray(y, dtype=np.int64))
+        plan = self._plan(np.asarray(y, dtype=np.int64))
         if not plan:
             return 0
-        (classes, slots), idx = zip(*plan.keys()), list(plan.values())
-        rows = np.ascontiguousarray(x[idx], dtype=np.float32).reshape(len(idx), -1)
-        lay = self.layout
-        with self.windows.write_lock() as mem:
-            lay.data(mem)[np.array(classes), np.array(slots)] = rows
-            header = lay.header(mem)
-            header[2:] = stored
-            header[0] = stored.sum()
-            header[1] += 1
+        keys, idx = list(plan.keys()), list(plan.values())
+        classes = np.array([c for c, _ in keys], dtype=np.int64)
+        slots = np.array([s for _, s in keys], dtype=np.int64)
+        self._write(classes, slots, np.asarray(x)[idx])
         return len(idx)
 
+    def _write(self, classes: np.ndarray, slots: np.ndarray, samples: np.ndarray, at=None):
+        """Store samples as the ``slots``-th sample of ``classes``, under the seqlock (in
+        records ``at`` when restoring a saved shard)."""
+        records = self.record_of[classes, slots]
+        new = np.flatnonzero(records < 0)              # first fill: the next free records
+        records[new] = (self._allocated + np.arange(len(new))) if at is None else at[new]
+        self.record_of[classes[new], slots[new]] = records[new]
+        if len(new):
+            self._allocated = max(self._allocated, int(records[new].max()) + 1)
+        win = self.windows
+        self._seq[records] += 1                        # odd: being written
+        win.fence()
+        self._label[records] = classes
+        self._sample[records] = samples.reshape((len(records),) + self.layout.sample_shape)
+        win.fence()
+        self._seq[records] += 1                        # even: whole again
+        np.maximum.at(self.count, classes, slots + 1)
+        win.fence()
+        self._header[0] = self._allocated              # new records become visible only now
+        self._header[1] += 1
+        win.fence()
+
     def samples_of_class(self, c: int) -> np.ndarray:
-        n = self.stored_per_class[c]
-        return self.layout.data(self.windows.local)[c, :n].reshape((n,) + self.layout.sample_shape).copy()
+        return self._sample[self.record_of[c, :self.count[c]]].copy()
 
     # -- HDF5: inspection and restart -------------------------------------------------------------
     def save(self, path: str, **attrs) -> None:
         """Write the shard (samples, labels, reservoir state) atomically to ``path``."""
         lay = self.layout
         stored = self.stored_per_class
-        data = lay.data(self.windows.local)
-        xs = [data[c, :stored[c]] for c in range(lay.num_classes)]
+        records = np.concatenate([self.record_of[c, :stored[c]] for c in range(lay.num_classes)])
         tmp = f"{path}.tmp"
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with h5py.File(tmp, "w") as f:
             f.attrs.update({"format_version": SHARD_FILE_VERSION, "num_classes": lay.num_classes,
                             "slots_per_class": lay.slots, "sample_shape": lay.sample_shape,
                             "rng_state": json.dumps(self.rng.bit_generator.state), **attrs})
-            f.create_dataset("x", data=np.concatenate(xs).reshape((-1,) + lay.sample_shape))
+            f.create_dataset("x", data=self._sample[records.astype(np.int64)])
             f.create_dataset("y", data=np.repeat(np.arange(lay.num_classes), stored).astype(np.int64))
             f.create_dataset("slot", data=np.concatenate([np.arange(n) for n in stored]).astype(np.int64))
             f.create_dataset("stored_per_class", data=stored)
             f.create_dataset("seen_per_class", data=self.seen)
+            # where each sample sits: a restored shard maps draws to the same samples
+            f.create_dataset("record", data=records.astype(np.int64))
         os.replace(tmp, path)
 
     def load(self, path: str) -> None:
-        """Restore the shard written by ``save`` (same classes, slots and sample shape)."""
+        """Restore the shard written by ``save`` (same classes, slots and sample shape) into
+        this shard, replacing what it holds."""
         from hpccl.errors import HpcclError
         lay = self.layout
         with h5py.File(path, "r") as f:
@@ -138,15 +204,13 @@ class Shard:
                                  f"{found[1]} slots of shape {found[2]}, but this buffer has "
                                  f"{lay.num_classes} x {lay.slots} of shape {lay.sample_shape}.")
             x, y, slot = f["x"][...], f["y"][...], f["slot"][...]
-            stored, seen = f["stored_per_class"][...], f["seen_per_class"][...]
+            seen = f["seen_per_class"][...]
+            at = f["record"][...] if "record" in f else np.arange(len(y))
             state = json.loads(f.attrs["rng_state"])
-        with self.windows.write_lock() as mem:
-            data = lay.data(mem)
-            data[y, slot] = x.reshape(len(x), -1)
-            header = lay.header(mem)
-            header[2:] = stored
-            header[0] = stored.sum()
-            header[1] += 1
+        self.clear()
+        if len(y):
+            self._write(y.astype(np.int64), slot.astype(np.int64), x.astype(lay.dtype, copy=False),
+                        at=at.astype(np.int64))
         self.seen = seen.astype(np.int64)
         self.rng.bit_generator.state = state
 

@@ -1,29 +1,77 @@
-"""Memory of every rank's shard, exposed for one-sided reads by all ranks.
+"""Memory of every rank's shard, readable by every rank without the owner's help.
 
-Ranks are grouped into nodes. Inside a node the shards live in one MPI shared-memory window
-(``Win.Allocate_shared``): a reader loads a peer's samples directly, under a shared lock.
-Across nodes a reader uses ``MPI_Get`` on a world window under a passive-target shared lock,
-with one indexed datatype per target, so r samples from one owner cost one RMA operation.
+Ranks are grouped into nodes (real ones, or blocks of ``rehearsal.ranks_per_node`` to build
+multi-node layouts on one machine). Inside a node the shards live in one MPI shared-memory
+window (``Win.Allocate_shared``) and a reader loads a peer's memory directly. Across nodes a
+world window exposes the same memory (``Win.Create`` over the node window, or
+``Win.Allocate`` when every node holds one rank), and a reader uses ``MPI_Get``.
 
-Which windows exist depends on the grouping, so that each case uses the cheapest one:
-- one node: the shared window only;
-- one rank per node (also the 'every rank its own node' test setting): a world window from
-  ``Win.Allocate`` only (this works over OpenMPI's TCP transport);
-- several nodes with several ranks each: the shared window, and a world window created over
-  the same memory with ``Win.Create``.
+Why no locks: under MPICH (Cray MPICH too) and OpenMPI's UCX component, ``Win_lock`` /
+``Win_unlock`` complete only when the *target* enters the MPI library, so a reader stalls for
+as long as its target is busy in a gloo/NCCL allreduce or a CUDA kernel. Instead:
 
-Writers (only the owner writes its shard) hold an exclusive lock on their own memory in every
-window that exposes it; readers hold a shared lock, so a reader never sees a torn sample.
+- every window is in one long-lived passive epoch, opened once with
+  ``Lock_all(MODE_NOCHECK)`` (no message to anyone) and closed when the windows are freed;
+- a remote read is contiguous ``MPI_Get``\\ s completed with ``Win_flush``: plain byte ranges
+  that a NIC serves without the target CPU (no lock word, no derived datatype to unpack);
+- consistency is checked by the reader: each record has a sequence number that the owner
+  makes odd while it writes the record (a seqlock). A reader reads the sequence numbers,
+  then the records, then the sequence numbers again, and retries a record whose number
+  changed or was odd. Same-node readers do the same with plain loads, ordered by
+  ``Win_sync`` (the memory barrier of MPI's unified memory model).
+
+On transports that cannot serve a get without the target CPU (TCP: UCX's tcp transport,
+MPICH's and OpenMPI's sockets), the target's own MPI library must still answer. For those,
+the owner's rehearsal thread calls :meth:`progress` while idle (see buffer.py), so a busy
+main thread never stalls readers. ``hpccl check`` measures both cases on the real allocation.
+
+Every RMA operation is counted (``ops`` / ``bytes``) for the benchmark.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from hpccl.errors import HpcclError
 from hpccl.runtime import mpi
+
+SEQ_BYTES = 8
+# Sequence numbers of records this close together come in one get (a span of 4 KiB costs
+# about what an 8-byte get does, and a draw of r records then needs one get per owner).
+_SEQ_SPAN = 4096
+# Calls to the progress engine per idle wake-up: over TCP each pending get is served by a
+# separate call, so one call per wake-up left readers waiting several wake-ups per draw
+# (measured: quickstart at 2 x 2 ranks over UCX TCP, 15 s with 1 call, 3.7 s with 32).
+_PROBES_PER_WAKE = 32
+# Waiting for gets: test this often before sleeping, then sleep at most this long between tests.
+_SPINS = 20
+_MAX_PAUSE_S = 2e-4
+# A torn record is re-read after this many seconds at most; a writer holds a record odd only
+# for one memcpy, so only a descheduled writer makes a reader wait this long.
+_MAX_BACKOFF_S = 1e-3
+_GIVE_UP_S = 60.0
+
+
+@dataclass(frozen=True)
+class RecordTable:
+    """Where a shard keeps its records: ``capacity`` uint64 sequence numbers at ``seq_base``,
+    and ``capacity`` records of ``record_bytes`` at ``rec_base``."""
+    seq_base: int
+    rec_base: int
+    record_bytes: int
+    capacity: int
+
+
+def _by_target(targets, slots):
+    """[(target, rows a:b, its slots)] for sorted targets."""
+    if not len(targets):
+        return []
+    cuts = np.flatnonzero(targets[1:] != targets[:-1]) + 1
+    starts, stops = np.r_[0, cuts], np.r_[cuts, len(targets)]
+    return [(int(targets[a]), a, b, slots[a:b]) for a, b in zip(starts.tolist(), stops.tolist())]
 
 
 class ShardWindows:
@@ -34,12 +82,18 @@ class ShardWindows:
         self.nbytes = int(nbytes)
         self.group_ranks = group_comm.allgather(self.rank)       # world ranks of my node, local order
         leaders = comm.allgather(self.group_ranks[0])
-        self.same_node = [leaders[r] == self.group_ranks[0] for r in range(self.size)]
+        self.same_node = np.array([leaders[r] == self.group_ranks[0] for r in range(self.size)])
         self.num_nodes = len(set(leaders))
         self.node_win = self.world_win = None
         self._views: dict[int, np.ndarray] = {}
         self._freed = False
-        if group_comm.Get_size() > 1 or self.num_nodes == 1:
+        self.ops = 0            # RMA operations issued (gets), for the benchmark
+        self.bytes = 0          # bytes moved by them
+        # One decision for all ranks, since window creation is collective: a node window on
+        # every node unless every node holds one rank (then a plain world window suffices).
+        # A last, smaller node (3 ranks in nodes of 2) may hold one rank and still needs it.
+        largest = comm.allreduce(group_comm.Get_size(), op=MPI.MAX)
+        if largest > 1 or self.num_nodes == 1:
             self.node_win = MPI.Win.Allocate_shared(self.nbytes, 1, comm=group_comm)
             for i, r in enumerate(self.group_ranks):
                 buf, _ = self.node_win.Shared_query(i)
@@ -55,90 +109,169 @@ class ShardWindows:
             except MPI.Exception as e:
                 raise HpcclError(
                     f"the MPI library could not create the rehearsal buffer's RMA window across "
-                    f"nodes ({e.Get_error_string()}). HINT: on a network without RDMA support, set "
-                    "'rehearsal.ranks_per_node: 1' (one window per rank), or use an MPI built with "
-                    "UCX/OFI one-sided support.") from None
+                    f"nodes ({e.Get_error_string()}). HINT: use an MPI built with one-sided "
+                    "support for this network (UCX or OFI), and run 'hpccl check' on the "
+                    "allocation to see what works.") from None
+        self._windows = [w for w in (self.node_win, self.world_win) if w is not None]
+        for win in self._windows:
+            win.Lock_all(MPI.MODE_NOCHECK)
         self.local = self._views[self.rank]
-        self._my_local_index = self.group_ranks.index(self.rank)
+        self.local[:] = 0
+        self.fence()
+        comm.Barrier()          # nobody reads a shard before its owner zeroed it
+        self._tables: dict = {}
+        self._requests: list = []
+        # Iprobe on a communicator of our own: it drives the progress engine and can never
+        # match (or be matched by) the job's own messages.
+        self._progress_comm = comm.Dup() if self.world_win is not None else None
+        self._progress_req = None
+        if self._progress_comm is not None:
+            # A receive nobody sends: testing it runs the full progress engine (MPICH's
+            # Iprobe does not serve RMA requests; MPI_Test on a pending request does).
+            self._progress_buf = np.empty(1, dtype=np.uint8)
+            self._progress_req = self._progress_comm.Irecv([self._progress_buf, MPI.BYTE],
+                                                           source=MPI.ANY_SOURCE, tag=1)
 
-    # -- the owner ----------------------------------------------------------------------------
-    @contextmanager
-    def write_lock(self):
-        """Exclusive access to this rank's own memory (held only by the owner to write)."""
-        self._check()
-        MPI = self.MPI
-        if self.node_win is not None:
-            self.node_win.Lock(self._my_local_index, MPI.LOCK_EXCLUSIVE)
-        if self.world_win is not None:
-            self.world_win.Lock(self.rank, MPI.LOCK_EXCLUSIVE)
-        try:
-            yield self.local
-        finally:
-            if self.world_win is not None:
-                self.world_win.Sync()
-                self.world_win.Unlock(self.rank)
-            if self.node_win is not None:
-                self.node_win.Sync()  # make the stores visible to direct loads on the node
-                self.node_win.Unlock(self._my_local_index)
+    # -- ordering ---------------------------------------------------------------------------
+    def fence(self):
+        """Memory barrier for this rank's loads and stores of window memory (``Win_sync`` on
+        every window: orders them, and in MPI's separate memory model also publishes them)."""
+        for win in self._windows:
+            win.Sync()
 
     # -- readers ------------------------------------------------------------------------------
-    def read_rows(self, target: int, base: int, rowbytes: int, rows, out=None) -> np.ndarray:
-        """Rows ``rows`` of the [*, rowbytes] byte table at ``base`` in ``target``'s shard: one
-        gather of direct loads (same node) or one MPI_Get with an indexed datatype (other
-        node), under a shared lock."""
+    def view(self, target: int) -> np.ndarray | None:
+        """``target``'s shard as directly loadable bytes (same node), else None."""
+        return self._views.get(target) if self.same_node[target] else None
+
+    def read_u64(self, targets, offset: int) -> np.ndarray:
+        """The uint64 at ``offset`` in each target's shard (same node: loads; others: one get
+        each, issued together and flushed together)."""
         self._check()
-        MPI = self.MPI
-        rows = np.asarray(rows, dtype=np.int64)
-        if out is None:
-            out = np.empty((len(rows), rowbytes), dtype=np.uint8)
-        if len(rows) == 0:
-            return out
-        if self.same_node[target]:
-            nrows = (self.nbytes - base) // rowbytes
-            table = self._views[target][base:base + nrows * rowbytes].reshape(nrows, rowbytes)
-            # Without a shared window (one rank per node) the only same-node shard is our
-            # own, which the world window exposes.
-            win, i = ((self.node_win, self.group_ranks.index(target)) if self.node_win is not None
-                      else (self.world_win, target))
-            win.Lock(i, MPI.LOCK_SHARED)
-            try:
-                win.Sync()
-                # One memcpy per row: measured 2x faster than np.take / fancy indexing here.
-                for j, row in enumerate(rows.tolist()):
-                    out[j] = table[row]
-            finally:
-                win.Unlock(i)
-            return out
-        offsets = (base + rows * rowbytes).tolist()
-        dtype = MPI.BYTE.Create_hindexed_block(rowbytes, offsets).Commit()
-        try:
-            self.world_win.Lock(target, MPI.LOCK_SHARED)
-            try:
-                self.world_win.Get([out, MPI.BYTE], target, target=(0, 1, dtype))
-            finally:
-                self.world_win.Unlock(target)
-        finally:
-            dtype.Free()
+        targets = np.asarray(targets, dtype=np.int64)
+        out = np.empty((len(targets), SEQ_BYTES), dtype=np.uint8)
+        remote = []
+        for j, t in enumerate(targets.tolist()):
+            v = self.view(t)
+            if v is not None:
+                out[j] = v[offset:offset + SEQ_BYTES]
+            else:
+                self._get(out[j], t, offset)
+                remote.append(t)
+        self._complete(sorted(set(remote)))
+        return out.view(np.uint64)[:, 0]
+
+    def read_records(self, table: "RecordTable", targets: np.ndarray, slots: np.ndarray,
+                     out: np.ndarray) -> None:
+        """Record ``slots[i]`` of ``targets[i]`` (both sorted by target, then slot) into
+        ``out[i]`` [record_bytes], each one whole and untorn.
+
+        Three rounds for all targets together, each completed before the next: the records'
+        sequence numbers, the records, the sequence numbers again. A record is good when
+        both numbers are equal, even and non-zero (written); torn ones are read again after
+        a short back-off."""
+        self._check()
+        targets = np.asarray(targets, dtype=np.int64)
+        slots = np.asarray(slots, dtype=np.int64)
+        todo = np.arange(len(slots))
+        backoff, started = 0.0, time.monotonic()
+        while len(todo):
+            first = len(todo) == len(slots)
+            dst = out if first else np.empty((len(todo), table.record_bytes), np.uint8)
+            groups = _by_target(targets[todo], slots[todo])
+            before = self._seqs(table, groups, len(todo))
+            self._copy(table, groups, dst)
+            after = self._seqs(table, groups, len(todo))
+            good = (before == after) & (before % 2 == 0) & (before > 0)
+            if not first:
+                out[todo[good]] = dst[good]
+            todo = todo[~good]
+            if len(todo):
+                if time.monotonic() - started > _GIVE_UP_S:
+                    raise HpcclError(f"rehearsal buffer: records {slots[todo].tolist()} of ranks "
+                                     f"{targets[todo].tolist()} kept changing or stayed unwritten "
+                                     f"for {_GIVE_UP_S:.0f} s while being read; their owner seems "
+                                     "stuck inside a write.")
+                backoff = min(_MAX_BACKOFF_S, backoff * 2 or 1e-5)
+                time.sleep(backoff)
+
+    def _local(self, table, target):
+        """Same-node views of ``target``'s table: ([n] uint64 seqs, [n, record_bytes] records)."""
+        key = (target, table)
+        if key not in self._tables:
+            v = self._views[target]
+            seqs = v[table.seq_base:table.seq_base + 8 * table.capacity].view(np.uint64)
+            rows = v[table.rec_base:table.rec_base + table.capacity * table.record_bytes]
+            self._tables[key] = (seqs, rows.reshape(table.capacity, table.record_bytes))
+        return self._tables[key]
+
+    def _seqs(self, table, groups, n) -> np.ndarray:
+        """Sequence numbers of the grouped slots. Remote: one get per cluster of slots whose
+        numbers lie within ``_SEQ_SPAN`` bytes (a draw usually needs one or two per owner)."""
+        out = np.empty(n, dtype=np.uint64)
+        remote, spans = [], []
+        for target, a, b, slots in groups:
+            if self.same_node[target]:
+                out[a:b] = self._local(table, target)[0][slots]   # plain loads
+                continue
+            remote.append(target)
+            i = 0
+            while i < len(slots):
+                j = i + int(np.searchsorted(slots[i:], slots[i] + _SEQ_SPAN // 8))
+                buf = np.empty(int(slots[j - 1] - slots[i]) + 1, dtype=np.uint64)
+                self._get(buf.view(np.uint8), target, table.seq_base + 8 * int(slots[i]))
+                spans.append((a + i, slots[i:j] - slots[i], buf))
+                i = j
+        self._complete(remote)
+        for at, offsets, buf in spans:
+            out[at:at + len(offsets)] = buf[offsets]
         return out
 
-    def read_headers(self, nbytes: int) -> np.ndarray:
-        """The first ``nbytes`` of every rank's shard, as [size, nbytes] uint8."""
-        self._check()
+    def _copy(self, table, groups, dst):
+        """Records into ``dst``: same node, one gather of loads per owner; other nodes, one
+        contiguous get per run of adjacent records."""
+        remote = []
+        for target, a, b, slots in groups:
+            if self.same_node[target]:
+                np.take(self._local(table, target)[1], slots, axis=0, out=dst[a:b])
+                continue
+            cuts = np.flatnonzero(np.diff(slots) != 1) + 1
+            for i, j in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(slots)].tolist()):
+                self._get(dst[a + i:a + j].reshape(-1), target,
+                          table.rec_base + int(slots[i]) * table.record_bytes)
+            remote.append(target)
+        self._complete(remote)
+
+    def _complete(self, remote_targets=()):
+        """Finish this round: wait for the gets issued since the last round, and order our
+        loads. Waiting polls with a growing sleep instead of spinning in ``Win_flush``: a get
+        served in microseconds (RDMA) returns at once, and one that waits for a busy target
+        (TCP) leaves the cores to the ranks' training threads."""
+        requests, self._requests = self._requests, []
+        Testall = self.MPI.Request.Testall
+        pause = 0.0
+        for spin in range(1 << 30):
+            if not requests or Testall(requests):
+                break
+            if spin >= _SPINS:
+                pause = min(_MAX_PAUSE_S, pause * 2 or 2e-6)
+                time.sleep(pause)
+        self.fence()
+
+    def _get(self, dst: np.ndarray, target: int, offset: int):
         MPI = self.MPI
-        out = np.empty((self.size, nbytes), dtype=np.uint8)
-        remote = [r for r in range(self.size) if not self.same_node[r]]
-        for r in range(self.size):
-            if self.same_node[r]:
-                out[r] = self.read_rows(r, 0, nbytes, [0])[0]
-        if remote:
-            # One access epoch for all remote headers: the Gets are issued back to back.
-            self.world_win.Lock_all()
-            try:
-                for r in remote:
-                    self.world_win.Get([out[r], MPI.BYTE], r, target=(0, nbytes, MPI.BYTE))
-            finally:
-                self.world_win.Unlock_all()
-        return out
+        self._requests.append(self.world_win.Rget([dst, MPI.BYTE], target,
+                                                  target=(offset, dst.nbytes, MPI.BYTE)))
+        self.ops += 1
+        self.bytes += dst.nbytes
+
+    # -- the owner's thread, while idle -------------------------------------------------------
+    def progress(self):
+        """Let this rank's MPI library serve pending remote reads of its memory (needed only on
+        transports without hardware RDMA; cheap elsewhere)."""
+        if self._progress_comm is not None and not self._freed:
+            for _ in range(_PROBES_PER_WAKE):
+                self._progress_req.Test()
 
     # -- life cycle ---------------------------------------------------------------------------
     def _check(self):
@@ -151,8 +284,14 @@ class ShardWindows:
             return
         self._freed = True
         self._views.clear()
+        self._tables.clear()
         self.local = None
-        if self.world_win is not None:
-            self.world_win.Free()
-        if self.node_win is not None:
-            self.node_win.Free()
+        if self._progress_comm is not None:
+            self._progress_req.Cancel()
+            self._progress_req.Wait()
+            self._progress_comm.Free()
+        # The world window first: it exposes the node window's memory.
+        for win in reversed(self._windows):
+            win.Unlock_all()
+            win.Free()
+        self._windows = []

@@ -1,7 +1,7 @@
 """Runs on every rank under mpirun (started by test_buffer_mpi.py); rank 0 writes a JSON
 result. Usage: buffer_worker.py SCENARIO MODE OUT_JSON [TMPDIR]
-MODE: 'shared' (ranks grouped by real node: direct loads) or 'remote' (every rank its own
-node: MPI_Get under passive-target locks)."""
+MODE: 'shared' (ranks grouped by real node: direct loads), 'remote' (every rank its own
+node: MPI_Get), or 'pairs' (pseudo-nodes of 2 ranks: both paths at once)."""
 
 import json
 import sys
@@ -17,7 +17,8 @@ MPI = mpi()
 comm = MPI.COMM_WORLD
 rank, size = comm.Get_rank(), comm.Get_size()
 scenario, mode, out_path = sys.argv[1:4]
-group = comm.Split(rank, rank) if mode == "remote" else comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
+group = {"remote": lambda: comm.Split(rank, rank), "pairs": lambda: comm.Split(rank // 2, rank),
+         "shared": lambda: comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)}[mode]()
 
 
 def make_shard(classes, slots, shape, seed=0):
@@ -76,7 +77,15 @@ elif scenario == "reservoir":
         result({"p": float(chisquare(total).pvalue), "hits": total.tolist(), "trials": 2000 * size})
     shard.free()
 
-elif scenario == "torn":
+elif scenario in ("torn", "torn-unchecked"):
+    if scenario == "torn-unchecked":
+        # Negative control: records copied without the sequence-number check, so the test
+        # below shows it can see torn samples when the check is missing.
+        from hpccl.rehearsal.windows import ShardWindows, _by_target
+
+        def unchecked(self, table, targets, slots, out):
+            self._copy(table, _by_target(np.asarray(targets), np.asarray(slots)), out)
+        ShardWindows.read_records = unchecked
     # Owners keep overwriting their slots with patterned samples (all 1024 floats equal, the
     # class encoded in the value) while every rank samples; a torn read mixes two patterns.
     shard, sampler = make_shard(2, 8, (1024,))

@@ -88,7 +88,9 @@ def test_pbs_warning_timer_signals_and_the_script_resubmits_itself(tmp_path, iso
     fake = tmp_path / "fake_launcher.sh"   # stands for the run: checkpoint on USR1, exit 99
     fake.write_text("#!/bin/bash\nsleep 60 & s=$!\ntrap 'kill $s; exit 99' USR1\nwait\n")
     fake.chmod(0o755)
-    env = pbs_env(tmp_path, "12.polaris", HPCCL_SKIP_MODULES="1", HPCCL_LAUNCHER=str(fake))
+    # the fake launcher cannot run the pre-flight `hpccl check` either: skipped
+    env = pbs_env(tmp_path, "12.polaris", HPCCL_SKIP_MODULES="1", HPCCL_LAUNCHER=str(fake),
+                  HPCCL_SKIP_CHECK="1")
     start = time.time()
     r = subprocess.run([script], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0 and time.time() - start < 30, r.stdout + r.stderr

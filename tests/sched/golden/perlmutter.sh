@@ -37,6 +37,7 @@ JOB_ID="${SLURM_JOB_ID:-unknown}"
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') job $JOB_ID: $*" | tee -a "$RUN_DIR/attempts.log"; }
 
 # --- environment ------------------------------------------------------------------------------
+export MPICH_MAX_THREAD_SAFETY=multiple
 cd "$SUBMIT_DIR" || exit 1   # relative paths resolve as they did at submission
 
 # --- start or resume --------------------------------------------------------------------------
@@ -57,6 +58,18 @@ fi
 launcher=(srun -n 8 --ntasks-per-node=4 -c 32 --cpu-bind=cores --gpus-per-task=1)
 # HPCCL_LAUNCHER replaces the launcher (a test and debugging hook, e.g. a local 'mpirun -np 2').
 if [[ -n "${HPCCL_LAUNCHER:-}" ]]; then read -r -a launcher <<< "$HPCCL_LAUNCHER"; fi
+
+# --- pre-flight: hpccl check on this allocation (seconds) ----------------------------------------
+# Thread level, RMA windows across the nodes, reads while their owner is busy, one GPU per rank:
+# a job that cannot work ends here with the reason (exit 2) instead of hanging.
+# HPCCL_SKIP_CHECK=1 skips it.
+if [[ "${HPCCL_SKIP_CHECK:-0}" != 1 ]]; then
+  "${launcher[@]}" "$PYTHON" -m hpccl check "$RUN_DIR/job.yaml"; rc=$?
+  if (( rc != 0 )); then
+    log "hpccl check failed (exit $rc): not starting the run"
+    exit "$rc"
+  fi
+fi
 
 launcher_pid=""
 got_signal=0

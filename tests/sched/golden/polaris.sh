@@ -38,6 +38,7 @@ if [[ "${HPCCL_SKIP_MODULES:-0}" != 1 ]]; then   # HPCCL_SKIP_MODULES=1: run the
   module use /soft/modulefiles
   module load conda
 fi
+export MPICH_MAX_THREAD_SAFETY=multiple
 cd "$SUBMIT_DIR" || exit 1   # relative paths resolve as they did at submission
 
 # --- start or resume --------------------------------------------------------------------------
@@ -58,6 +59,18 @@ fi
 launcher=(mpiexec -n 16 --ppn 4 --depth=8 --cpu-bind depth)
 # HPCCL_LAUNCHER replaces the launcher (a test and debugging hook, e.g. a local 'mpirun -np 2').
 if [[ -n "${HPCCL_LAUNCHER:-}" ]]; then read -r -a launcher <<< "$HPCCL_LAUNCHER"; fi
+
+# --- pre-flight: hpccl check on this allocation (seconds) ----------------------------------------
+# Thread level, RMA windows across the nodes, reads while their owner is busy, one GPU per rank:
+# a job that cannot work ends here with the reason (exit 2) instead of hanging.
+# HPCCL_SKIP_CHECK=1 skips it.
+if [[ "${HPCCL_SKIP_CHECK:-0}" != 1 ]]; then
+  "${launcher[@]}" '/scratch/hpccl runs/demo/gpu_affinity.sh' "$PYTHON" -m hpccl check "$RUN_DIR/job.yaml"; rc=$?
+  if (( rc != 0 )); then
+    log "hpccl check failed (exit $rc): not starting the run"
+    exit "$rc"
+  fi
+fi
 
 launcher_pid=""
 got_signal=0
