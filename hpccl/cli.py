@@ -22,7 +22,7 @@ def _add(sub, name, help_text, example):
 
 def cmd_run(args) -> int:
     from hpccl import checkpoint
-    from hpccl.config import load_job
+    from hpccl.config import check_data_file, load_job
     from hpccl.launch import launched_size, relaunch, under_mpi_launch
     from hpccl.run import check_run_dir, default_run_dir
     if args.resume:
@@ -37,9 +37,7 @@ def cmd_run(args) -> int:
     elif not args.job:
         raise HpcclError("hpccl run needs a JOB file (or --resume RUN_DIR).")
     cfg = load_job(args.job, args.set)  # fail on a bad job before starting any rank
-    if cfg.kind == "continual" and cfg.data.path is not None:
-        from hpccl.data.h5format import DatasetFile
-        DatasetFile(cfg.data.path).close()
+    check_data_file(cfg)
     from hpccl.lora.jobconfig import check_pretrained_file
     check_pretrained_file(cfg, args.job)
     if args.np is not None and args.np < 1:

@@ -19,7 +19,7 @@ from hpccl.erm.jobconfig import ErmConfig
 from hpccl.errors import ConfigError
 from hpccl.lora.jobconfig import LoraConfig, PretrainConfig, check_lora_job
 from hpccl.rtrl.jobconfig import OnlineRnnConfig
-from hpccl.schema import Loader, apply_override, suggest
+from hpccl.schema import Loader, apply_override, load_yaml, suggest
 
 BUILTIN_DATASETS = ("digits", "breast_cancer")   # breast_cancer: 2 classes, for kind: erm
 LEARNER_KINDS = ("incremental", "scratch", "rehearsal", "lorac", "finetune")
@@ -257,13 +257,28 @@ def _shorthand(raw: dict) -> dict:
     return raw
 
 
+def check_data_file(cfg: "JobConfig") -> None:
+    """Fail before any rank starts when the job's data file cannot be what its kind reads:
+    an hpccl HDF5 dataset (continual), or an HDF5 or LIBSVM text file (erm)."""
+    if cfg.data is None or cfg.data.path is None:
+        return
+    if cfg.kind == "continual":
+        from hpccl.data.h5format import DatasetFile
+        DatasetFile(cfg.data.path).close()
+    elif cfg.kind == "erm" and not os.path.isfile(cfg.data.path):
+        from hpccl.errors import DatasetError
+        raise DatasetError(f"data file {cfg.data.path!r} (data.path) does not exist. An ERM job reads "
+                           "an HDF5 file (e.g. from 'hpccl data convert libsvm') or a LIBSVM text "
+                           "file (.bz2/.gz/.xz ok).")
+
+
 def parse_set(item: str) -> tuple[str, object]:
     """``train.lr=0.1`` -> ("train.lr", 0.1); the value is read as YAML (numbers, lists, null)."""
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. --set train.lr=0.1.")
     key, _, text = item.partition("=")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = load_yaml(text) if text.strip() else ""
     except yaml.YAMLError:
         value = text
     return key.strip(), value
@@ -275,7 +290,7 @@ def load_job(path: str, overrides: list[str] | tuple = ()) -> JobConfig:
         raise ConfigError(f"job file {path!r} does not exist (or is not a file).")
     try:
         with open(path) as f:
-            raw = yaml.safe_load(f)
+            raw = load_yaml(f)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     return job_from_dict(raw, source=path, overrides=overrides)

@@ -10,11 +10,32 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from typing import Any, Literal, Union
 
+import yaml
+
 from hpccl.errors import ConfigError
+
+
+class YamlLoader(yaml.SafeLoader):
+    """YAML as users write it: ``1e-3`` is a number. PyYAML follows YAML 1.1, where a float
+    needs a dot (``1.0e-3``) and ``1e-3`` is a string; YAML 1.2 and most tools read it as a
+    number."""
+
+
+YamlLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789"))
+
+
+def load_yaml(stream):
+    """``yaml.safe_load`` with YAML 1.2's exponent floats: job files, ``--set`` values, site
+    and study files all read numbers the same way."""
+    return yaml.load(stream, Loader=YamlLoader)
 
 
 def _type_name(tp) -> str:

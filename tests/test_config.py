@@ -110,3 +110,16 @@ def test_bare_off_in_yaml_means_off(tmp_path):
     job = tmp_path / "job.yaml"
     job.write_text("name: x\ndata: {builtin: digits}\nlog: {progress: off}\n")
     assert load_job(str(job)).log.progress == "off"
+
+
+def test_exponent_floats_are_numbers_in_job_files_and_overrides(tmp_path):
+    """PyYAML (YAML 1.1) reads 1e-3 as a string; users write it as a number."""
+    path = tmp_path / "job.yaml"
+    path.write_text("name: x\ndata: {builtin: digits}\ntrain: {lr: 1e-3, weight_decay: 5E-4}\n")
+    cfg = load_job(str(path))
+    assert cfg.train.lr == 0.001 and cfg.train.weight_decay == 0.0005
+    cfg = load_job(str(path), ["train.lr=2.5e-2", "train.momentum=+9e-1"])
+    assert cfg.train.lr == 0.025 and cfg.train.momentum == 0.9
+    assert load(BASE, ["name=1e3run"]).name == "1e3run"      # not a number: stays a string
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load(BASE, ["train.epochs=1e3"])                      # a float where an integer is due

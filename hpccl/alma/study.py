@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import yaml
 
 from hpccl.errors import ConfigError
+from hpccl.schema import load_yaml
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Study:
 def load_study(path: str) -> Study:
     try:
         with open(path) as f:
-            raw = yaml.safe_load(f)
+            raw = load_yaml(f)
     except OSError as e:
         raise ConfigError(f"study file {path!r} cannot be read ({e.strerror}).") from None
     if not isinstance(raw, dict) or "job" not in raw or not isinstance(raw.get("studies"), dict):

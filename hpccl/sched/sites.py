@@ -28,7 +28,7 @@ from typing import Literal, Optional
 import yaml
 
 from hpccl.errors import ConfigError
-from hpccl.schema import Loader, suggest
+from hpccl.schema import Loader, load_yaml, suggest
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "site_configs"
 
@@ -297,7 +297,7 @@ def available_sites(env=os.environ) -> dict[str, list[Path]]:
 def _read_yaml(path: Path) -> dict:
     try:
         with open(path) as f:
-            raw = yaml.safe_load(f)
+            raw = load_yaml(f)
     except OSError as e:
         raise ConfigError(f"site file {str(path)!r} cannot be read: {e.strerror}.") from None
     except yaml.YAMLError as e:

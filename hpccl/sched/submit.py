@@ -184,11 +184,10 @@ def submit(prep: Prepared, extra: Optional[dict] = None) -> str:
 def load_job_for_site(job_path: str, overrides=()):
     """Load and check a job like ``hpccl run`` does, with the dataset path made absolute (the
     script runs elsewhere and later)."""
-    from hpccl.config import load_job
+    from hpccl.config import check_data_file, load_job
     cfg = load_job(job_path, list(overrides))
-    if cfg.data.path is not None:
-        from hpccl.data.h5format import DatasetFile
-        DatasetFile(cfg.data.path).close()
+    check_data_file(cfg)
+    if cfg.data is not None and cfg.data.path is not None:
         cfg.data.path = os.path.abspath(cfg.data.path)
     return cfg
 

@@ -197,3 +197,8 @@ def test_sites_without_queues_check_max_nodes():
 def test_walltime_format_errors(text):
     assert "HH:MM:SS" in error_of(parse_walltime, text, "--walltime")
     assert parse_walltime("48:00:00") == 48 * 3600
+
+
+def test_exponent_floats_are_numbers_in_site_files(isolated_sites):
+    write(isolated_sites / "polaris.yaml", "network: {inter_node_bandwidth_gbs: 2.5e1}\n")
+    assert load_site("polaris").network.inter_node_bandwidth_gbs == 25.0

@@ -141,3 +141,25 @@ def test_local_site_runs_the_script_in_the_background(tmp_path, capsys):
     assert "starting" in log and "the run exited with code 0" in log, log + (out / "job.out").read_text()
     s = summarize(str(out))
     assert s["status"] == "complete" and s["world_size"] == 2 and s["tasks_completed"] == 5
+
+
+def test_every_job_kind_submits_including_data_free_and_libsvm_jobs(tmp_path, capsys):
+    """kind: online_rnn has no data section (was an AttributeError), and kind: erm reads LIBSVM
+    text files, which submit refused as 'not a readable HDF5 file' while run accepted them."""
+    assert main(["submit", os.path.join(ROOT, "jobs", "rnn_digits.yaml"), "--site", "slurm-local",
+                 "--gpus", "2", "--dry-run", "--out", str(tmp_path / "rnn")]) == 0
+    libsvm = tmp_path / "tiny.svm"
+    libsvm.write_text("+1 1:0.5 3:1\n-1 2:1\n+1 1:1 2:0.25\n-1 3:0.5\n")
+    job = yaml.safe_load(open(os.path.join(ROOT, "jobs", "erm_a9a.yaml")))
+    job["data"] = {"path": str(libsvm)}
+    (tmp_path / "erm.yaml").write_text(yaml.safe_dump(job))
+    assert main(["submit", str(tmp_path / "erm.yaml"), "--site", "polaris", "--gpus", "8", "--account",
+                 "p", "--dry-run", "--out", str(tmp_path / "erm")]) == 0
+    resolved = yaml.safe_load((tmp_path / "erm" / "job.yaml").read_text())
+    assert resolved["data"]["path"] == str(libsvm)
+    job["data"] = {"path": str(tmp_path / "missing.svm")}
+    (tmp_path / "erm.yaml").write_text(yaml.safe_dump(job))
+    capsys.readouterr()
+    assert main(["submit", str(tmp_path / "erm.yaml"), "--site", "polaris", "--gpus", "8", "--account",
+                 "p", "--dry-run", "--out", str(tmp_path / "erm2")]) == 2
+    assert "missing.svm" in capsys.readouterr().err
