@@ -68,16 +68,19 @@ def _is_openmpi(mpirun: str) -> bool:
 def relaunch(nprocs: int, argv: list[str]) -> int:
     """Run ``hpccl <argv>`` on ``nprocs`` local ranks; returns mpirun's exit code.
 
-    SIGUSR1 and SIGTERM sent to this process are passed on to mpirun (which passes them to
-    the ranks), so a scheduler's warning reaches the training loop and it can checkpoint.
+    SIGUSR1 and SIGTERM sent to this process reach mpirun as SIGUSR1 (which it passes to the
+    ranks), so a scheduler's warning or a plain ``kill`` makes every rank checkpoint at the
+    next epoch and exit with code 99, as in a batch job. mpirun itself would end the ranks
+    on SIGTERM without a checkpoint. If this process dies (even by SIGKILL), the kernel sends
+    mpirun SIGTERM, which ends the ranks: no orphans.
     """
     import signal
     cmd = mpirun_command(nprocs, argv)
     env = dict(os.environ, HPCCL_RELAUNCHED="1")
-    child = subprocess.Popen(cmd, env=env)
+    child = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
 
     def forward(signum, frame):
-        child.send_signal(signum)
+        child.send_signal(signal.SIGUSR1)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGUSR1, signal.SIGTERM)}
     try:
@@ -85,3 +88,14 @@ def relaunch(nprocs: int, argv: list[str]) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _die_with_parent():
+    """In the child before exec: ask Linux to send it SIGTERM when its parent dies."""
+    try:
+        import ctypes
+        import signal
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):   # not Linux: the launcher's death leaves mpirun running
+        pass

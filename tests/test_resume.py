@@ -17,8 +17,8 @@ from hpccl.logs import read_h5
 from helpers import ROOT, hpccl_cmd, run_cmd, write_job
 
 
-def interrupted_run(job, out, np_, marker, timeout=240):
-    """Start `hpccl run`, send SIGUSR1 to it once `marker` is printed; returns its exit code."""
+def interrupted_run(job, out, np_, marker, timeout=240, sig=signal.SIGUSR1):
+    """Start `hpccl run`, send ``sig`` to it once `marker` is printed; returns its exit code."""
     proc = subprocess.Popen(hpccl_cmd("run", job, "-n", str(np_), "--out", str(out)), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
@@ -26,7 +26,7 @@ def interrupted_run(job, out, np_, marker, timeout=240):
         for line in proc.stdout:
             lines.append(line)
             if marker in line:
-                proc.send_signal(signal.SIGUSR1)
+                proc.send_signal(sig)
                 break
         rest, _ = proc.communicate(timeout=timeout)
     except BaseException:
@@ -71,3 +71,44 @@ def test_resume_errors_are_clear(tmp_path):
     assert r.returncode == 2 and "written by 4" in r.stderr and "-n 4" in r.stderr
     r = run_cmd(hpccl_cmd("run", "jobs/quickstart.yaml", "--resume", str(tmp_path)))
     assert r.returncode == 2 and "give no JOB" in r.stderr
+
+
+def test_sigterm_to_the_launcher_checkpoints_like_sigusr1(tmp_path):
+    job = write_job(tmp_path / "job.yaml", scenario={"num_tasks": 3}, train={"epochs": 4, "batch_size": 16})
+    part = tmp_path / "part"
+    code, output = interrupted_run(job, part, 2, "task 1 epoch 1:", sig=signal.SIGTERM)
+    assert code == 99, output
+    assert (part / "checkpoint" / "state.json").exists() and "job failed" not in output
+    r = run_cmd(hpccl_cmd("run", "--resume", str(part), "-n", "2"), timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _processes_mentioning(text):
+    import os
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_a_killed_launcher_takes_its_ranks_with_it(tmp_path):
+    import time
+    job = write_job(tmp_path / "job.yaml", scenario={"num_tasks": 3}, train={"epochs": 500, "batch_size": 16})
+    out = tmp_path / "run"                # minutes of training: it must not end by itself
+    proc = subprocess.Popen(hpccl_cmd("run", job, "-n", "2", "--out", str(out)), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if "task 0 epoch 1:" in line:
+            break
+    proc.kill()                       # SIGKILL: no handler runs in the launcher
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while _processes_mentioning(str(out)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = _processes_mentioning(str(out))
+    assert not left, f"orphans still running 20 s after the launcher died: {left}"
