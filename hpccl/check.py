@@ -69,9 +69,8 @@ def _busy_owner(world, ranks_per_node, busy_s: float, timeout_s: float, progress
     serve = RehearsalThread(serve, progress_ms / 1e3) if serve is not None else None
     world.comm.Barrier()
     sampler.refresh()
-    node = np.array(world.comm.allgather(w.group_ranks[0]))
-    leaders = sorted(set(node.tolist()))
-    my_node = leaders.index(node[world.rank])
+    node = w.leaders                          # each rank's (pseudo-)node, by its first rank
+    leaders = sorted(set(node))
     worst, draws, from_busy, stuck = 0.0, 0, 0, False
     for phase in (0, 1):
         if len(leaders) > 1:

@@ -155,6 +155,14 @@ def cmd_validate(args) -> int:
 def cmd_check(args) -> int:
     from hpccl.config import load_job
     from hpccl.launch import relaunch, under_mpi_launch
+    for flag, value in (("--busy-seconds", args.busy_seconds), ("--timeout", args.timeout)):
+        if not value > 0:
+            raise HpcclError(f"hpccl check {flag}: expected a number of seconds > 0, found {value}.")
+    if args.np is not None and args.np < 1:
+        raise HpcclError(f"hpccl check -n/--np: expected a number of ranks >= 1, found {args.np}.")
+    if args.set and not args.job:
+        raise HpcclError("hpccl check --set changes a job's settings: give the JOB file too, e.g. "
+                         "hpccl check jobs/quickstart.yaml --set rehearsal.ranks_per_node=2.")
     cfg = load_job(args.job, args.set) if args.job else None
     if not under_mpi_launch() and (args.np or 1) > 1:
         argv = ["check"] + ([args.job] if args.job else []) + [x for s in args.set for x in ("--set", s)]

@@ -36,9 +36,6 @@ def mpi():
     return MPI
 
 
-THREAD_LEVELS = ("single", "funneled", "serialized", "multiple")
-
-
 def thread_level() -> str:
     """The thread support the MPI library provides (not what was asked for)."""
     MPI = mpi()

@@ -123,3 +123,23 @@ def test_exponent_floats_are_numbers_in_job_files_and_overrides(tmp_path):
     assert load(BASE, ["name=1e3run"]).name == "1e3run"      # not a number: stays a string
     with pytest.raises(ConfigError, match="train.epochs"):
         load(BASE, ["train.epochs=1e3"])                      # a float where an integer is due
+
+
+def test_rehearsal_progress_interval_must_be_positive():
+    with pytest.raises(ConfigError, match=r"rehearsal.progress_ms.*\(0, 1000\]"):
+        load(BASE, ["rehearsal.progress_ms=0"])
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--busy-seconds", "0"], "--busy-seconds: expected a number of seconds > 0"),
+    (["--timeout", "-1"], "--timeout: expected a number of seconds > 0"),
+    (["-n", "0"], "-n/--np: expected a number of ranks >= 1"),
+])
+def test_check_flags_are_checked(args, expect):
+    r = run_cmd(hpccl_cmd("check", f"{ROOT}/jobs/quickstart.yaml", *args), timeout=60)
+    assert r.returncode == 2 and expect in r.stderr and "Traceback" not in r.stderr
+
+
+def test_check_set_needs_a_job():
+    r = run_cmd(hpccl_cmd("check", "--set", "rehearsal.ranks_per_node=2"), timeout=60)
+    assert r.returncode == 2 and "give the JOB file" in r.stderr

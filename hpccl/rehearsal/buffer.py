@@ -124,10 +124,11 @@ class RehearsalBuffer:
             require_thread_multiple("the rehearsal buffer's background thread"
                                     + ("" if cfg.async_updates else " (it answers reads from other nodes)"),
                                     "or, on one node, set 'rehearsal.async: false'")
+        self._switch_interval = sys.getswitchinterval()   # restored by close()
         if serve is not None:
             # The thread needs the GIL for each wake-up; by default Python hands it over only
             # every 5 ms, which would make every remote read wait that long.
-            sys.setswitchinterval(min(sys.getswitchinterval(), cfg.progress_ms / 2e3))
+            sys.setswitchinterval(min(self._switch_interval, cfg.progress_ms / 2e3))
         self._pool = (RehearsalThread(serve, cfg.progress_ms / 1e3)
                       if cfg.async_updates or serve is not None else None)
         self._async = cfg.async_updates
@@ -266,6 +267,7 @@ class RehearsalBuffer:
                 self._drain()
             self._pool.shutdown(wait=ok)
             self._pool = None
+            sys.setswitchinterval(self._switch_interval)
         if ok:
             self.shard.free()
             if self._group is not self.world.node_comm:

@@ -57,32 +57,31 @@ class ShardLayout:
     def header(self, mem: np.ndarray) -> np.ndarray:
         return mem[:_HEADER_BYTES].view(np.uint64)
 
-    def _field(self, mem, offset, dtype, shape=()):
+    def _column(self, buf, count: int, offset: int, dtype, shape=()):
+        """One field of ``count`` records laid out from ``offset`` in ``buf``, as a view."""
         inner = np.empty(shape, dtype=dtype).strides
-        return np.ndarray((self.capacity,) + tuple(shape), dtype=dtype, buffer=mem,
-                          offset=self.records_offset + offset, strides=(self.record_bytes,) + inner)
+        return np.ndarray((count,) + tuple(shape), dtype=dtype, buffer=buf, offset=offset,
+                          strides=(self.record_bytes,) + inner)
 
     def seqs(self, mem: np.ndarray) -> np.ndarray:
         return mem[_HEADER_BYTES:_HEADER_BYTES + 8 * self.capacity].view(np.uint64)
 
     def labels(self, mem: np.ndarray) -> np.ndarray:
-        return self._field(mem, 0, np.int64)
+        return self._column(mem, self.capacity, self.records_offset, np.int64)
 
     def samples(self, mem: np.ndarray) -> np.ndarray:
         """[records, *sample_shape] view of the samples inside a shard's memory."""
-        return self._field(mem, _RECORD_HEAD, self.dtype, self.sample_shape)
+        return self._column(mem, self.capacity, self.records_offset + _RECORD_HEAD, self.dtype,
+                            self.sample_shape)
 
     def fetched(self, records: np.ndarray):
-        """(samples, labels) views of records fetched into a [k, record_bytes] array."""
+        """(samples view, labels copy) of records fetched into a [k, record_bytes] array."""
         k = len(records)
         if k == 0:
             return np.empty((0,) + self.sample_shape, dtype=self.dtype), np.empty(0, dtype=np.int64)
         flat = records.reshape(-1)
-        inner = np.empty(self.sample_shape, dtype=self.dtype).strides
-        x = np.ndarray((k,) + self.sample_shape, dtype=self.dtype, buffer=flat, offset=_RECORD_HEAD,
-                       strides=(self.record_bytes,) + inner)
-        y = np.ndarray((k,), dtype=np.int64, buffer=flat, offset=0, strides=(self.record_bytes,))
-        return x, y.copy()
+        return (self._column(flat, k, _RECORD_HEAD, self.dtype, self.sample_shape),
+                self._column(flat, k, 0, np.int64).copy())
 
 
 class Shard:

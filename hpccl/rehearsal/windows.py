@@ -12,8 +12,8 @@ as long as its target is busy in a gloo/NCCL allreduce or a CUDA kernel. Instead
 
 - every window is in one long-lived passive epoch, opened once with
   ``Lock_all(MODE_NOCHECK)`` (no message to anyone) and closed when the windows are freed;
-- a remote read is contiguous ``MPI_Get``\\ s completed with ``Win_flush``: plain byte ranges
-  that a NIC serves without the target CPU (no lock word, no derived datatype to unpack);
+- a remote read is contiguous ``MPI_Rget``\\ s, waited for with ``Testall``: plain byte
+  ranges that a NIC serves without the target CPU (no lock word, no derived datatype);
 - consistency is checked by the reader: each record has a sequence number that the owner
   makes odd while it writes the record (a seqlock). A reader reads the sequence numbers,
   then the records, then the sequence numbers again, and retries a record whose number
@@ -81,9 +81,9 @@ class ShardWindows:
         self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
         self.nbytes = int(nbytes)
         self.group_ranks = group_comm.allgather(self.rank)       # world ranks of my node, local order
-        leaders = comm.allgather(self.group_ranks[0])
-        self.same_node = np.array([leaders[r] == self.group_ranks[0] for r in range(self.size)])
-        self.num_nodes = len(set(leaders))
+        self.leaders = comm.allgather(self.group_ranks[0])     # each rank's node, by its first rank
+        self.same_node = np.array([lead == self.group_ranks[0] for lead in self.leaders])
+        self.num_nodes = len(set(self.leaders))
         self.node_win = self.world_win = None
         self._views: dict[int, np.ndarray] = {}
         self._freed = False
@@ -121,8 +121,8 @@ class ShardWindows:
         comm.Barrier()          # nobody reads a shard before its owner zeroed it
         self._tables: dict = {}
         self._requests: list = []
-        # Iprobe on a communicator of our own: it drives the progress engine and can never
-        # match (or be matched by) the job's own messages.
+        # The progress calls use a communicator of our own, so they can never match (or be
+        # matched by) the job's own messages.
         self._progress_comm = comm.Dup() if self.world_win is not None else None
         self._progress_req = None
         if self._progress_comm is not None:
@@ -150,15 +150,13 @@ class ShardWindows:
         self._check()
         targets = np.asarray(targets, dtype=np.int64)
         out = np.empty((len(targets), SEQ_BYTES), dtype=np.uint8)
-        remote = []
         for j, t in enumerate(targets.tolist()):
             v = self.view(t)
             if v is not None:
                 out[j] = v[offset:offset + SEQ_BYTES]
             else:
                 self._get(out[j], t, offset)
-                remote.append(t)
-        self._complete(sorted(set(remote)))
+        self._complete()
         return out.view(np.uint64)[:, 0]
 
     def read_records(self, table: "RecordTable", targets: np.ndarray, slots: np.ndarray,
@@ -209,12 +207,11 @@ class ShardWindows:
         """Sequence numbers of the grouped slots. Remote: one get per cluster of slots whose
         numbers lie within ``_SEQ_SPAN`` bytes (a draw usually needs one or two per owner)."""
         out = np.empty(n, dtype=np.uint64)
-        remote, spans = [], []
+        spans = []
         for target, a, b, slots in groups:
             if self.same_node[target]:
                 out[a:b] = self._local(table, target)[0][slots]   # plain loads
                 continue
-            remote.append(target)
             i = 0
             while i < len(slots):
                 j = i + int(np.searchsorted(slots[i:], slots[i] + _SEQ_SPAN // 8))
@@ -222,7 +219,7 @@ class ShardWindows:
                 self._get(buf.view(np.uint8), target, table.seq_base + 8 * int(slots[i]))
                 spans.append((a + i, slots[i:j] - slots[i], buf))
                 i = j
-        self._complete(remote)
+        self._complete()
         for at, offsets, buf in spans:
             out[at:at + len(offsets)] = buf[offsets]
         return out
@@ -230,7 +227,6 @@ class ShardWindows:
     def _copy(self, table, groups, dst):
         """Records into ``dst``: same node, one gather of loads per owner; other nodes, one
         contiguous get per run of adjacent records."""
-        remote = []
         for target, a, b, slots in groups:
             if self.same_node[target]:
                 np.take(self._local(table, target)[1], slots, axis=0, out=dst[a:b])
@@ -239,21 +235,18 @@ class ShardWindows:
             for i, j in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(slots)].tolist()):
                 self._get(dst[a + i:a + j].reshape(-1), target,
                           table.rec_base + int(slots[i]) * table.record_bytes)
-            remote.append(target)
-        self._complete(remote)
+        self._complete()
 
-    def _complete(self, remote_targets=()):
+    def _complete(self):
         """Finish this round: wait for the gets issued since the last round, and order our
         loads. Waiting polls with a growing sleep instead of spinning in ``Win_flush``: a get
         served in microseconds (RDMA) returns at once, and one that waits for a busy target
         (TCP) leaves the cores to the ranks' training threads."""
         requests, self._requests = self._requests, []
-        Testall = self.MPI.Request.Testall
-        pause = 0.0
-        for spin in range(1 << 30):
-            if not requests or Testall(requests):
-                break
-            if spin >= _SPINS:
+        spins, pause = 0, 0.0
+        while requests and not self.MPI.Request.Testall(requests):
+            spins += 1
+            if spins > _SPINS:
                 pause = min(_MAX_PAUSE_S, pause * 2 or 2e-6)
                 time.sleep(pause)
         self.fence()
