@@ -115,7 +115,10 @@ def _busy_owner(world, ranks_per_node, busy_s: float, timeout_s: float, progress
     transport = "RMA gets" if w.world_win is not None else "shared-memory loads"
     if world.size == 1:
         return windows, Finding("busy owner", SKIP, "one rank")
-    limit = min(1.0, busy_s / 4)
+    # A read that needs its busy owner waits until the owner is back: the first one about
+    # busy_s. Half of that separates the two cases; a served read takes milliseconds, and on
+    # an oversubscribed machine an unlucky one was measured at 0.53 s.
+    limit = busy_s / 2
     status = OK if worst < limit and draws else FAIL
     return windows, Finding("busy owner", status, f"{draws} draws ({from_busy} samples from busy ranks) "
                             f"by {transport}; slowest {worst * 1e3:.1f} ms (limit {limit * 1e3:.0f} ms)")
