@@ -125,11 +125,13 @@ def _busy_owner(world, ranks_per_node, busy_s: float, timeout_s: float, progress
 
 
 def _work_outside_mpi(seconds: float):
-    """Keep this rank busy without entering MPI: numpy work and Python, as a training step."""
-    a = np.random.default_rng(0).standard_normal((128, 128)).astype(np.float32)
+    """Keep this rank busy without entering MPI: numpy work and Python, as a training step.
+    Element-wise only: a BLAS call would start the library's own spinning threads, which on
+    a machine with fewer cores than threads starve every other process for long stretches."""
+    a = np.random.default_rng(0).standard_normal(1 << 16).astype(np.float32)
     t_end = time.perf_counter() + seconds
     while time.perf_counter() < t_end:
-        a = np.tanh(a @ a.T * 1e-2)
+        a = np.tanh(a * 1.0001)
 
 
 def _gpus(world, device: str) -> Finding:

@@ -65,8 +65,10 @@ def test_buffer_invariants(tmp_path, name, mode, rpn):
 def test_check_and_rehearsal_quickstart(tmp_path, name, mode, rpn):
     stack = stack_or_fail(name, rpn)
     sets = ["--set", "runtime.backend=torch", "--set", f"rehearsal.ranks_per_node={rpn or 'null'}"]
-    r = run_cmd(stack.hpccl("check", f"{ROOT}/jobs/quickstart.yaml", "-n", "4", *sets), timeout=120,
-                env=stack.env)
+    # 4 s busy phases (limit 2 s): 4 ranks and their threads share 2 cores here, and a served
+    # read was seen to take 1 s; a read that waits for its owner takes the whole 4 s.
+    r = run_cmd(stack.hpccl("check", f"{ROOT}/jobs/quickstart.yaml", "-n", "4", *sets,
+                            "--busy-seconds", "4"), timeout=120, env=stack.env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "busy owner    ok" in r.stdout and "all checks passed" in r.stdout
     expected = "RMA gets" if rpn else "shared-memory loads"
