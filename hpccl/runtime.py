@@ -166,6 +166,10 @@ def abort_on_error(fn):
         sys.stderr.write(text)
         sys.stderr.flush()
         if size > 1 and MPI.Is_initialized() and not MPI.Is_finalized():
+            # Give the launcher a moment to forward what was just written: MPICH's Hydra
+            # tears the job down on the first abort and was seen to drop every rank's message.
+            import time
+            time.sleep(0.5)
             MPI.COMM_WORLD.Abort(1)
         raise SystemExit(1)
 
