@@ -25,6 +25,7 @@ several records it drew from one owner in one small transfer.
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import h5py
@@ -52,7 +53,13 @@ class ShardLayout:
         self.record_bytes = _align(_RECORD_HEAD + self.sample_bytes, 8)
         self.records_offset = _align(_HEADER_BYTES + 8 * self.capacity, 64)
         self.table = RecordTable(_HEADER_BYTES, self.records_offset, self.record_bytes, self.capacity)
-        self.nbytes = self.records_offset + self.capacity * self.record_bytes
+        # A whole number of records, so that shards laid back to back in a node's shared
+        # memory form one array of records (windows.py reads a node's records in one gather),
+        # and of 64 bytes: MPICH 4.0 (ch4) returns zeros for gets from a ``Win.Create`` window
+        # over shared memory whose base is only 8-byte aligned, the base of the next rank's
+        # shard.
+        self.nbytes = _align(self.records_offset + self.capacity * self.record_bytes,
+                             math.lcm(64, self.record_bytes))
 
     def header(self, mem: np.ndarray) -> np.ndarray:
         return mem[:_HEADER_BYTES].view(np.uint64)
@@ -74,14 +81,16 @@ class ShardLayout:
         return self._column(mem, self.capacity, self.records_offset + _RECORD_HEAD, self.dtype,
                             self.sample_shape)
 
-    def fetched(self, records: np.ndarray):
-        """(samples view, labels copy) of records fetched into a [k, record_bytes] array."""
+    def fetched(self, records: np.ndarray, copy_labels: bool = True):
+        """(samples view, labels copy, or view) of records fetched into a [k, record_bytes]
+        array."""
         k = len(records)
         if k == 0:
             return np.empty((0,) + self.sample_shape, dtype=self.dtype), np.empty(0, dtype=np.int64)
         flat = records.reshape(-1)
         return (self._column(flat, k, _RECORD_HEAD, self.dtype, self.sample_shape),
-                self._column(flat, k, 0, np.int64).copy())
+                self._column(flat, k, 0, np.int64).copy() if copy_labels
+                else self._column(flat, k, 0, np.int64))
 
 
 class Shard:

@@ -30,6 +30,7 @@ Every RMA operation is counted (``ops`` / ``bytes``) for the benchmark.
 
 from __future__ import annotations
 
+import ctypes
 import time
 from dataclasses import dataclass
 
@@ -65,13 +66,23 @@ class RecordTable:
     capacity: int
 
 
+class _ReadPlan:
+    """The records of one read: ``node`` = (a, b, seq indices, row indices, node table) for
+    out[a:b] when they are same-node records read from the node-wide arrays; ``groups`` =
+    [(target, a, b, slots)] for the others."""
+    __slots__ = ("table", "n", "node", "groups")
+
+    def __init__(self, table, n):
+        self.table, self.n, self.node, self.groups = table, n, None, []
+
+
 def _by_target(targets, slots):
     """[(target, rows a:b, its slots)] for sorted targets."""
     if not len(targets):
         return []
     cuts = np.flatnonzero(targets[1:] != targets[:-1]) + 1
-    starts, stops = np.r_[0, cuts], np.r_[cuts, len(targets)]
-    return [(int(targets[a]), a, b, slots[a:b]) for a, b in zip(starts.tolist(), stops.tolist())]
+    bounds = [0, *cuts.tolist(), len(targets)]
+    return [(int(targets[a]), a, b, slots[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 class ShardWindows:
@@ -120,6 +131,9 @@ class ShardWindows:
         self.fence()
         comm.Barrier()          # nobody reads a shard before its owner zeroed it
         self._tables: dict = {}
+        self._node_tables: dict = {}
+        self._node_mem, self._node_stride = self._node_memory()
+        self._node_words: dict = {}
         self._requests: list = []
         # The progress calls use a communicator of our own, so they can never match (or be
         # matched by) the job's own messages.
@@ -171,27 +185,96 @@ class ShardWindows:
         self._check()
         targets = np.asarray(targets, dtype=np.int64)
         slots = np.asarray(slots, dtype=np.int64)
-        todo = np.arange(len(slots))
+        plan = self._plan(table, targets, slots)
+        before = self._seqs(plan)
+        self._copy(plan, out)
+        after = self._seqs(plan)
+        if before.tobytes() == after.tobytes() and before.all() and not (before & 1).any():
+            return
+        bad = np.flatnonzero((before != after) | (before & 1 == 1) | (before == 0))
         backoff, started = 0.0, time.monotonic()
-        while len(todo):
-            first = len(todo) == len(slots)
-            dst = out if first else np.empty((len(todo), table.record_bytes), np.uint8)
-            groups = _by_target(targets[todo], slots[todo])
-            before = self._seqs(table, groups, len(todo))
-            self._copy(table, groups, dst)
-            after = self._seqs(table, groups, len(todo))
-            good = (before == after) & (before % 2 == 0) & (before > 0)
-            if not first:
-                out[todo[good]] = dst[good]
-            todo = todo[~good]
-            if len(todo):
-                if time.monotonic() - started > _GIVE_UP_S:
-                    raise HpcclError(f"rehearsal buffer: records {slots[todo].tolist()} of ranks "
-                                     f"{targets[todo].tolist()} kept changing or stayed unwritten "
-                                     f"for {_GIVE_UP_S:.0f} s while being read; their owner seems "
-                                     "stuck inside a write.")
-                backoff = min(_MAX_BACKOFF_S, backoff * 2 or 1e-5)
-                time.sleep(backoff)
+        while len(bad):
+            if time.monotonic() - started > _GIVE_UP_S:
+                raise HpcclError(f"rehearsal buffer: records {slots[bad].tolist()} of ranks "
+                                 f"{targets[bad].tolist()} kept changing or stayed unwritten "
+                                 f"for {_GIVE_UP_S:.0f} s while being read; their owner seems "
+                                 "stuck inside a write.")
+            backoff = min(_MAX_BACKOFF_S, backoff * 2 or 1e-5)
+            time.sleep(backoff)
+            plan = self._plan(table, targets[bad], slots[bad])
+            dst = np.empty((len(bad), table.record_bytes), np.uint8)
+            before = self._seqs(plan)
+            self._copy(plan, dst)
+            good = (before == self._seqs(plan)) & (before & 1 == 0) & (before > 0)
+            out[bad[good]] = dst[good]
+            bad = bad[~good]
+
+    def _node_memory(self):
+        """(the whole node's shards as one byte array, the stride between two shards) when
+        the node's ranks are world ranks lo..hi-1 and their shards lie back to back at one
+        stride (the usual layout of ``Win.Allocate_shared``); else (None, 0). Then a draw's
+        same-node records, however many owners hold them, are one gather."""
+        ranks = self.group_ranks
+        if ranks != list(range(ranks[0], ranks[0] + len(ranks))):
+            return None, 0
+        addrs = [self._views[r].ctypes.data for r in ranks]
+        stride = addrs[1] - addrs[0] if len(addrs) > 1 else self.nbytes
+        if stride < self.nbytes or any(b - a != stride for a, b in zip(addrs, addrs[1:])):
+            return None, 0
+        size = stride * (len(addrs) - 1) + self.nbytes
+        return np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(addrs[0])), stride
+
+    def read_node_u64(self, offset: int, out: np.ndarray) -> None:
+        """The uint64 at ``offset`` in the shard of each rank of this node (plain loads), in
+        rank order, into ``out``; ordered before later loads by a fence."""
+        if self._node_mem is not None and self._node_stride % 8 == 0:
+            if offset not in self._node_words:
+                words = self._node_mem[:len(self._node_mem) // 8 * 8].view(np.uint64)
+                self._node_words[offset] = words[offset // 8::self._node_stride // 8][
+                    :len(self.group_ranks)]
+            out[:] = self._node_words[offset]
+        else:
+            out[:] = [self._views[r][offset:offset + 8].view(np.uint64)[0]
+                      for r in sorted(self.group_ranks)]
+        self.fence()
+
+    def _node_table(self, table):
+        """Node-wide views for ``table`` (see ``_node_memory``): (uint64 words, [rows,
+        record_bytes] records, index of each node rank's first sequence number, row of its
+        first record), or None."""
+        if table not in self._node_tables:
+            found, mem, stride = None, self._node_mem, self._node_stride
+            if mem is not None and stride % 8 == 0 and stride % table.record_bytes == 0:
+                # indexed by world rank, so a plan needs no translation to node ranks
+                local = np.arange(self.size) - self.group_ranks[0]
+                rows = (len(mem) - table.rec_base) // table.record_bytes
+                found = (mem[:len(mem) // 8 * 8].view(np.uint64),
+                         np.ndarray((rows, table.record_bytes), np.uint8, mem, table.rec_base),
+                         local * (stride // 8) + table.seq_base // 8,
+                         local * (stride // table.record_bytes))
+            self._node_tables[table] = found
+        return self._node_tables[table]
+
+    def _plan(self, table, targets, slots) -> "_ReadPlan":
+        """Where each record lies: same-node ones as indices into the node-wide arrays when
+        there are such (else per owner), the others per owner, for gets."""
+        plan = _ReadPlan(table, len(slots))
+        node = self._node_table(table)
+        if node is None:
+            plan.groups = _by_target(targets, slots)
+            return plan
+        lo = self.group_ranks[0]
+        if self.num_nodes == 1:
+            a, b = 0, len(targets)
+        else:
+            a, b = np.searchsorted(targets, [lo, lo + len(self.group_ranks)]).tolist()
+        if b > a:
+            t, sl = targets[a:b], slots[a:b]
+            plan.node = (a, b, node[2][t] + sl, node[3][t] + sl, node)
+        if a > 0 or b < len(targets):
+            plan.groups = _by_target(targets[:a], slots[:a]) + [
+                (t, i + b, j + b, s) for t, i, j, s in _by_target(targets[b:], slots[b:])]
+        return plan
 
     def _local(self, table, target):
         """Same-node views of ``target``'s table: ([n] uint64 seqs, [n, record_bytes] records)."""
@@ -203,14 +286,21 @@ class ShardWindows:
             self._tables[key] = (seqs, rows.reshape(table.capacity, table.record_bytes))
         return self._tables[key]
 
-    def _seqs(self, table, groups, n) -> np.ndarray:
-        """Sequence numbers of the grouped slots. Remote: one get per cluster of slots whose
+    def _seqs(self, plan) -> np.ndarray:
+        """Sequence numbers of the planned records. Remote: one get per cluster of slots whose
         numbers lie within ``_SEQ_SPAN`` bytes (a draw usually needs one or two per owner)."""
-        out = np.empty(n, dtype=np.uint64)
-        spans = []
-        for target, a, b, slots in groups:
+        if plan.node is not None and not plan.groups:           # one node: one gather
+            seqs = plan.node[4][0][plan.node[2]]
+            self.fence()
+            return seqs
+        out = np.empty(plan.n, dtype=np.uint64)
+        if plan.node is not None:
+            a, b, seq_index, _, node = plan.node
+            np.take(node[0], seq_index, out=out[a:b])                # plain loads
+        table, spans = plan.table, []
+        for target, a, b, slots in plan.groups:
             if self.same_node[target]:
-                out[a:b] = self._local(table, target)[0][slots]   # plain loads
+                out[a:b] = self._local(table, target)[0][slots]     # plain loads
                 continue
             i = 0
             while i < len(slots):
@@ -224,15 +314,19 @@ class ShardWindows:
             out[at:at + len(offsets)] = buf[offsets]
         return out
 
-    def _copy(self, table, groups, dst):
-        """Records into ``dst``: same node, one gather of loads per owner; other nodes, one
-        contiguous get per run of adjacent records."""
-        for target, a, b, slots in groups:
+    def _copy(self, plan, dst):
+        """Records into ``dst``: same node, one gather of loads; other nodes, one contiguous
+        get per run of adjacent records."""
+        if plan.node is not None:
+            a, b, _, row_index, node = plan.node
+            np.take(node[1], row_index, axis=0, out=dst[a:b])
+        table = plan.table
+        for target, a, b, slots in plan.groups:
             if self.same_node[target]:
                 np.take(self._local(table, target)[1], slots, axis=0, out=dst[a:b])
                 continue
-            cuts = np.flatnonzero(np.diff(slots) != 1) + 1
-            for i, j in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(slots)].tolist()):
+            bounds = [0, *(np.flatnonzero(np.diff(slots) != 1) + 1).tolist(), len(slots)]
+            for i, j in zip(bounds[:-1], bounds[1:]):
                 self._get(dst[a + i:a + j].reshape(-1), target,
                           table.rec_base + int(slots[i]) * table.record_bytes)
         self._complete()
@@ -278,6 +372,9 @@ class ShardWindows:
         self._freed = True
         self._views.clear()
         self._tables.clear()
+        self._node_tables.clear()
+        self._node_words.clear()
+        self._node_mem = None
         self.local = None
         if self._progress_comm is not None:
             self._progress_req.Cancel()

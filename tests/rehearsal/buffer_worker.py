@@ -81,10 +81,10 @@ elif scenario in ("torn", "torn-unchecked"):
     if scenario == "torn-unchecked":
         # Negative control: records copied without the sequence-number check, so the test
         # below shows it can see torn samples when the check is missing.
-        from hpccl.rehearsal.windows import ShardWindows, _by_target
+        from hpccl.rehearsal.windows import ShardWindows
 
         def unchecked(self, table, targets, slots, out):
-            self._copy(table, _by_target(np.asarray(targets), np.asarray(slots)), out)
+            self._copy(self._plan(table, np.asarray(targets), np.asarray(slots)), out)
         ShardWindows.read_records = unchecked
     # Owners keep overwriting their slots with patterned samples (all 1024 floats equal, the
     # class encoded in the value) while every rank samples; a torn read mixes two patterns.

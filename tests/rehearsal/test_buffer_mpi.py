@@ -80,3 +80,15 @@ def test_uneven_pseudo_nodes_train_to_the_end(tmp_path):
                           "train.epochs=1", "--set", "runtime.backend=torch", "--out", str(tmp_path / "run")),
                 timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("classes, slots, shape", [(3, 16, (4,)), (7, 3, (3, 5, 5)), (1, 1, (1,)),
+                                                   (10, 20, (3, 32, 32))])
+def test_shards_are_64_byte_aligned_and_whole_records(classes, slots, shape):
+    """Shards lie back to back in a node's shared memory, so a shard's size is the next shard's
+    alignment: MPICH returns zeros for gets from 8-byte aligned window bases (found by
+    test_mpi_stacks' mpich-2x2 invariants), and the node-wide gather needs whole records."""
+    from hpccl.rehearsal.shard import ShardLayout
+    lay = ShardLayout(classes, slots, shape)
+    assert lay.nbytes % 64 == 0 and lay.nbytes % lay.record_bytes == 0
+    assert lay.nbytes >= lay.records_offset + lay.capacity * lay.record_bytes
