@@ -8,10 +8,13 @@ training, against incremental training at the same b, per MPI stack.
 Part 1 runs under MPI (it re-launches itself) for each rank count: every rank fills its shard
 with CIFAR-sized samples (3x32x32 float32, 12 KiB) and draws r representatives at a time from
 the global buffer. The baseline, measured by the same ranks right after, is a private gather:
-np.take of r random rows of the same size from a private array of the shard's size, into the
-same reusable output. Two layouts: 'shared' (all ranks one node: shared-memory loads) and
+r distinct random rows (Generator.choice, sorted) taken with np.take from a private array of
+the shard's size into the same reusable output ('ratio'). 'to copy' compares with the np.take
+alone, rows drawn beforehand: the pure memory cost, with no sampling at all. Two layouts: 'shared' (all ranks one node: shared-memory loads) and
 'remote' (every rank its own node: contiguous MPI gets). RMA operations and bytes are counted
-per draw; with REFRESH_PER_DRAW totals refreshed per draw they must stay flat in the ranks.
+per draw, by kind: total reads (at most REFRESH_PER_DRAW, whatever the ranks), sequence-number
+gets (2 per owner drawn from) and record gets (one per run of adjacent records on another
+node); the last two grow with the share of a draw that lies on other nodes, up to 3r.
 
 Part 2 runs `hpccl run` on a synthetic CIFAR-shaped dataset with the reference's b = 56,
 c = 14, r = 7 (incremental, rehearsal async, rehearsal sync) under each MPI stack: 'openmpi'
@@ -63,6 +66,7 @@ def sampling_worker(args):
             sampler.sample(r, out=outputs[0])
             comm.Barrier()
             ops0, bytes0 = shard.windows.ops, shard.windows.bytes
+            kinds0 = dict(shard.windows.ops_by_kind)
             t0 = time.perf_counter()
             draws = 0
             while time.perf_counter() - t0 < args.seconds:
@@ -70,6 +74,7 @@ def sampling_worker(args):
                 draws += 1
             elapsed = time.perf_counter() - t0
             ops, moved_rma = shard.windows.ops - ops0, shard.windows.bytes - bytes0
+            kinds = {k: v - kinds0[k] for k, v in shard.windows.ops_by_kind.items()}
             comm.Barrier()
             t0 = time.perf_counter()
             gathers = 0
@@ -79,13 +84,23 @@ def sampling_worker(args):
                 np.take(private, rows, axis=0, out=outputs[gathers % 2])
                 gathers += 1
             gather_elapsed = time.perf_counter() - t0
+            # The copy alone: rows drawn beforehand, so only np.take is timed.
+            row_sets = [np.sort(rng.choice(layout.capacity, size=r, replace=False)) for _ in range(256)]
+            comm.Barrier()
+            t0 = time.perf_counter()
+            copies = 0
+            while time.perf_counter() - t0 < args.seconds:
+                np.take(private, row_sets[copies % 256], axis=0, out=outputs[copies % 2])
+                copies += 1
+            copy_rate = comm.allreduce(copies * r * layout.sample_bytes / (time.perf_counter() - t0))
             sample_rate = comm.allreduce(draws * r * layout.sample_bytes / elapsed)
             gather_rate = comm.allreduce(gathers * r * layout.sample_bytes / gather_elapsed)
             total_draws = comm.allreduce(draws)
             results.append({"path": mode, "ranks": size, "r": r, "draws_per_s_rank": total_draws / size / elapsed,
                             "sampling_MBps": sample_rate / 1e6, "gather_MBps": gather_rate / 1e6,
-                            "ratio": sample_rate / gather_rate,
+                            "ratio": sample_rate / gather_rate, "ratio_to_copy": sample_rate / copy_rate,
                             "rma_ops_per_draw": comm.allreduce(ops) / total_draws,
+                            **{f"{k}_gets_per_draw": comm.allreduce(v) / total_draws for k, v in kinds.items()},
                             "rma_KB_per_draw": comm.allreduce(moved_rma) / total_draws / 1e3})
         shard.free()
         group.Free()
@@ -104,10 +119,11 @@ def sampling_part(args):
     print(f"global sampling of CIFAR-sized samples (12 KiB), {args.seconds:.1f}s per point; rates summed "
           "over ranks; baseline: private np.take of the same number of rows, same ranks, same run")
     print(f"{'path':<8}{'ranks':>6}{'r':>5}{'draws/s/rank':>14}{'sampling MB/s':>15}{'gather MB/s':>13}"
-          f"{'ratio':>7}{'RMA ops/draw':>14}{'RMA KB/draw':>13}")
+          f"{'ratio':>7}{'to copy':>8}{'RMA ops/draw':>14}{'totals':>8}{'seqs':>6}{'records':>9}{'RMA KB/draw':>13}")
     for x in sorted(rows, key=lambda x: (x["path"], x["r"], x["ranks"])):
         print(f"{x['path']:<8}{x['ranks']:>6}{x['r']:>5}{x['draws_per_s_rank']:14.0f}{x['sampling_MBps']:15.0f}"
-              f"{x['gather_MBps']:13.0f}{x['ratio']:7.2f}{x['rma_ops_per_draw']:14.1f}{x['rma_KB_per_draw']:13.1f}")
+              f"{x['gather_MBps']:13.0f}{x['ratio']:7.2f}{x['ratio_to_copy']:8.2f}{x['rma_ops_per_draw']:14.1f}{x['word_gets_per_draw']:8.1f}"
+              f"{x['seqs_gets_per_draw']:6.1f}{x['records_gets_per_draw']:9.1f}{x['rma_KB_per_draw']:13.1f}")
     print(json.dumps(rows))
 
 

@@ -100,6 +100,7 @@ class ShardWindows:
         self._freed = False
         self.ops = 0            # RMA operations issued (gets), for the benchmark
         self.bytes = 0          # bytes moved by them
+        self.ops_by_kind = {"word": 0, "seqs": 0, "records": 0}
         # One decision for all ranks, since window creation is collective: a node window on
         # every node unless every node holds one rank (then a plain world window suffices).
         # A last, smaller node (3 ranks in nodes of 2) may hold one rank and still needs it.
@@ -169,7 +170,7 @@ class ShardWindows:
             if v is not None:
                 out[j] = v[offset:offset + SEQ_BYTES]
             else:
-                self._get(out[j], t, offset)
+                self._get(out[j], t, offset, "word")
         self._complete()
         return out.view(np.uint64)[:, 0]
 
@@ -306,7 +307,7 @@ class ShardWindows:
             while i < len(slots):
                 j = i + int(np.searchsorted(slots[i:], slots[i] + _SEQ_SPAN // 8))
                 buf = np.empty(int(slots[j - 1] - slots[i]) + 1, dtype=np.uint64)
-                self._get(buf.view(np.uint8), target, table.seq_base + 8 * int(slots[i]))
+                self._get(buf.view(np.uint8), target, table.seq_base + 8 * int(slots[i]), "seqs")
                 spans.append((a + i, slots[i:j] - slots[i], buf))
                 i = j
         self._complete()
@@ -328,7 +329,7 @@ class ShardWindows:
             bounds = [0, *(np.flatnonzero(np.diff(slots) != 1) + 1).tolist(), len(slots)]
             for i, j in zip(bounds[:-1], bounds[1:]):
                 self._get(dst[a + i:a + j].reshape(-1), target,
-                          table.rec_base + int(slots[i]) * table.record_bytes)
+                          table.rec_base + int(slots[i]) * table.record_bytes, "records")
         self._complete()
 
     def _complete(self):
@@ -345,11 +346,12 @@ class ShardWindows:
                 time.sleep(pause)
         self.fence()
 
-    def _get(self, dst: np.ndarray, target: int, offset: int):
+    def _get(self, dst: np.ndarray, target: int, offset: int, kind: str):
         MPI = self.MPI
         self._requests.append(self.world_win.Rget([dst, MPI.BYTE], target,
                                                   target=(offset, dst.nbytes, MPI.BYTE)))
         self.ops += 1
+        self.ops_by_kind[kind] += 1
         self.bytes += dst.nbytes
 
     # -- the owner's thread, while idle -------------------------------------------------------
