@@ -19,7 +19,7 @@ from hpccl.erm.jobconfig import ErmConfig
 from hpccl.errors import ConfigError
 from hpccl.lora.jobconfig import LoraConfig, PretrainConfig, check_lora_job
 from hpccl.rtrl.jobconfig import OnlineRnnConfig
-from hpccl.schema import Loader, apply_override, load_yaml, suggest
+from hpccl.schema import Loader, apply_override, load_yaml, ranged, suggest
 
 BUILTIN_DATASETS = ("digits", "breast_cancer")   # breast_cancer: 2 classes, for kind: erm
 LEARNER_KINDS = ("incremental", "scratch", "rehearsal", "lorac", "finetune")
@@ -46,38 +46,28 @@ class DataConfig:
 class ScenarioConfig:
     kind: Literal["class_incremental", "megabatch"] = "class_incremental"
     # class_incremental: the classes in num_tasks tasks
-    num_tasks: int = 5
+    num_tasks: int = ranged(5, ge=1)
     class_order: Literal["seeded", "natural"] = "seeded"  # natural: 0, 1, 2, ...
     classes: Optional[list[int]] = None      # only these dataset classes (null: all), e.g. those
                                              # disjoint from a pre-training subset
     # megabatch (ALMA, see hpccl.alma.job): the training set in M i.i.d. mega-batches
-    num_megabatches: int = 10
-    wait: Union[int, Literal["all"]] = 1     # train every w arrivals; all: once, at the end (w = M)
-    replay: float = 0.0                      # share of every past mega-batch added to an update
-    val_share: float = 0.1                   # of each update's data, held out for early stopping
-    patience: int = 3                        # epochs without a better validation accuracy
+    num_megabatches: int = ranged(10, ge=1)
+    wait: Union[int, Literal["all"]] = ranged(1, ge=1)    # train every w arrivals; all: once, at the end (w = M)
+    replay: float = ranged(0.0, ge=0, le=1)                     # share of every past mega-batch added to an update
+    val_share: float = ranged(0.1, ge=0, lt=1)                  # of each update's data, held out for early stopping
+    patience: int = ranged(3, ge=1)                       # epochs without a better validation accuracy
     flush: bool = True                       # w not dividing M: also update at the last arrival
 
     def check(self, loader: Loader, path: str):
-        if self.num_tasks < 1:
-            raise loader.error(f"{path}.num_tasks", "an integer >= 1", self.num_tasks)
         if self.classes is not None and (len(self.classes) < self.num_tasks or min(self.classes) < 0
                                          or len(set(self.classes)) != len(self.classes)):
             raise loader.error(f"{path}.classes", f"distinct class labels >= 0, at least num_tasks "
                                f"({self.num_tasks}) of them, or null", self.classes)
-        if self.num_megabatches < 1:
-            raise loader.error(f"{path}.num_megabatches", "an integer >= 1", self.num_megabatches)
         if self.wait == "all":
             self.wait = self.num_megabatches
         if not 1 <= self.wait <= self.num_megabatches:
             raise loader.error(f"{path}.wait", f"an integer in [1, num_megabatches = {self.num_megabatches}] "
                                "or 'all'", self.wait)
-        if not 0.0 <= self.replay <= 1.0:
-            raise loader.error(f"{path}.replay", "a share of past data in [0, 1]", self.replay)
-        if not 0.0 <= self.val_share < 1.0:
-            raise loader.error(f"{path}.val_share", "a share in [0, 1)", self.val_share)
-        if self.patience < 1:
-            raise loader.error(f"{path}.patience", "an integer >= 1", self.patience)
 
 
 @dataclass
@@ -121,73 +111,47 @@ class LearnerConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 5                   # per task
-    batch_size: int = 32              # per rank
-    lr: float = 0.05                  # for one rank; scaled by lr_scaling
+    epochs: int = ranged(5, ge=1)     # per task
+    batch_size: int = ranged(32, ge=1)  # per rank
+    lr: float = ranged(0.05, gt=0)    # for one rank; scaled by lr_scaling
     lr_scaling: Literal["none", "linear"] = "linear"
-    lr_scaling_cap: Optional[float] = None   # e.g. 64: never scale by more than x64
-    warmup_epochs: int = 0            # ramp from lr to the scaled lr (Goyal et al.)
+    lr_scaling_cap: Optional[float] = ranged(None, ge=1)   # e.g. 64: never scale by more than x64
+    warmup_epochs: int = ranged(0, ge=0)  # ramp from lr to the scaled lr (Goyal et al.)
     optimizer: Literal["sgd", "adam"] = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    grad_clip_norm: Optional[float] = None   # clip the averaged gradient's L2 norm (null: off)
-    eval_batch_size: int = 256
+    momentum: float = ranged(0.9, ge=0, le=1)
+    weight_decay: float = ranged(0.0, ge=0)
+    grad_clip_norm: Optional[float] = ranged(None, gt=0)   # clip the averaged gradient's L2 norm (null: off)
+    eval_batch_size: int = ranged(256, ge=1)
 
-    def check(self, loader: Loader, path: str):
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
-                    "eval_batch_size": self.eval_batch_size}
-        for key, value in positive.items():
-            if value <= 0:
-                raise loader.error(f"{path}.{key}", "a value > 0", value)
-        if self.lr_scaling_cap is not None and self.lr_scaling_cap < 1:
-            raise loader.error(f"{path}.lr_scaling_cap", "a number >= 1 or null", self.lr_scaling_cap)
-        if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
-            raise loader.error(f"{path}.grad_clip_norm", "a number > 0 or null", self.grad_clip_norm)
-        for key in ("warmup_epochs", "momentum", "weight_decay"):
-            if getattr(self, key) < 0:
-                raise loader.error(f"{path}.{key}", "a value >= 0", getattr(self, key))
 
 
 @dataclass
 class RehearsalConfig:
     """The distributed rehearsal buffer (used by ``learner: rehearsal``)."""
     __aliases__ = {"async": "async_updates"}
-    slots_per_class: Optional[int] = None    # K slots per class on each rank; or:
-    buffer_ratio: Optional[float] = None     # global budget as a share of the training set (default 0.1)
-    candidates: int = 14                     # c: samples of each mini-batch offered to the local shard
-    representatives: int = 7                 # r: samples drawn from the global buffer per mini-batch
-    start_task: int = 1                      # first task whose mini-batches get representatives
+    slots_per_class: Optional[int] = ranged(None, ge=1)    # K slots per class on each rank; or:
+    buffer_ratio: Optional[float] = ranged(None, gt=0, le=1)     # global budget as a share of the training set (default 0.1)
+    candidates: int = ranged(14, ge=0)       # c: samples of each mini-batch offered to the local shard
+    representatives: int = ranged(7, ge=0)   # r: samples drawn from the global buffer per mini-batch
+    start_task: int = ranged(1, ge=0, le=1)  # first task whose mini-batches get representatives
     async_updates: bool = True               # YAML key 'async': overlap buffer work with training
-    ranks_per_node: Optional[int] = None     # null: real nodes; 1: every rank its own node (remote path)
-    progress_ms: float = 1.0                 # idle buffer thread lets MPI serve others' reads this often
+    ranks_per_node: Optional[int] = ranged(None, ge=1)     # null: real nodes; 1: every rank its own node (remote path)
+    progress_ms: float = ranged(1.0, gt=0, le=1000)   # idle buffer thread lets MPI serve others' reads this often
 
     def check(self, loader: Loader, path: str):
-        if not 0 < self.progress_ms <= 1000:
-            raise loader.error(f"{path}.progress_ms", "a number of milliseconds in (0, 1000]", self.progress_ms)
         if self.slots_per_class is not None and self.buffer_ratio is not None:
             raise ConfigError(f"{loader.source}: section '{path}' sets both 'slots_per_class' and "
                               "'buffer_ratio'; give one (K slots per class per rank, or a share of "
                               "the training set).")
         if self.slots_per_class is None and self.buffer_ratio is None:
             self.buffer_ratio = 0.1
-        if self.slots_per_class is not None and self.slots_per_class < 1:
-            raise loader.error(f"{path}.slots_per_class", "an integer >= 1", self.slots_per_class)
-        if self.buffer_ratio is not None and not 0 < self.buffer_ratio <= 1:
-            raise loader.error(f"{path}.buffer_ratio", "a number in (0, 1]", self.buffer_ratio)
-        for key in ("candidates", "representatives"):
-            if getattr(self, key) < 0:
-                raise loader.error(f"{path}.{key}", "an integer >= 0", getattr(self, key))
-        if self.start_task not in (0, 1):
-            raise loader.error(f"{path}.start_task", "0 or 1", self.start_task)
-        if self.ranks_per_node is not None and self.ranks_per_node < 1:
-            raise loader.error(f"{path}.ranks_per_node", "an integer >= 1 or null", self.ranks_per_node)
 
 
 @dataclass
 class RuntimeConfig:
     backend: Literal["horovod", "torch"] = "horovod"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads_per_rank: Optional[int] = None   # torch threads; default: cores of the node / ranks on it
+    threads_per_rank: Optional[int] = ranged(None, ge=1, le=1024)   # torch threads; default: cores of the node / ranks on it
 
 
 @dataclass
@@ -211,7 +175,7 @@ class JobConfig:
     name: str
     kind: Literal["continual", "erm", "online_rnn"] = "continual"
     data: Optional[DataConfig] = None        # required by continual and erm jobs
-    seed: int = 0
+    seed: int = ranged(0, ge=0, lt=2**63)
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)

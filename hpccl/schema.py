@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -30,6 +31,46 @@ YamlLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yam
 YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float",
                                  re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"),
                                  list("-+0123456789"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric key accepts: bounds, each open or closed. Declared on the field
+    (``ranged``), checked by the loader for every value a file or ``--set`` gives, and walked
+    by the tests, which try a value outside every declared bound."""
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, v) -> bool:
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        return not (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi))
+
+    def describe(self, kind: str) -> str:
+        lo, hi = _number(self.lo), _number(self.hi)
+        if self.lo is not None and self.hi is not None:
+            return f"{kind} in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{kind} {'>' if self.lo_open else '>='} {lo}"
+        if self.hi is not None:
+            return f"{kind} {'<' if self.hi_open else '<='} {hi}"
+        return kind
+
+
+def _number(v) -> str:
+    if v is None:
+        return ""
+    return str(int(v)) if isinstance(v, int) or (isinstance(v, float) and v.is_integer()) else f"{v:g}"
+
+
+def ranged(default=dataclasses.MISSING, *, ge=None, gt=None, le=None, lt=None):
+    """A dataclass field whose numeric value must lie in the given bounds (``ge``/``gt``
+    below, ``le``/``lt`` above); ``None`` stays allowed where the type is Optional."""
+    domain = Range(lo=gt if gt is not None else ge, hi=lt if lt is not None else le,
+                   lo_open=gt is not None, hi_open=lt is not None)
+    return dataclasses.field(default=default, metadata={"domain": domain})
 
 
 def load_yaml(stream):
@@ -53,6 +94,16 @@ def _type_name(tp) -> str:
     if dataclasses.is_dataclass(tp):
         return "a mapping (section)"
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def domain_text(tp, domain: Range) -> str:
+    """'an integer >= 1 or null' for Optional[int] with ge=1, and so on."""
+    args = typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
+    kind = "an integer" if int in args else "a number"
+    text = domain.describe(kind)
+    others = [a for a in args if a not in (int, float, type(None))]
+    text += "".join(f" or {_type_name(a)}" for a in others)
+    return text + (" or null" if type(None) in args else "")
 
 
 def yaml_keys(cls) -> list[str]:
@@ -122,6 +173,8 @@ class Loader:
         if tp is float:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise self.error(path, "a number", value)
+            if not math.isfinite(value):
+                raise self.error(path, "a finite number", value)
             return float(value)
         if tp is str:
             if not isinstance(value, str):
@@ -153,6 +206,9 @@ class Loader:
                 raise ConfigError(f"{self.source}: unknown key '{sub}' in {where}; known keys: "
                                   f"{', '.join(known)}.{suggest(key, known)}")
             kwargs[key] = self.convert(hints[key], raw, sub)
+            domain = fields[key].metadata.get("domain")
+            if domain is not None and isinstance(kwargs[key], (int, float)) and kwargs[key] not in domain:
+                raise self.error(sub, domain_text(hints[key], domain), raw)
         for name in fields:
             # Absent sections are built (and checked) like written ones, from an empty mapping.
             if name not in kwargs and dataclasses.is_dataclass(hints[name]):

@@ -42,7 +42,7 @@ def test_overrides_apply_and_are_typed():
     ({**BASE, "trian": {}}, [], ["job.yaml", "unknown key 'trian'", "Did you mean 'train'"]),
     ({**BASE, "train": {"lr": "fast"}}, [], ["key 'train.lr'", "expected a number", "'fast'"]),
     ({**BASE, "train": {"epochs": 1.5}}, [], ["key 'train.epochs'", "an integer", "1.5"]),
-    ({**BASE, "train": {"batch_size": 0}}, [], ["train.batch_size", "> 0"]),
+    ({**BASE, "train": {"batch_size": 0}}, [], ["train.batch_size", "an integer >= 1", "found 0"]),
     ({**BASE, "runtime": {"backend": "mpi"}}, [], ["runtime.backend", "'horovod'", "'torch'", "'mpi'"]),
     ({**BASE, "model": {"kind": "resnet19"}}, [], ["model.kind", "resnet18", "Did you mean 'resnet18'"]),
     ({**BASE, "model": {"kind": "mlp", "hiden": [1]}}, [], ["model.hiden", "Did you mean 'hidden'"]),
@@ -88,7 +88,7 @@ def test_absent_sections_get_checked_defaults():
 @pytest.mark.parametrize("section, fragments", [
     ({"slots_per_class": 4, "buffer_ratio": 0.1}, ["sets both 'slots_per_class' and 'buffer_ratio'"]),
     ({"buffer_ratio": 1.5}, ["rehearsal.buffer_ratio", "(0, 1]"]),
-    ({"start_task": 2}, ["rehearsal.start_task", "0 or 1"]),
+    ({"start_task": 2}, ["rehearsal.start_task", "an integer in [0, 1]"]),
     ({"asinc": True}, ["unknown key 'rehearsal.asinc'", "Did you mean 'async'"]),
     ({"async": "yes"}, ["rehearsal.async", "true/false"]),
     ({"candidates": 64}, ["rehearsal.candidates", "at most train.batch_size (32)"]),

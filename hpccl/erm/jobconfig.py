@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from hpccl.errors import ConfigError
-from hpccl.schema import Loader, suggest
+from hpccl.schema import Loader, ranged, suggest
 
 ERM_SOLVERS = ("dasvrda", "svrg", "katyusha", "sgd", "fista")
 ERM_LOSSES = ("logistic", "squared", "smoothed_hinge")
@@ -26,18 +26,18 @@ SOLVER_OPTIONS = {
 class ErmConfig:
     solver: str = "dasvrda"                  # dasvrda | svrg | katyusha | sgd | fista
     loss: Literal["logistic", "squared", "smoothed_hinge"] = "logistic"
-    l1: float = 1e-4                         # weight of ||x||_1
-    l2: float = 1e-4                         # weight of (1/2)||x||_2^2 (strong convexity)
-    epochs: float = 100.0                    # at most this many passes over the data
-    target_subopt: Optional[float] = 1e-8    # stop once P(x) - P* <= this (null: run all epochs)
-    max_time_s: Optional[float] = None       # stop after this many solver seconds
-    batch_size: Optional[int] = None         # mini-batch (global); null: floor(sqrt(n)) for all
-    step_scale: float = 1.0                  # multiplier of the solver's theoretical step size
+    l1: float = ranged(1e-4, ge=0)                        # weight of ||x||_1
+    l2: float = ranged(1e-4, ge=0)                        # weight of (1/2)||x||_2^2 (strong convexity)
+    epochs: float = ranged(100.0, gt=0)      # at most this many passes over the data
+    target_subopt: Optional[float] = ranged(1e-8, gt=0)    # stop once P(x) - P* <= this (null: run all epochs)
+    max_time_s: Optional[float] = ranged(None, gt=0)       # stop after this many solver seconds
+    batch_size: Optional[int] = ranged(None, ge=1)         # mini-batch (global); null: floor(sqrt(n)) for all
+    step_scale: float = ranged(1.0, gt=0)    # multiplier of the solver's theoretical step size
     options: dict = field(default_factory=dict)   # further solver options (see SOLVER_OPTIONS)
     reference: bool = True                   # compute the certified reference optimum P* first
-    reference_tol: float = 1e-12             # relative accuracy of P*
+    reference_tol: float = ranged(1e-12, gt=0, lt=1)   # relative accuracy of P*
     reference_cache: bool = True             # reuse P* for the same data/loss/l1/l2 (cache dir)
-    f_star: Optional[float] = None           # give P* instead of computing it
+    f_star: Optional[float] = ranged(None)   # give P* instead of computing it
     intercept: bool = False                  # append a constant-1 feature
     row_normalize: bool = False              # scale every sample to unit L2 norm
     split: Literal["train", "test"] = "train"   # which split of an HDF5 file to fit
@@ -48,21 +48,6 @@ class ErmConfig:
         if self.solver not in ERM_SOLVERS:
             raise loader.error(f"{p}solver", "one of " + ", ".join(map(repr, ERM_SOLVERS)),
                                self.solver, suggest(self.solver, ERM_SOLVERS))
-        for key in ("l1", "l2"):
-            if getattr(self, key) < 0:
-                raise loader.error(f"{p}{key}", "a regularizer weight >= 0", getattr(self, key))
-        if not self.epochs > 0:
-            raise loader.error(f"{p}epochs", "a number of passes > 0", self.epochs)
-        for key in ("target_subopt", "max_time_s"):
-            value = getattr(self, key)
-            if value is not None and not value > 0:
-                raise loader.error(f"{p}{key}", "a number > 0 or null", value)
-        if self.batch_size is not None and self.batch_size < 1:
-            raise loader.error(f"{p}batch_size", "an integer >= 1 or null", self.batch_size)
-        if not self.step_scale > 0:
-            raise loader.error(f"{p}step_scale", "a number > 0", self.step_scale)
-        if not 0 < self.reference_tol < 1:
-            raise loader.error(f"{p}reference_tol", "a number in (0, 1)", self.reference_tol)
         allowed = SOLVER_OPTIONS[self.solver]
         for key in self.options:
             if key not in allowed:

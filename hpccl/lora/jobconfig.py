@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from hpccl.errors import ConfigError, HpcclError
-from hpccl.schema import Loader
+from hpccl.schema import Loader, ranged
 
 LORA_MATRICES = ("q", "k", "v", "proj", "fc1", "fc2")
 LORA_LEARNERS = ("lorac", "finetune")   # both need model kind 'vit'
@@ -34,55 +34,35 @@ LORA_LEARNERS = ("lorac", "finetune")   # both need model kind 'vit'
 
 @dataclass
 class LoraConfig:
-    rank: int = 4
-    alpha: Optional[float] = None
+    rank: int = ranged(4, ge=1)
+    alpha: Optional[float] = ranged(None, gt=0)     # null: = rank
     matrices: list[str] = field(default_factory=lambda: list(LORA_MATRICES))
-    ortho_weight: float = 0.1
-    ipc_fraction: float = 0.1
-    ipc_beta: float = 0.85
-    omega_init: float = 1.0
-    omega_lr_scale: float = 10.0
+    ortho_weight: float = ranged(0.1, ge=0)        # 0: no orthogonality term
+    ipc_fraction: float = ranged(0.1, ge=0, lt=1)  # share of pairs; 0: no IPC
+    ipc_beta: float = ranged(0.85, ge=0, lt=1)     # EMA factor
+    omega_init: float = ranged(1.0, ge=0)
+    omega_lr_scale: float = ranged(10.0, gt=0)
     shared: bool = False
     train_head: bool = True
 
     def check(self, loader: Loader, path: str):
-        if self.rank < 1:
-            raise loader.error(f"{path}.rank", "an integer >= 1", self.rank)
-        if self.alpha is not None and not self.alpha > 0:
-            raise loader.error(f"{path}.alpha", "a number > 0 or null (= rank)", self.alpha)
         bad = [m for m in self.matrices if m not in LORA_MATRICES]
         if bad or not self.matrices or len(set(self.matrices)) != len(self.matrices):
             raise loader.error(f"{path}.matrices", "a non-empty list of distinct names from "
                                + ", ".join(LORA_MATRICES), self.matrices)
-        if not self.ortho_weight >= 0:
-            raise loader.error(f"{path}.ortho_weight", "a number >= 0 (0: no orthogonality term)",
-                               self.ortho_weight)
-        if not 0 <= self.ipc_fraction < 1:
-            raise loader.error(f"{path}.ipc_fraction", "a share of pairs in [0, 1) (0: no IPC)",
-                               self.ipc_fraction)
-        if not 0 <= self.ipc_beta < 1:
-            raise loader.error(f"{path}.ipc_beta", "an EMA factor in [0, 1)", self.ipc_beta)
-        if not self.omega_lr_scale > 0:
-            raise loader.error(f"{path}.omega_lr_scale", "a number > 0", self.omega_lr_scale)
 
 
 @dataclass
 class PretrainConfig:
     classes: Optional[list[int]] = None
-    epochs: Optional[int] = None
-    batch_size: Optional[int] = None
-    lr: Optional[float] = None
+    epochs: Optional[int] = ranged(None, ge=1)       # null: the train section's
+    batch_size: Optional[int] = ranged(None, ge=1)
+    lr: Optional[float] = ranged(None, gt=0)
     optimizer: Optional[Literal["sgd", "adam"]] = None
-    weight_decay: Optional[float] = None
+    weight_decay: Optional[float] = ranged(None, ge=0)
     out: Optional[str] = None
 
     def check(self, loader: Loader, path: str):
-        for key in ("epochs", "batch_size", "lr"):
-            value = getattr(self, key)
-            if value is not None and not value > 0:
-                raise loader.error(f"{path}.{key}", "a value > 0 or null (the train section's)", value)
-        if self.weight_decay is not None and self.weight_decay < 0:
-            raise loader.error(f"{path}.weight_decay", "a value >= 0 or null", self.weight_decay)
         if self.classes is not None and (not self.classes or min(self.classes) < 0
                                          or len(set(self.classes)) != len(self.classes)):
             raise loader.error(f"{path}.classes", "a non-empty list of distinct class labels >= 0 or "

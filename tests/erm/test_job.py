@@ -178,7 +178,7 @@ def test_run_converted_sparse_file_matches_reference(tmp_path):
 
 @pytest.mark.parametrize("key,value,expected", [
     ("solver", "dasvrdaa", "key 'erm.solver': expected one of 'dasvrda'"),
-    ("l1", -1e-4, "key 'erm.l1': expected a regularizer weight >= 0, found -0.0001"),
+    ("l1", -1e-4, "key 'erm.l1': expected a number >= 0, found -0.0001"),
     ("l2", -1.0, "key 'erm.l2'"),
     ("epochs", 0, "key 'erm.epochs'"),
     ("options", {"restrat": "gradient"}, "unknown key 'erm.options.restrat' for solver 'dasvrda'"),

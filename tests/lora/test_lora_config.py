@@ -43,7 +43,7 @@ def test_shipped_lorac_jobs_and_baseline_overrides_load():
     (["lora.alpha=0"], ["key 'lora.alpha'", "> 0 or null"]),
     (["pretrain.classes=[1, 2, 3]"], ["key 'pretrain.classes'", "disjoint from scenario.classes",
                                        "[2] in both"]),
-    (["pretrain.epochs=0"], ["key 'pretrain.epochs'", "> 0 or null", "found 0"]),
+    (["pretrain.epochs=0"], ["key 'pretrain.epochs'", ">= 1 or null", "found 0"]),
     (["pretrain.classes=[]"], ["key 'pretrain.classes'", "non-empty"]),
     (["scenario.classes=[1, 2]"], ["key 'scenario.classes'", "at least num_tasks (3)", "found list"]),
     (["scenario.classes=[1, 1, 2, 3]"], ["key 'scenario.classes'", "distinct"]),
