@@ -21,8 +21,8 @@ def _add(sub, name, help_text, example):
 
 
 def cmd_run(args) -> int:
-    from hpccl import checkpoint
-    from hpccl.config import check_data_file, load_job
+    from hpccl import checkpoint, run_lock
+    from hpccl.config import load_job
     from hpccl.launch import launched_size, relaunch, under_mpi_launch
     from hpccl.run import check_run_dir, default_run_dir
     if args.resume:
@@ -37,9 +37,6 @@ def cmd_run(args) -> int:
     elif not args.job:
         raise HpcclError("hpccl run needs a JOB file (or --resume RUN_DIR).")
     cfg = load_job(args.job, args.set)  # fail on a bad job before starting any rank
-    check_data_file(cfg)
-    from hpccl.lora.jobconfig import check_pretrained_file
-    check_pretrained_file(cfg, args.job)
     if args.np is not None and args.np < 1:
         raise HpcclError(f"-n/--np: expected a number of ranks >= 1, found {args.np}.")
     inside = under_mpi_launch()
@@ -48,7 +45,13 @@ def cmd_run(args) -> int:
                          "the launcher decides the number of ranks. HINT: drop -n, or change the "
                          "launcher's rank count.")
     run_dir = args.out or default_run_dir(cfg)
+    if not inside:
+        from hpccl.paths import check_output_dir
+        check_output_dir(run_dir, "--out" if args.out else f"{args.job}: key 'log.dir' (run directory)",
+                         "a run directory to write logs and checkpoints into")
+        _preflight(cfg, args.job)
     if not inside and (args.np or 1) > 1:
+        run_lock.refuse_if_held(run_dir)
         if args.resume:
             argv = ["run", "--resume", run_dir]
         else:
@@ -67,13 +70,42 @@ def cmd_run(args) -> int:
         return code
     from hpccl.runtime import abort_on_error, mpi
     MPI = mpi()
-    if MPI.COMM_WORLD.Get_rank() == 0 and not args.resume:
-        check_run_dir(run_dir)
+    direct = inside and os.environ.get("HPCCL_RELAUNCHED") != "1"    # by srun/mpiexec directly
+
+    def root_checks():
+        if direct:
+            _preflight(cfg, args.job)
+        run_lock.acquire(run_dir)     # first: a live run is named, not just its log.h5
+        if not args.resume:
+            check_run_dir(run_dir)
+    _on_root(MPI.COMM_WORLD, root_checks)
     from hpccl.run import run_job
     abort_on_error(lambda: run_job(cfg, run_dir, [sys.argv[0]] + _argv_tail(), resume=bool(args.resume)))
     if MPI.COMM_WORLD.Get_rank() == 0 and os.environ.get("HPCCL_RELAUNCHED") != "1":
         print(f"hpccl: run directory: {run_dir}")
     return 0
+
+
+def _preflight(cfg, source) -> None:
+    from hpccl.preflight import preflight
+    for note in preflight(cfg, source):
+        print(f"hpccl: note: {note}", file=sys.stderr)
+
+
+def _on_root(comm, checks) -> None:
+    """Rank 0 runs ``checks`` (one reader of the data, not N) and every rank learns the
+    outcome, so that on a problem all of them stop together with exit code 2."""
+    message = None
+    if comm.Get_rank() == 0:
+        try:
+            checks()
+        except HpcclError as e:
+            message = str(e)
+    message = comm.bcast(message, root=0)
+    if message is not None:
+        if comm.Get_rank() == 0:
+            raise HpcclError(message)
+        raise SystemExit(2)
 
 
 def cmd_pretrain(args) -> int:
@@ -89,6 +121,9 @@ def cmd_pretrain(args) -> int:
     if not out:
         raise HpcclError(f"{args.job}: where should the pre-trained weights go? Give --out FILE, "
                          "'pretrain.out' or 'model.pretrained' (the file the continual run loads).")
+    from hpccl.lora.pretrain import check_pretrain_out
+    check_pretrain_out(out, "--out" if args.out else
+                       f"{args.job}: key '{'pretrain.out' if cfg.pretrain.out else 'model.pretrained'}'")
     if cfg.data.path is not None:
         from hpccl.data.h5format import DatasetFile
         DatasetFile(cfg.data.path).close()
@@ -123,24 +158,9 @@ def _argv_tail():
 def cmd_validate(args) -> int:
     from hpccl.config import load_job
     cfg = load_job(args.job, args.set)
-    problems = []
-    if cfg.kind == "continual" and cfg.data.path is not None:
-        from hpccl.data.h5format import DatasetFile
-        try:
-            with DatasetFile(cfg.data.path) as ds:
-                info = ds.info
-            if cfg.scenario.kind == "class_incremental" and cfg.scenario.num_tasks > info.num_classes:
-                problems.append(f"scenario.num_tasks ({cfg.scenario.num_tasks}) exceeds the "
-                                f"dataset's {info.num_classes} classes")
-        except HpcclError as e:
-            problems.append(str(e))
-    from hpccl.lora.jobconfig import check_pretrained_file
-    try:
-        check_pretrained_file(cfg, args.job)
-    except HpcclError as e:
-        problems.append(str(e).split(": ", 1)[1])
-    if problems:
-        raise HpcclError(f"{args.job}: " + "; ".join(problems))
+    from hpccl.preflight import preflight
+    for note in preflight(cfg, args.job):
+        print(f"hpccl: note: {note}", file=sys.stderr)
     if cfg.kind != "continual":
         what = f"kind {cfg.kind}"
     elif cfg.scenario.kind == "megabatch":
@@ -199,10 +219,22 @@ def _plot_runs(reports, out_dir) -> list[str]:
 
 def cmd_analyze(args) -> int:
     from hpccl.analysis.report import format_report, summarize
+    if args.plot:   # before reading or printing anything: a --plot DIR that cannot be written
+        from hpccl.paths import check_output_dir
+        check_output_dir(args.plot, "--plot", "a directory to write PNG figures into")
     sweeps = [p for p in args.runs if os.path.isfile(os.path.join(p, "manifest.json"))]
     runs = [p for p in args.runs if p not in sweeps]
+
+    def scaling_png(path):
+        return os.path.join(args.plot, f"scaling_{os.path.basename(os.path.normpath(path))}.png")
+    reports = [summarize(path) for path in runs]
+    if args.plot:   # the figures' own names, before any output (a directory in their place)
+        from hpccl.analysis.plots import RUN_PLOTS, check_plot_paths
+        names = [os.path.basename(scaling_png(p)) for p in sweeps]
+        if any(r.get("job_kind", "continual") == "continual" for r in reports):
+            names += [name for name, _ in RUN_PLOTS]
+        check_plot_paths(args.plot, names)
     if runs:
-        reports = [summarize(path) for path in runs]
         print(format_report(reports, args.format, compare=args.compare))
         if args.plot:
             for path in _plot_runs(reports, args.plot):
@@ -220,7 +252,7 @@ def cmd_analyze(args) -> int:
         if args.plot:
             from hpccl.analysis.plots import scaling_curves
             os.makedirs(args.plot, exist_ok=True)
-            out = os.path.join(args.plot, f"scaling_{os.path.basename(os.path.normpath(path))}.png")
+            out = scaling_png(path)
             scaling_curves(sweep, out)
             print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -18,3 +18,15 @@ class ConfigError(HpcclError):
 
 class DatasetError(HpcclError):
     """A dataset file is missing or does not follow the hpccl HDF5 schema."""
+
+
+class CollectiveError(HpcclError):
+    """A failure every rank detects at the same point (after a collective that told them all):
+    rank 0 reports it, and every rank exits with ``exit_code`` without aborting MPI."""
+    exit_code = 3
+    status = "failed"
+
+
+class TrainingDiverged(CollectiveError):
+    """The training loss (or the parameters) stopped being finite."""
+    status = "failed: non-finite loss"

@@ -17,7 +17,7 @@ from hpccl import checkpoint
 from hpccl.config import JobConfig
 from hpccl.data.datasets import open_dataset
 from hpccl.data.scenario import ClassIncremental
-from hpccl.errors import ConfigError
+from hpccl.errors import CollectiveError, ConfigError
 from hpccl.evaluate import evaluate
 from hpccl.learners.base import DataSpec, make_learner
 from hpccl.learners.loop import LoopContext, lr_multiplier
@@ -111,7 +111,7 @@ def run_job(cfg: JobConfig, run_dir: str, argv: list[str], resume: bool = False)
     # waited in a collective for peers stuck elsewhere would hang instead.
     try:
         summary = job_runner(cfg.kind, cfg.scenario.kind)(cfg, run_dir, argv, world, resume)
-    except checkpoint.Preempted:
+    except (checkpoint.Preempted, CollectiveError):
         shutdown_world(world)  # every rank got here together: a clean, coordinated exit
         raise
     shutdown_world(world)
@@ -218,6 +218,11 @@ def _run(cfg, run_dir, argv, world, resume=False) -> dict:
                 status = "preempted"
                 raise checkpoint.Preempted()
         status = "complete"
+    except CollectiveError as e:
+        status = e.status
+        if recorder.run_log is not None:
+            recorder.run_log.attrs["failure"] = str(e)
+        raise
     finally:
         learner.close(ok=status in ("complete", "preempted"))
         recorder.close(status, timers)

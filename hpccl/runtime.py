@@ -155,10 +155,15 @@ def abort_on_error(fn):
     except SystemExit:
         raise
     except BaseException as exc:  # noqa: BLE001 - any failure must end all ranks
-        from hpccl.errors import HpcclError
+        from hpccl.errors import CollectiveError, HpcclError
         MPI = mpi()
         rank = MPI.COMM_WORLD.Get_rank() if MPI.Is_initialized() else 0
         size = MPI.COMM_WORLD.Get_size() if MPI.Is_initialized() else 1
+        if isinstance(exc, CollectiveError):     # every rank is here: no abort needed
+            if rank == 0:
+                sys.stderr.write(f"hpccl: error: {exc}\n")
+                sys.stderr.flush()
+            raise SystemExit(exc.exit_code) from None
         if isinstance(exc, HpcclError):
             text = f"hpccl: error on rank {rank}: {exc}\n"
         else:

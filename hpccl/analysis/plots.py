@@ -96,11 +96,24 @@ def scaling_curves(sweep, path):
     plt.close(fig)
 
 
+RUN_PLOTS = (("accuracy_per_task.png", accuracy_per_task), ("accuracy_vs_time.png", accuracy_vs_time),
+             ("time_breakdown.png", time_breakdown))
+
+
+def check_plot_paths(out_dir, names=(), what: str = "--plot") -> None:
+    """HpcclError unless ``out_dir`` is (or can be made) a writable directory in which each of
+    ``names`` can be written as a file; checked before any figure is drawn."""
+    from hpccl.paths import check_output_dir, check_output_file
+    check_output_dir(out_dir, what, "a directory to write PNG figures into")
+    for name in names:
+        check_output_file(os.path.join(out_dir, name), f"{what} {out_dir!r}: figure", "a PNG file to write")
+
+
 def write_run_plots(reports, out_dir) -> list[str]:
+    check_plot_paths(out_dir, [name for name, _ in RUN_PLOTS])
     os.makedirs(out_dir, exist_ok=True)
     paths = []
-    for name, fn in (("accuracy_per_task.png", accuracy_per_task), ("accuracy_vs_time.png", accuracy_vs_time),
-                     ("time_breakdown.png", time_breakdown)):
+    for name, fn in RUN_PLOTS:
         path = os.path.join(out_dir, name)
         fn(reports, path)
         paths.append(path)

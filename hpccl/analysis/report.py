@@ -149,16 +149,51 @@ def timer_table(t: dict, fmt: str = "text") -> str:
     return "iteration time by phase, seconds (share)\n" + render(header, rows, fmt)
 
 
+# Why a run that is not complete is left out of a comparison, by its log's status.
+_NOT_COMPARED_WHY = {
+    "failed": "it stopped on an error",
+    "preempted": "it stopped on a signal (preemption or time limit) after writing a checkpoint; "
+                 "finish it with 'hpccl run --resume {run_dir}'",
+    "running": "it is still running, or was killed before it could record an end (SIGKILL, out of "
+               "memory, a node failure)",
+}
+
+
+def split_complete(reports: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(complete runs, the others), each in the given order: only complete runs are ranked
+    against one another, since a run cut short reports the accuracy and time of fewer tasks."""
+    complete = [s for s in reports if s.get("status") == "complete"]
+    return complete, [s for s in reports if s.get("status") != "complete"]
+
+
+def not_compared_notes(excluded: list[dict]) -> list[str]:
+    """One line per run left out of a comparison: its status, why, and how far it got."""
+    lines = []
+    for s in excluded:
+        status = s.get("status")
+        why = _NOT_COMPARED_WHY.get(status, "it is not complete").format(run_dir=s["run_dir"])
+        done = s.get("tasks_completed")
+        got = f"; {done} task(s) evaluated" if done is not None else ""
+        lines.append(f"not compared: {s['run_dir']}: status '{status}', {why}{got}. "
+                     f"HINT: 'hpccl analyze {s['run_dir']}' shows what it recorded.")
+    return lines
+
+
 def compare_table(reports: list[dict]):
-    """A row per run: final accuracy, forgetting, training time and time relative to the fastest."""
-    fastest = min((s["train_time_s"] for s in reports if s["train_time_s"] > 0), default=0.0)
+    """A row per run: final accuracy, forgetting, training time and time relative to the fastest.
+
+    Only complete runs are compared: "x fastest" is relative to the fastest complete run, and
+    runs of another status (failed, preempted, running or killed) come last with their metric
+    cells empty ('-') and their status, so that a table read alone (CSV) still shows them."""
+    complete, excluded = split_complete(reports)
+    fastest = min((s["train_time_s"] for s in complete if s["train_time_s"] > 0), default=0.0)
     header = ["run", "learner", "ranks", "final acc %", "top-5 %", "forgetting %", "BWT %",
               "train time s", "x fastest", "samples/s", "status"]
-    comm = any(s.get("communication") for s in reports)
+    comm = any(s.get("communication") for s in complete)
     if comm:   # runs that logged their allreduce volume (lorac, finetune)
         header[-1:-1] = ["allreduce kB/step", "% of full FT"]
     rows = []
-    for s in reports:
+    for s in complete:
         pct = lambda key: s[key] * 100 if key in s else None  # noqa: E731
         rows.append([os.path.basename(os.path.normpath(s["run_dir"])), s["learner"], s["world_size"],
                      pct("final_average_accuracy"), pct("final_average_top5"), pct("forgetting"),
@@ -169,14 +204,30 @@ def compare_table(reports: list[dict]):
             c = s.get("communication")
             rows[-1][-1:-1] = [c["mean_bytes_per_step"] / 1e3 if c else None,
                                c["fraction_of_full"] * 100 if c else None]
+    for s in excluded:
+        rows.append([os.path.basename(os.path.normpath(s["run_dir"])), s["learner"], s["world_size"]]
+                    + [None] * (len(header) - 4) + [s["status"]])
     return header, rows
 
 
 def format_compare(reports: list[dict], fmt: str = "text") -> str:
+    """The comparison table. Text and Markdown list only complete runs in the table and name the
+    others after it (status, why, tasks evaluated); CSV keeps them as rows with empty metrics."""
     from hpccl.analysis.tables import render
-    text = render(*compare_table(reports), fmt=fmt)
-    notes = [f"note: {s['run_dir']}: {s['note']}" for s in reports if s.get("note")]
-    return "\n".join([text] + notes) if fmt == "text" else text
+    header, rows = compare_table(reports)
+    complete, excluded = split_complete(reports)
+    if fmt == "csv":
+        return render(header, rows, fmt=fmt)
+    rows = rows[:len(complete)]
+    if complete:
+        text = render(header, rows, fmt=fmt)
+    else:
+        text = f"no run to compare: none of the {len(reports)} run(s) is complete."
+    notes = not_compared_notes(excluded)
+    head = [f"{len(excluded)} run(s) not compared (only complete runs are ranked):"] if notes and complete else []
+    if fmt == "md":
+        return "\n\n".join([text] + head + (["\n".join(f"- {n}" for n in notes)] if notes else []))
+    return "\n".join([text] + head + notes)
 
 
 def format_report(reports: list[dict], fmt: str = "text", compare: bool = False) -> str:

@@ -2,7 +2,7 @@
 
 ``add_convert_parser(subparsers)`` mounts the command; each format sets ``func`` so the main
 CLI runs ``args.func(args)``. Converters raise DatasetError for bad input, which the main CLI
-prints without a traceback.
+prints without a traceback; ``--out`` is checked (hpccl.paths) before a converter starts.
 """
 
 from __future__ import annotations
@@ -82,10 +82,20 @@ def _run_libsvm(args):
               f"{int(f.attrs['num_classes'])} classes, sparse CSR; " + "; ".join(parts))
 
 
+def _checked_out(func):
+    """``func`` after checking --out: a file path that can be written (not a directory, its
+    folder creatable and writable), so that a bad --out fails before any reading or converting."""
+    def run(args):
+        from hpccl.paths import check_output_file
+        check_output_file(args.out, "--out", "a path for the HDF5 file to write", "data.h5")
+        return func(args)
+    return run
+
+
 def _add(sub, name, summary, description, func):
     p = sub.add_parser(name, help=summary, description=description, formatter_class=_FORMATTER)
     p.add_argument("--out", required=True, metavar="PATH", help="HDF5 file to write (replaced if it exists)")
-    p.set_defaults(func=func)
+    p.set_defaults(func=_checked_out(func))
     return p
 
 

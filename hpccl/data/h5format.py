@@ -39,19 +39,26 @@ def write_dataset(path, train_x, train_y, test_x, test_y, num_classes: int, name
             raise ValueError(f"{split}/x must be [N, D] or [N, C, H, W] with N == len(y)")
     if arrays["train"][0].shape[1:] != arrays["test"][0].shape[1:]:
         raise ValueError("train and test samples must have the same shape")
+    # Refuse a directory, an unwritable folder or a path under a file before writing anything.
+    from hpccl.paths import check_output_file
+    check_output_file(path, "dataset file", "a path for the HDF5 file to write", "data.h5")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
-    with h5py.File(tmp, "w") as f:
-        f.attrs["num_classes"] = int(num_classes)
-        f.attrs["name"] = str(name)
-        f.attrs["format_version"] = FORMAT_VERSION
-        for split, (x, y) in arrays.items():
-            g = f.create_group(split)
-            # Row-chunked so that reading a rank's rows touches only their chunks.
-            rows = chunk_rows or max(1, min(len(x), (1 << 20) // max(1, x[0].nbytes)))
-            g.create_dataset("x", data=x, chunks=(rows,) + x.shape[1:] if len(x) else None)
-            g.create_dataset("y", data=np.asarray(y, dtype=np.int64))
-    os.replace(tmp, path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["num_classes"] = int(num_classes)
+            f.attrs["name"] = str(name)
+            f.attrs["format_version"] = FORMAT_VERSION
+            for split, (x, y) in arrays.items():
+                g = f.create_group(split)
+                # Row-chunked so that reading a rank's rows touches only their chunks.
+                rows = chunk_rows or max(1, min(len(x), (1 << 20) // max(1, x[:1].nbytes)))
+                g.create_dataset("x", data=x, chunks=(rows,) + x.shape[1:] if len(x) else None)
+                g.create_dataset("y", data=np.asarray(y, dtype=np.int64))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path
 
 

@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from hpccl.errors import TrainingDiverged
 from hpccl.seeding import torch_generator
 
 
@@ -68,6 +69,28 @@ def _epoch_order(n: int, needed: int, gen: torch.Generator) -> torch.Tensor:
     return torch.cat([torch.randperm(n, generator=gen) for _ in range(reps)])[:needed]
 
 
+def _parameters_finite(model) -> bool:
+    """Once an epoch (one sync): an overflowing step can leave a finite loss and broken weights."""
+    flags = [torch.isfinite(p).all() for p in model.parameters()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+def _stop_diverged(world, task: int, epoch: int, iters: int, bad_at) -> None:
+    """Every rank raises together, with where the first rank saw it (a collective all call)."""
+    seen = world.comm.allgather(bad_at)
+    ranks = [r for r, at in enumerate(seen) if at is not None]
+    with_iter = [(at, r) for r, at in enumerate(seen) if at is not None and at >= 0]
+    if with_iter:
+        at, rank = min(with_iter)
+        where = f"first at iteration {at + 1} of {iters} on rank {rank}"
+    else:
+        where = f"the parameters of rank {ranks[0]} at the end of the epoch"
+    raise TrainingDiverged(
+        f"training diverged: non-finite loss in task {task}, epoch {epoch + 1} ({where}). "
+        "HINT: lower train.lr (or set train.grad_clip_norm), and check the data with 'hpccl "
+        "validate'. The log keeps the epochs so far; the status is 'failed: non-finite loss'.")
+
+
 def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ctx: LoopContext,
         task: int, epochs: int, rehearsal: Optional[object] = None, resume: Optional[dict] = None,
         loss_fn: Optional[Callable] = None, after_step: Optional[Callable[[], None]] = None) -> dict:
@@ -98,6 +121,7 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         seen = 0
+        first_nonfinite = torch.full((), -1, dtype=torch.long, device=device)
         ctx.progress.start_epoch(f"task {task} epoch {epoch + 1}/{epochs}", iters)
         epoch_start = len(timers)
         for it in range(iters):
@@ -135,6 +159,9 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
             if after_step is not None:
                 after_step()
             with torch.no_grad():
+                # Noted on the device (no sync per step); acted on at the epoch's allreduce.
+                first_nonfinite = torch.where((first_nonfinite < 0) & ~torch.isfinite(loss.detach()),
+                                              it, first_nonfinite)
                 loss_sum += loss.detach() * len(yb)
                 correct += (logits.argmax(1) == yb).sum()
             seen += len(yb)
@@ -142,13 +169,18 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
             ctx.progress.step()
         # One small allreduce an epoch for the metrics and the stop flag (a CPU-GPU sync
         # point, once an epoch).
-        totals = world.allreduce_sum([loss_sum.item(), correct.item(), seen, ctx.stop_requested()])
+        bad_at = int(first_nonfinite.item())
+        diverged = bad_at >= 0 or not _parameters_finite(model)
+        totals = world.allreduce_sum([loss_sum.item(), correct.item(), seen, ctx.stop_requested(),
+                                      int(diverged)])
         times = timers.totals(since=epoch_start)
         samples += seen
         record = {"task": task, "epoch": epoch, "loss": totals[0] / max(totals[2], 1),
                   "train_accuracy": totals[1] / max(totals[2], 1), "lr": lr,
                   "samples": int(totals[2]), "time_s": times["total"], "iterations": iters}
         ctx.on_epoch(record)
+        if totals[4] > 0:          # the same decision on every rank
+            _stop_diverged(world, task, epoch, iters, bad_at if diverged else None)
         if totals[3] > 0 and epoch + 1 < epochs:
             return {"samples": samples, "iterations": iterations + len(timers) - first_iteration,
                     "stopped_at": {"epoch": epoch + 1, "generator": gen.get_state(),

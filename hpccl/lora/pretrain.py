@@ -34,7 +34,19 @@ def pretrain_train_config(cfg):
     return dataclasses.replace(cfg.train, **over)
 
 
+def check_pretrain_out(out: str, what: str = "pretrain output") -> None:
+    """HpcclError, before any training, unless ``out`` and its ``out.json`` summary can be written
+    as files (not an existing directory, their folder creatable and writable). ``what`` names
+    where ``out`` came from: ``--out``, or the job file and key."""
+    from hpccl.paths import check_output_file
+    check_output_file(out, what, "a file path for the pre-trained weights", "vit.pt")
+    check_output_file(out + ".json", f"{what} {out!r}: summary file",
+                      "a file path for the pre-training summary")
+
+
 def pretrain(cfg, out: str, world, source: str = "job") -> dict:
+    if world.is_root:
+        check_pretrain_out(out)
     dataset = open_dataset(cfg.data, world)
     info = dataset.info
     classes = pretrain_classes(cfg, info.num_classes, source)
@@ -73,8 +85,12 @@ def pretrain(cfg, out: str, world, source: str = "job") -> dict:
     if world.is_root:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        torch.save(state, out + ".tmp")
-        os.replace(out + ".tmp", out)
+        try:
+            torch.save(state, out + ".tmp")
+            os.replace(out + ".tmp", out)
+        finally:
+            if os.path.exists(out + ".tmp"):
+                os.remove(out + ".tmp")
         with open(out + ".json", "w") as f:
             json.dump(result, f, indent=2)
         progress.message(f"pretrained on classes {classes}: test accuracy {top1[0] * 100:.1f}% "

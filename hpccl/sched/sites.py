@@ -58,6 +58,18 @@ def parse_walltime(text, what: str = "walltime") -> int:
     return h * 3600 + mi * 60 + s
 
 
+def parse_time_limit(text, what: str = "walltime") -> int:
+    """A job's time limit: ``HH:MM:SS`` above zero -> seconds. Slurm reads ``--time=0`` (and
+    ``00:00:00``) as *no limit*, so a zero limit is refused instead of written; ConfigError
+    naming ``what`` (the flag, or the site file and key) otherwise."""
+    seconds = parse_walltime(text, what)
+    if seconds <= 0:
+        raise ConfigError(f"{what}: expected a time limit above zero as HH:MM:SS (e.g. 01:30:00), "
+                          f"found {text!r}; a zero limit would reach the scheduler as 'no limit' "
+                          "(Slurm's --time=0) instead of a bound on the job.")
+    return seconds
+
+
 def format_walltime(seconds: int) -> str:
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
@@ -249,6 +261,11 @@ class SiteConfig:
             parse_walltime(self.default_walltime)
         except ConfigError:
             raise loader.error("default_walltime", "a time as HH:MM:SS", self.default_walltime) from None
+        try:
+            parse_time_limit(self.default_walltime)
+        except ConfigError:
+            raise loader.error("default_walltime", "a time limit above zero as HH:MM:SS (a zero limit "
+                               "reaches the scheduler as 'no limit')", self.default_walltime) from None
         if self.scheduler == "none":
             if self.queues:
                 raise loader.error("queues", "no queues for 'scheduler: none' (use max_nodes)",

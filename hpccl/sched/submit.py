@@ -29,7 +29,7 @@ from typing import Optional
 from hpccl.errors import ConfigError, HpcclError
 from hpccl.sched.render import (JOB_COPY_NAME, SCRIPT_NAME, WRAPPER_NAME, ScriptPlan,
                                 render_affinity_wrapper, render_script)
-from hpccl.sched.sites import (Layout, QueueConfig, SiteConfig, format_walltime, parse_walltime,
+from hpccl.sched.sites import (Layout, QueueConfig, SiteConfig, format_walltime, parse_time_limit,
                                plan_layout, select_queue)
 
 SUBMISSION_NAME = "submission.json"
@@ -56,9 +56,12 @@ def job_name(text: str) -> str:
 
 
 def resolve_walltime(site: SiteConfig, walltime: Optional[str]) -> int:
+    """--walltime, else the site's default_walltime, in seconds: HH:MM:SS above zero (a zero
+    limit would be written as --time=00:00:00, which Slurm reads as no limit)."""
     if walltime is None:
-        return parse_walltime(site.default_walltime, f"site '{site.name}': default_walltime")
-    return parse_walltime(walltime, "--walltime")
+        source = " + ".join(site.sources) if site.sources else f"site '{site.name}'"
+        return parse_time_limit(site.default_walltime, f"{source}: key 'default_walltime'")
+    return parse_time_limit(walltime, "--walltime")
 
 
 def resolve_account(site: SiteConfig, account: Optional[str], dry_run: bool) -> Optional[str]:
@@ -184,9 +187,11 @@ def submit(prep: Prepared, extra: Optional[dict] = None) -> str:
 def load_job_for_site(job_path: str, overrides=()):
     """Load and check a job like ``hpccl run`` does, with the dataset path made absolute (the
     script runs elsewhere and later)."""
-    from hpccl.config import check_data_file, load_job
+    from hpccl.config import load_job
+    from hpccl.preflight import preflight
     cfg = load_job(job_path, list(overrides))
-    check_data_file(cfg)
+    for note in preflight(cfg, job_path):     # on the login node, before anything is queued
+        print(f"hpccl: note: {note}", file=sys.stderr)
     if cfg.data is not None and cfg.data.path is not None:
         cfg.data.path = os.path.abspath(cfg.data.path)
     return cfg

@@ -98,6 +98,44 @@ def test_every_output_format(tmp_path, fmt):
         assert "x fastest" in out and "scratch" in out
 
 
+@pytest.mark.parametrize("fmt", ["text", "md", "csv"])
+def test_compare_ranks_only_complete_runs_and_names_the_others(tmp_path, fmt):
+    """A failed, a preempted and a killed run (SIGKILL leaves status 'running') are faster here
+    than the complete ones, yet 'x fastest' is relative to the fastest complete run and the
+    others are listed apart, each with its status and why it was left out."""
+    a = fake_run(tmp_path / "a", train_time=2.0)
+    b = fake_run(tmp_path / "b", learner="scratch", train_time=6.0)
+    failed = fake_run(tmp_path / "failed", train_time=0.5, status="failed")
+    pre = fake_run(tmp_path / "pre", train_time=0.7, tasks_done=2, status="preempted")
+    killed = fake_run(tmp_path / "killed", train_time=0.1, tasks_done=1, status="running")
+    r = run_cmd(hpccl_cmd("analyze", "--compare", failed, a, pre, b, killed, "--format", fmt))
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    if fmt == "csv":
+        rows = [line.split(",") for line in out.strip().splitlines()]
+        assert [row[0] for row in rows[1:]] == ["a", "b", "failed", "pre", "killed"]
+        assert [row[8] for row in rows[1:3]] == ["1.00", "3.00"]          # x fastest: complete only
+        assert [row[-1] for row in rows[3:]] == ["failed", "preempted", "running"]
+        assert all(set(row[3:-1]) == {"-"} for row in rows[3:])         # no metrics to misread
+        return
+    table, _, rest = out.partition("3 run(s) not compared (only complete runs are ranked):")
+    assert rest, out
+    for name in ("failed", "pre", "killed"):
+        assert f"| {name} |" not in table and f"\n{name} " not in table
+    assert ("| 3.00 |" if fmt == "md" else " 3.00 ") in table             # b: 6 s / 2 s
+    assert f"not compared: {failed}: status 'failed', it stopped on an error; 3 task(s)" in rest
+    assert f"{pre}: status 'preempted'" in rest and f"hpccl run --resume {pre}" in rest
+    assert f"{killed}: status 'running'" in rest and "SIGKILL" in rest
+
+
+def test_compare_with_no_complete_run_says_so(tmp_path):
+    from hpccl.analysis.report import format_compare
+    reports = [summarize(fake_run(tmp_path / "k", status="running", tasks_done=1))]
+    text = format_compare(reports)
+    assert text.startswith("no run to compare: none of the 1 run(s) is complete.")
+    assert "status 'running'" in text
+
+
 def test_plots_are_written(tmp_path):
     a, b = fake_run(tmp_path / "a"), fake_run(tmp_path / "b", learner="scratch")
     out = tmp_path / "figs"

@@ -4,8 +4,8 @@ import pytest
 
 from hpccl.cli import main
 from hpccl.errors import ConfigError
-from hpccl.sched.sites import (available_sites, load_site, parse_walltime, plan_layout,
-                               select_queue)
+from hpccl.sched.sites import (available_sites, load_site, parse_time_limit, parse_walltime,
+                               plan_layout, select_queue)
 
 SHIPPED = ("local", "perlmutter", "polaris", "slurm-local", "thetagpu")
 
@@ -78,6 +78,7 @@ queues:
      ["key 'queues[0].max_walltime'", "HH:MM:SS", "'2h'"]),
     ("queues: []", ["key 'queues'", "needs at least one queue"]),
     ("slurm: {gpu_request: all}", ["key 'slurm.gpu_request'", "'gpus-per-node'", "'all'"]),
+    ("default_walltime: '00:00:00'", ["key 'default_walltime'", "a time limit above zero", "'00:00:00'"]),
 ])
 def test_site_errors_name_the_file_key_expected_and_found(isolated_sites, change, expect):
     key = change.split(":")[0]
@@ -191,6 +192,16 @@ def test_sites_without_queues_check_max_nodes():
     assert select_queue(local, 1, 60) is None
     assert "at most 1 (max_nodes)" in error_of(select_queue, local, 2, 60)
     assert "has no queues" in error_of(select_queue, local, 1, 60, "debug")
+
+
+@pytest.mark.parametrize("text", ["00:00:00", "0:00:00", "000:00:00"])
+def test_a_zero_time_limit_is_refused(text):
+    """Slurm reads --time=00:00:00 as no limit: a job's limit must be above zero."""
+    msg = error_of(parse_time_limit, text, "--walltime")
+    assert msg.startswith("--walltime: expected a time limit above zero") and repr(text) in msg
+    assert "HH:MM:SS" in error_of(parse_time_limit, "-01:00:00", "--walltime")
+    assert parse_time_limit("00:00:01", "--walltime") == 1
+    assert parse_walltime(text) == 0              # still fine for a queue's min_walltime
 
 
 @pytest.mark.parametrize("text", ["1:00", "01:60:00", "one hour", "", "-1:00:00"])

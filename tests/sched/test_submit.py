@@ -72,6 +72,22 @@ def test_refusals_come_before_anything_is_written(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_zero_walltime_from_the_flag_or_the_site_file_is_refused(tmp_path, isolated_sites, capsys):
+    """--time=00:00:00 would be Slurm's 'no limit': refused, naming the flag or file + key."""
+    out = tmp_path / "run"
+    assert main(["submit", QUICKSTART, "--site", "slurm-local", "--gpus", "1", "--walltime", "00:00:00",
+                 "--dry-run", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--walltime: expected a time limit above zero" in err and "'00:00:00'" in err
+    site_file = isolated_sites / "zero.yaml"
+    site_file.write_text('extends: slurm-local\ndefault_walltime: "00:00:00"\n')
+    assert main(["submit", QUICKSTART, "--site", "zero", "--gpus", "1", "--dry-run",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{site_file} (merged over " in err and "key 'default_walltime'" in err and "above zero" in err
+    assert not out.exists()
+
+
 def test_submission_records_the_job_id(tmp_path, fake_bin, capsys):
     calls = tmp_path / "qsub-calls"
     fake_command(fake_bin, "qsub", f'echo "$PWD $*" >> {calls}\necho 4242.polaris-pbs-01.hsn.cm\n')

@@ -1,0 +1,48 @@
+"""Everything a run depends on that can be checked before any rank starts.
+
+``hpccl validate``, ``hpccl run`` (in the launcher, or on rank 0 of a direct MPI launch) and
+``hpccl submit`` (on the login node, before anything is queued) call :func:`preflight`: the
+data file is what the job kind reads, its contents fit the scenario (data/checks.py), the
+model's options build a model for the data's shape (on torch's meta device: no memory, no
+time), and a pre-trained backbone is there. Each failure is an HpcclError, one paragraph.
+"""
+
+from __future__ import annotations
+
+from hpccl.errors import ConfigError
+
+
+def preflight(cfg, source: str) -> list[str]:
+    """Raise on the first problem; return notes on what could only be partly checked."""
+    from hpccl.config import check_data_file
+    from hpccl.lora.jobconfig import check_pretrained_file
+    check_data_file(cfg)
+    check_pretrained_file(cfg, source)
+    if cfg.kind != "continual":
+        return []
+    from hpccl.data.checks import check_contents
+    from hpccl.data.datasets import materialize_builtin
+    from hpccl.data.h5format import DatasetFile
+    path = cfg.data.path if cfg.data.path is not None else materialize_builtin(cfg.data.builtin)
+    ds = DatasetFile(path)
+    try:
+        notes = check_contents(ds, cfg, source)
+        shape, classes = ds.info.sample_shape, ds.info.num_classes
+    finally:
+        ds.close()
+    check_model(cfg, shape, classes, source)
+    return notes
+
+
+def check_model(cfg, sample_shape, num_classes: int, source: str) -> None:
+    """Build the job's model for the data on the meta device, so an option that cannot work
+    for this data (a CNN on vectors, a negative width) fails here, naming the job file."""
+    import torch
+
+    from hpccl.models import build_model
+    options = {k: v for k, v in cfg.model.options.items() if k != "pretrained"}
+    try:
+        with torch.device("meta"):
+            build_model(cfg.model.kind, sample_shape, num_classes, **options)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: section 'model' (kind {cfg.model.kind!r}): {e}") from None

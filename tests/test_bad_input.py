@@ -1,0 +1,186 @@
+"""Regression corpus for bad input and faults: one case per class of mistake, each asserting
+the exit code, a one-paragraph message that names the file and the offending key, row or
+value (never a traceback), and for faults how fast the job ends.
+
+Classes: dataset contents (non-finite values, labels out of range, empty splits, classes
+without training samples), job values that only the data can refute (num_tasks,
+scenario.classes, a model that cannot take the data), --set values outside a key's domain,
+training that diverges, and two runs into one directory. Other classes live beside the code
+they exercise: the schema walk (test_schema_domains.py), signals and a launcher killed
+(test_resume.py, tests/rehearsal/test_mpi_stacks.py), uneven pseudo-node layouts
+(test_run_mpi.py), paths that cannot be written (test_bad_input_paths.py)."""
+
+import os
+import signal
+import subprocess
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from helpers import ROOT, hpccl_cmd, mpirun_cmd, run_cmd, write_job
+from hpccl.data.h5format import write_dataset
+
+
+def vectors(tmp_path, name, edit=None, n=80, classes=4):
+    """A small 8-feature dataset, changed by ``edit(arrays)`` before it is written."""
+    rng = np.random.default_rng(0)
+    arrays = {"train/x": rng.random((n, 8)).astype(np.float32), "train/y": np.arange(n) % classes,
+              "test/x": rng.random((n // 4, 8)).astype(np.float32), "test/y": np.arange(n // 4) % classes}
+    if edit:
+        edit(arrays)
+    return write_dataset(tmp_path / f"{name}.h5", arrays["train/x"], arrays["train/y"],
+                         arrays["test/x"], arrays["test/y"], classes, name)
+
+
+def one_paragraph(r, *fragments):
+    err = r.stderr
+    assert "Traceback" not in err and "Traceback" not in r.stdout, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("hpccl: error")]
+    assert len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def nan_pixel(a):
+    a["train/x"][17, 3] = np.nan
+
+
+def inf_test_value(a):
+    a["test/x"][2, 0] = np.inf
+
+
+def label_too_big(a):
+    a["train/y"][5] = 9
+
+
+def negative_test_label(a):
+    a["test/y"][3] = -1
+
+
+def empty_train(a):
+    a["train/x"], a["train/y"] = a["train/x"][:0], a["train/y"][:0]
+
+
+def class_only_in_test(a):
+    a["train/y"][a["train/y"] == 2] = 1
+
+
+DATASET_CASES = [
+    (nan_pixel, ["/train/x[17]", "non-finite", "nan"]),
+    (inf_test_value, ["/test/x[2]", "non-finite", "inf"]),
+    (label_too_big, ["/train/y[5] = 9", "outside 0..3"]),
+    (negative_test_label, ["/test/y[3] = -1", "outside 0..3"]),
+    (empty_train, ["/train/x holds no samples"]),
+    (class_only_in_test, ["[2]", "no samples in /train/y"]),
+]
+
+
+@pytest.mark.parametrize("edit, fragments", DATASET_CASES, ids=[c[0].__name__ for c in DATASET_CASES])
+def test_dataset_contents_are_refused_by_validate(tmp_path, edit, fragments):
+    data = vectors(tmp_path, edit.__name__, edit)
+    job = write_job(tmp_path / "job.yaml", data={"path": data}, scenario={"num_tasks": 2})
+    r = run_cmd(hpccl_cmd("validate", job), timeout=60)
+    assert r.returncode == 2
+    one_paragraph(r, data, *fragments)
+
+
+MLP = {"kind": "mlp", "hidden": [16]}
+
+
+@pytest.mark.parametrize("overrides, model, fragments", [
+    (["scenario.num_tasks=5"], MLP, ["key 'scenario.num_tasks'", "at most", "(4", "found 5"]),
+    (["scenario.classes=[0, 1, 7]"], MLP, ["key 'scenario.classes'", "0..3", "[7]"]),
+    ([], {"kind": "cnn"}, ["section 'model'", "model 'cnn' needs image samples", "(8,)"]),
+    (["model.hidden=[-4]"], MLP, ["section 'model'", "'hidden'", "positive integer", "-4"]),
+    (["seed=-1"], MLP, ["key 'seed'", "an integer in [0,", "found -1"]),
+    (["runtime.threads_per_rank=0"], MLP, ["key 'runtime.threads_per_rank'", "found 0"]),
+    (["train.lr=.nan"], MLP, ["key 'train.lr'", "a finite number", "nan"]),
+])
+def test_job_values_the_data_or_schema_refute(tmp_path, overrides, model, fragments):
+    data = vectors(tmp_path, "ok")
+    job = write_job(tmp_path / "job.yaml", data={"path": data}, scenario={"num_tasks": 2}, model=model)
+    sets = [x for o in overrides for x in ("--set", o)]
+    r = run_cmd(hpccl_cmd("validate", job, *sets), timeout=60)
+    assert r.returncode == 2
+    one_paragraph(r, *fragments)
+
+
+def test_run_refuses_bad_data_before_any_rank_starts(tmp_path):
+    data = vectors(tmp_path, "nan", nan_pixel)
+    job = write_job(tmp_path / "job.yaml", data={"path": data}, scenario={"num_tasks": 2})
+    out = tmp_path / "run"
+    t0 = time.monotonic()
+    r = run_cmd(hpccl_cmd("run", job, "-n", "2", "--out", str(out)), timeout=120)
+    assert r.returncode == 2 and not out.exists()
+    assert "launching" not in r.stdout
+    one_paragraph(r, data, "/train/x[17]")
+    assert time.monotonic() - t0 < 30
+
+
+def test_a_direct_mpi_launch_checks_on_rank_0_and_all_ranks_exit(tmp_path):
+    """srun / mpiexec started the ranks themselves: rank 0 reads the data once, tells the
+    others, and the job ends with one message."""
+    data = vectors(tmp_path, "labels", label_too_big)
+    job = write_job(tmp_path / "job.yaml", data={"path": data}, scenario={"num_tasks": 2})
+    out = tmp_path / "run"
+    r = run_cmd(mpirun_cmd(2, ["run", job, "--out", str(out)]), timeout=120)
+    assert r.returncode == 2
+    one_paragraph(r, data, "/train/y[5] = 9")
+
+
+def test_diverging_training_stops_all_ranks_with_status_and_place(tmp_path):
+    job = write_job(tmp_path / "job.yaml", scenario={"num_tasks": 2},
+                    train={"epochs": 3, "batch_size": 16, "lr": 1e30})
+    out = tmp_path / "run"
+    t0 = time.monotonic()
+    r = run_cmd(hpccl_cmd("run", job, "-n", "2", "--out", str(out)), timeout=180)
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 3, r.stdout + r.stderr
+    line = one_paragraph(r, "non-finite loss", "task 0, epoch 1", "iteration", "on rank")
+    with h5py.File(out / "log.h5") as f:
+        assert f.attrs["status"] == "failed: non-finite loss"
+        assert f.attrs["failure"] in line
+        assert len(f["epochs"]["loss"]) == 1 and not np.isfinite(f["epochs"]["loss"][:]).all()
+    assert elapsed < 60
+
+
+def test_a_second_run_into_a_live_run_directory_is_refused_naming_the_holder(tmp_path):
+    job = write_job(tmp_path / "job.yaml", scenario={"num_tasks": 2},
+                    train={"epochs": 200, "batch_size": 16, "lr": 0.025})
+    out = tmp_path / "run"
+    first = subprocess.Popen(hpccl_cmd("run", job, "-n", "2", "--out", str(out)), cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        deadline = time.monotonic() + 90
+        while not (out / "log.h5").exists():
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.5)
+        for cmd in (hpccl_cmd("run", job, "--out", str(out)),                       # one rank
+                    hpccl_cmd("run", job, "-n", "2", "--out", str(out))):          # launcher
+            t0 = time.monotonic()
+            r = run_cmd(cmd, timeout=60)
+            assert r.returncode == 2
+            one_paragraph(r, str(out), "in use by another hpccl run", "pid", "since")
+            assert time.monotonic() - t0 < 20
+        assert first.poll() is None          # the first run is untouched
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        subprocess.run(["pkill", "-9", "-f", str(out)], check=False)
+
+
+@pytest.mark.parametrize("out, fragment", [("file", "found an existing file"),
+                                           ("file/sub", "is a file, not a directory"),
+                                           ("/proc/run", "does not accept new directories")])
+def test_run_refuses_an_out_it_cannot_write_before_starting(tmp_path, out, fragment):
+    (tmp_path / "file").write_text("not a directory")
+    target = out if out.startswith("/") else str(tmp_path / out)
+    job = write_job(tmp_path / "job.yaml", scenario={"num_tasks": 2})
+    r = run_cmd(hpccl_cmd("run", job, "-n", "2", "--out", target), timeout=60)
+    assert r.returncode == 2 and "launching" not in r.stdout
+    one_paragraph(r, "--out", target, fragment)
+    assert sorted(os.listdir(tmp_path)) == ["file", "job.yaml"]     # nothing left behind
