@@ -1,4 +1,4 @@
-"""Every numeric key of the job schema states its domain, and every bound of every domain is
+"""Every numeric key of the job and site schemas states its domain, and every bound of every domain is
 enforced with a one-paragraph error: the test walks the schema itself, so a key added
 later without a domain, or a domain the loader stopped checking, fails here."""
 
@@ -10,8 +10,12 @@ import pytest
 
 from hpccl.config import JobConfig, job_from_dict
 from hpccl.errors import ConfigError
+from hpccl.sched.sites import SiteConfig
+from hpccl.schema import Loader
 
 BASE = {"name": "x", "data": {"builtin": "digits"}}
+SITE = {"scheduler": "slurm", "gpus_per_node": 4, "launcher": "srun",
+        "queues": [{"name": "q", "max_nodes": 4, "max_walltime": "01:00:00"}]}
 
 
 def _numeric(tp) -> set:
@@ -29,13 +33,16 @@ def walk(cls, prefix=""):
         key = prefix + shown.get(f.name, f.name)
         tp = hints[f.name]
         inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)] or [tp]
-        if dataclasses.is_dataclass(inner[0]):
+        if typing.get_origin(tp) is list and dataclasses.is_dataclass(inner[0]):
+            yield from walk(inner[0], key + "[0].")          # e.g. a site's queues
+        elif dataclasses.is_dataclass(inner[0]):
             yield from walk(inner[0], key + ".")
         else:
             yield key, f, tp
 
 
 NUMERIC = [(key, f, tp) for key, f, tp in walk(JobConfig) if _numeric(tp)]
+SITE_NUMERIC = [(key, f, tp) for key, f, tp in walk(SiteConfig) if _numeric(tp)]
 
 
 def outside(f, tp):
@@ -55,9 +62,11 @@ def test_the_walk_finds_the_schema():
     assert {"seed", "train.lr", "rehearsal.representatives", "runtime.threads_per_rank", "erm.l1",
             "rnn.hidden", "lora.rank", "scenario.num_tasks", "rehearsal.progress_ms"} <= keys
     assert len(keys) > 50
+    assert {"gpus_per_node", "queues[0].max_nodes", "slurm.signal_seconds",
+            "network.inter_node_bandwidth_gbs"} <= {key for key, _, _ in SITE_NUMERIC}
 
 
-@pytest.mark.parametrize("key, f, tp", NUMERIC, ids=[k for k, _, _ in NUMERIC])
+@pytest.mark.parametrize("key, f, tp", NUMERIC + SITE_NUMERIC, ids=[k for k, _, _ in NUMERIC + SITE_NUMERIC])
 def test_every_numeric_key_declares_a_domain(key, f, tp):
     assert "domain" in f.metadata, f"{key}: declare its values with schema.ranged(...)"
 
@@ -81,3 +90,25 @@ def test_values_outside_the_domain_are_refused_naming_the_key(key, value):
 def test_defaults_lie_inside_their_domains(key, f, tp):
     if f.default is not None and f.default is not dataclasses.MISSING and not isinstance(f.default, str):
         assert f.default in f.metadata["domain"], key
+
+
+def _site_with(key, value):
+    raw = {**SITE, "queues": [dict(SITE["queues"][0])]}
+    node, parts = raw, key.replace("[0]", ".0").split(".")
+    for part in parts[:-1]:
+        node = node[int(part)] if part == "0" else node.setdefault(part, {})
+    node[parts[-1]] = value
+    return raw
+
+
+SITE_CASES = [(key, v) for key, f, tp in SITE_NUMERIC for v in outside(f, tp)]
+SITE_CASES += [(key, v) for key, f, tp in SITE_NUMERIC if float in _numeric(tp)
+               for v in (float("nan"), float("inf"))]
+
+
+@pytest.mark.parametrize("key, value", SITE_CASES, ids=[f"{k}={v}" for k, v in SITE_CASES])
+def test_site_values_outside_the_domain_are_refused_naming_the_key(key, value):
+    Loader("site.yaml").section(SiteConfig, _site_with(key, 1), "")     # the base is valid
+    with pytest.raises(ConfigError) as e:
+        Loader("site.yaml").section(SiteConfig, _site_with(key, value), "")
+    assert str(e.value).startswith(f"site.yaml: key '{key}': expected "), str(e.value)

@@ -28,7 +28,7 @@ from typing import Literal, Optional
 import yaml
 
 from hpccl.errors import ConfigError
-from hpccl.schema import Loader, load_yaml, suggest
+from hpccl.schema import Loader, load_yaml, ranged, suggest
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "site_configs"
 
@@ -94,12 +94,12 @@ class QueueConfig:
     The same name may appear more than once with different node ranges (a routing queue such
     as Polaris' ``prod`` whose time limit depends on the size)."""
     name: str
-    max_nodes: int
+    max_nodes: int = ranged(ge=1)
     max_walltime: str
-    min_nodes: int = 1
+    min_nodes: int = ranged(1, ge=1)
     min_walltime: str = "00:00:00"
     auto: bool = True                  # false: used only when asked for with --queue
-    max_queued: Optional[int] = None   # jobs one user may have queued in it at once
+    max_queued: Optional[int] = ranged(None, ge=1)   # jobs one user may have queued in it at once
     note: str = ""
 
     def check(self, loader: Loader, path: str):
@@ -108,14 +108,12 @@ class QueueConfig:
                 parse_walltime(getattr(self, key))
             except ConfigError:
                 raise loader.error(f"{path}.{key}", "a time as HH:MM:SS", getattr(self, key)) from None
-        if self.min_nodes < 1 or self.max_nodes < self.min_nodes:
-            raise loader.error(f"{path}.max_nodes", f"an integer >= min_nodes ({self.min_nodes}) "
-                               "with min_nodes >= 1", self.max_nodes)
+        if self.max_nodes < self.min_nodes:
+            raise loader.error(f"{path}.max_nodes", f"an integer >= min_nodes ({self.min_nodes})",
+                               self.max_nodes)
         if parse_walltime(self.max_walltime) < parse_walltime(self.min_walltime):
             raise loader.error(f"{path}.max_walltime", f"a time >= min_walltime ({self.min_walltime})",
                                self.max_walltime)
-        if self.max_queued is not None and self.max_queued < 1:
-            raise loader.error(f"{path}.max_queued", "an integer >= 1 or null", self.max_queued)
 
     @property
     def min_s(self) -> int:
@@ -168,14 +166,12 @@ class SlurmConfig:
     queue_option: Literal["partition", "qos"] = "partition"   # what a queue name is to Slurm
     constraint: Optional[str] = None          # -C, e.g. gpu
     gpu_request: Literal["gpus-per-node", "gres", "none"] = "gpus-per-node"
-    signal_seconds: int = 300                 # --signal=B:USR1@N: warning before the time limit
+    signal_seconds: int = ranged(300, ge=0)   # --signal=B:USR1@N: warning before the time limit
     requeue: bool = True                      # --requeue, and scontrol requeue on exit code 99
     exclusive: bool = False
     directives: dict = field(default_factory=dict)   # more #SBATCH --KEY=VALUE (true: a bare flag)
 
     def check(self, loader: Loader, path: str):
-        if self.signal_seconds < 0:
-            raise loader.error(f"{path}.signal_seconds", "an integer >= 0", self.signal_seconds)
         _check_directives(loader, f"{path}.directives", self.directives)
 
 
@@ -185,14 +181,12 @@ class PbsConfig:
     place: Optional[str] = "scatter"          # -l place=...
     rerunnable: bool = True                   # -r y
     requeue: Literal["resubmit", "qrerun", "none"] = "resubmit"   # on exit code 99
-    signal_seconds: int = 300                 # the script's own timer: USR1 this long before the end
+    signal_seconds: int = ranged(300, ge=0)   # the script's own timer: USR1 this long before the end
     directives: dict = field(default_factory=dict)   # more #PBS -l KEY=VALUE
 
     def check(self, loader: Loader, path: str):
         _check_template(loader, f"{path}.select", self.select,
                         {k: v for k, v in PLACEHOLDERS.items() if k != "local_mpirun"})
-        if self.signal_seconds < 0:
-            raise loader.error(f"{path}.signal_seconds", "an integer >= 0", self.signal_seconds)
         _check_directives(loader, f"{path}.directives", self.directives)
 
 
@@ -207,28 +201,23 @@ def _check_directives(loader: Loader, path: str, directives: dict) -> None:
 @dataclass
 class NetworkConfig:
     """Links of the machine, for the scaling model (``hpccl model``)."""
-    intra_node_latency_us: float = 5.0        # GPU to GPU inside a node (NVLink class)
-    intra_node_bandwidth_gbs: float = 100.0   # GB/s per GPU
-    inter_node_latency_us: float = 10.0       # across the network
-    inter_node_bandwidth_gbs: float = 25.0    # GB/s per GPU (one 200 Gb/s NIC per GPU)
-
-    def check(self, loader: Loader, path: str):
-        for key, value in vars(self).items():
-            if value <= 0:
-                raise loader.error(f"{path}.{key}", "a number > 0", value)
+    intra_node_latency_us: float = ranged(5.0, gt=0)        # GPU to GPU inside a node (NVLink class)
+    intra_node_bandwidth_gbs: float = ranged(100.0, gt=0)   # GB/s per GPU
+    inter_node_latency_us: float = ranged(10.0, gt=0)       # across the network
+    inter_node_bandwidth_gbs: float = ranged(25.0, gt=0)    # GB/s per GPU (one 200 Gb/s NIC per GPU)
 
 
 @dataclass
 class SiteConfig:
     """One machine. The name is the file's name (polaris.yaml -> polaris)."""
     scheduler: Literal["slurm", "pbs", "none"]
-    gpus_per_node: int                        # one rank per GPU; CPU-only sites: ranks per node
+    gpus_per_node: int = ranged(ge=1)         # one rank per GPU; CPU-only sites: ranks per node
     launcher: str                             # command before `python -m hpccl run`, {placeholders}
     description: str = ""
-    cores_per_node: Optional[int] = None      # null: the cores of the machine running hpccl submit
-    threads_per_core: int = 1
+    cores_per_node: Optional[int] = ranged(None, ge=1)      # null: the cores of the machine running hpccl submit
+    threads_per_core: int = ranged(1, ge=1)
     queues: list[QueueConfig] = field(default_factory=list)   # first fit, in this order
-    max_nodes: Optional[int] = None           # for sites without queues (scheduler: none)
+    max_nodes: Optional[int] = ranged(None, ge=1)           # for sites without queues (scheduler: none)
     default_walltime: str = "01:00:00"
     account: Optional[str] = None             # -A / --account (project to charge)
     account_required: bool = False
@@ -250,12 +239,6 @@ class SiteConfig:
     sources = ()
 
     def check(self, loader: Loader, path: str):
-        for key in ("gpus_per_node", "threads_per_core"):
-            if getattr(self, key) < 1:
-                raise loader.error(key, "an integer >= 1", getattr(self, key))
-        if self.cores_per_node is not None and self.cores_per_node < 1:
-            raise loader.error("cores_per_node", "an integer >= 1 or null (this machine's cores)",
-                               self.cores_per_node)
         _check_template(loader, "launcher", self.launcher)
         try:
             parse_walltime(self.default_walltime)
@@ -273,8 +256,6 @@ class SiteConfig:
         elif not self.queues:
             raise ConfigError(f"{loader.source}: key 'queues': a '{self.scheduler}' site needs at "
                               "least one queue (name, max_nodes, max_walltime), found none.")
-        if self.max_nodes is not None and self.max_nodes < 1:
-            raise loader.error("max_nodes", "an integer >= 1 or null", self.max_nodes)
         for key, value in self.env.items():
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(key)):
                 raise loader.error("env", "environment variable names as keys", key)
