@@ -184,3 +184,15 @@ def test_run_refuses_an_out_it_cannot_write_before_starting(tmp_path, out, fragm
     assert r.returncode == 2 and "launching" not in r.stdout
     one_paragraph(r, "--out", target, fragment)
     assert sorted(os.listdir(tmp_path)) == ["file", "job.yaml"]     # nothing left behind
+
+
+def test_diverging_anytime_learning_fails_instead_of_keeping_its_best_broken_state(tmp_path):
+    """ALMA's early stopping would keep the 'best' diverged model and report chance accuracy."""
+    out = tmp_path / "run"
+    r = run_cmd(hpccl_cmd("run", os.path.join(ROOT, "jobs", "alma_digits.yaml"), "-n", "2",
+                          "--out", str(out), "--set", "train.lr=1e30", "--set", "runtime.backend=torch",
+                          "--set", "scenario.num_megabatches=2"), timeout=180)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "training diverged: non-finite loss or weights" in r.stderr
+    with h5py.File(out / "log.h5") as f:
+        assert f.attrs["status"] == "failed"

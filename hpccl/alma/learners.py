@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hpccl.alma.metrics import FlopMeter
+from hpccl.errors import HpcclError
 from hpccl.models.moe import MoELayer, MoENet  # noqa: F401 - re-exported
 from hpccl.seeding import derive_seed, torch_generator
 
@@ -87,6 +88,20 @@ def _accuracy(model, x, y, allreduce_mean, batch_size=4096) -> float:
     return float(counts[0] / counts[1]) if counts[1] > 0 else 0.0
 
 
+def _stop_if_diverged(model, nonfinite, allreduce_mean, purpose, epoch) -> None:
+    """Early stopping would keep the 'best' of diverged states and report chance accuracy as
+    a result; a non-finite loss or weights end the job instead (the flag is averaged over the
+    model's rank group, so its ranks agree; the raise aborts the whole job)."""
+    flags = torch.stack([nonfinite.float()] + [(~torch.isfinite(p)).any().float() for p in model.parameters()])
+    bad = flags.sum().reshape(1)
+    if allreduce_mean is not None:
+        bad = allreduce_mean([bad])[0]
+    if float(bad.sum()) > 0:
+        raise HpcclError(f"training diverged: non-finite loss or weights while training "
+                         f"{' '.join(map(str, purpose)) or 'the model'}, epoch {epoch + 1}. HINT: "
+                         "lower train.lr, and check the data with 'hpccl validate'.")
+
+
 def train_early_stopping(model: nn.Module, x_train, y_train, x_val, y_val, settings: TrainSettings,
                          purpose=(), flops: Optional[FlopMeter] = None, allreduce_mean: Optional[AllreduceMean] = None,
                          world_size: int = 1, rank: int = 0) -> dict:
@@ -107,6 +122,7 @@ def train_early_stopping(model: nn.Module, x_train, y_train, x_val, y_val, setti
         reps = math.ceil(iters * s.batch_size / n) if n else 0
         order = (torch.cat([torch.randperm(n, generator=gen) for _ in range(reps)])[:iters * s.batch_size]
                  if n else torch.empty(0, dtype=torch.long))
+        nonfinite = torch.zeros((), device=x_train.device)
         for it in range(iters):
             idx = order[it * s.batch_size:(it + 1) * s.batch_size]
             xb, yb = x_train[idx], y_train[idx]
@@ -124,7 +140,10 @@ def train_early_stopping(model: nn.Module, x_train, y_train, x_val, y_val, setti
                 for p, g in zip(model.parameters(), allreduce_mean(grads)):
                     p.grad = g.reshape(p.shape).to(p.dtype)
             opt.step()
+            if len(idx):
+                nonfinite += ~torch.isfinite(loss.detach())    # no sync per step
             samples += len(idx)
+        _stop_if_diverged(model, nonfinite, allreduce_mean, purpose, epoch)
         epochs_run = epoch + 1
         acc = _accuracy(model, x_val, y_val, allreduce_mean)
         if acc > best_acc:
