@@ -196,3 +196,12 @@ def test_diverging_anytime_learning_fails_instead_of_keeping_its_best_broken_sta
     assert "training diverged: non-finite loss or weights" in r.stderr
     with h5py.File(out / "log.h5") as f:
         assert f.attrs["status"] == "failed"
+
+
+def test_diverging_online_rnn_stops_at_the_update(tmp_path):
+    out = tmp_path / "run"
+    r = run_cmd(hpccl_cmd("run", os.path.join(ROOT, "jobs", "rnn_spiral.yaml"), "-n", "2",
+                          "--out", str(out), "--set", "rnn.lr=1e30", "--set", "rnn.num_sequences=60",
+                          "--set", "runtime.backend=torch"), timeout=180)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "training diverged: non-finite gradients at update" in r.stderr

@@ -18,6 +18,8 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
+from hpccl.errors import HpcclError
+
 from .bptt import BPTTLearner
 from .cell import EGRUNet
 from .rtrl import RTRLLearner
@@ -89,8 +91,10 @@ class OnlineTrainer:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         grads = [p.grad for p in self.params]
-        count = torch.tensor([float(self._window_losses)], dtype=grads[0].dtype,
-                             device=grads[0].device)
+        # Non-finite gradients ride on the count's allreduce: every rank stops at this update.
+        bad = torch.stack([(~torch.isfinite(g)).any() for g in grads]).any().to(grads[0].dtype)
+        count = torch.stack([torch.tensor(float(self._window_losses), dtype=grads[0].dtype,
+                                          device=grads[0].device), bad])
         if self.allreduce_mean is not None:
             out = self.allreduce_mean(grads + [count])
             if out is not None:  # out-of-place implementations return the averaged list
@@ -100,6 +104,9 @@ class OnlineTrainer:
                         g.copy_(a)
                 count = out[-1]
         n = float(count.reshape(-1)[0])
+        if float(count.reshape(-1)[1]) > 0:
+            raise HpcclError(f"training diverged: non-finite gradients at update {self.updates + 1} "
+                             f"(sequence {self.sequences + 1}). HINT: lower rnn.lr or set rnn.grad_clip.")
         if n > 0:  # mean over all loss terms of all ranks in this window
             for g in grads:
                 g /= n
