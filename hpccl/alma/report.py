@@ -105,8 +105,9 @@ def format_alma_block(s: dict) -> str:
 
 def compare_rows(reports: list[dict]):
     """A row per run: CER, final error, FLOPs (and relative to the cheapest), parameters, time."""
-    cheapest = min((s["train_flops"] for s in reports if s["train_flops"] and math.isfinite(s["train_flops"])),
-                   default=0.0)
+    # Relative to the cheapest *complete* run: a run cut short did fewer FLOPs for less work.
+    cheapest = min((s["train_flops"] for s in reports if s["train_flops"] and math.isfinite(s["train_flops"])
+                    and s["status"] == "complete"), default=0.0)
     header = ["run", "learner", "ranks", "M", "wait", "replay", "updates", "CER", "mean err %", "final err %",
               "train FLOPs", "FLOPs x", "params", "train time s", "status"]
     rows = []
