@@ -77,7 +77,9 @@ def cmd_run(args) -> int:
             _preflight(cfg, args.job)
         run_lock.acquire(run_dir)     # first: a live run is named, not just its log.h5
         if not args.resume:
-            check_run_dir(run_dir)
+            note = check_run_dir(run_dir, set_aside=True)
+            if note:
+                print(f"hpccl: {note}", file=sys.stderr, flush=True)
     _on_root(MPI.COMM_WORLD, root_checks)
     from hpccl.run import run_job
     abort_on_error(lambda: run_job(cfg, run_dir, [sys.argv[0]] + _argv_tail(), resume=bool(args.resume)))

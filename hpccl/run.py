@@ -33,10 +33,49 @@ def default_run_dir(cfg: JobConfig) -> str:
     return os.path.join(cfg.log.dir, f"{cfg.name}-{stamp}")
 
 
-def check_run_dir(run_dir: str) -> None:
-    if os.path.exists(os.path.join(run_dir, "log.h5")):
-        raise ConfigError(f"run directory {run_dir!r} already holds a run (log.h5). HINT: choose "
-                          "another --out, or leave --out away for a new time-stamped directory.")
+# What a run writes into its directory (the rest, e.g. what `hpccl submit` put there, stays).
+RUN_OUTPUTS = ("config.yaml", "log.h5", "ranks", "buffer", "checkpoint.new", "rnn_state.pt")
+
+
+def check_run_dir(run_dir: str, set_aside: bool = False) -> str | None:
+    """Refuse a directory that holds a complete run, or a checkpoint (resume it instead). A
+    run that ended before its first checkpoint (killed, failed) is no reason to refuse a
+    requeued job: with ``set_aside`` its outputs move to ``attempts/N/`` and the directory is
+    reused; the returned note says so."""
+    log = os.path.join(run_dir, "log.h5")
+    if not os.path.exists(log):
+        return None
+    status = _status_of(log)
+    if status == "complete":
+        raise ConfigError(f"run directory {run_dir!r} already holds a run (log.h5, status complete). "
+                          "HINT: choose another --out, or leave --out away for a new time-stamped "
+                          "directory.")
+    if os.path.exists(os.path.join(checkpoint.checkpoint_dir(run_dir), "state.json")):
+        raise ConfigError(f"run directory {run_dir!r} already holds a run (log.h5, status {status}) "
+                          f"with a checkpoint. HINT: continue it with 'hpccl run --resume {run_dir}', "
+                          "or choose another --out.")
+    if not set_aside:
+        return None
+    attempts = os.path.join(run_dir, "attempts")
+    os.makedirs(attempts, exist_ok=True)
+    n = 1 + sum(1 for name in os.listdir(attempts) if name.isdigit())
+    target = os.path.join(attempts, str(n))
+    os.makedirs(target)
+    for name in RUN_OUTPUTS:
+        if os.path.exists(os.path.join(run_dir, name)):
+            os.replace(os.path.join(run_dir, name), os.path.join(target, name))
+    return (f"run directory {run_dir!r} held a run that ended without a checkpoint (status "
+            f"{status}); its logs were moved to {target} and the run starts from the beginning")
+
+
+def _status_of(log_path: str) -> str:
+    import h5py
+    try:
+        with h5py.File(log_path, "r") as f:
+            status = f.attrs.get("status", "unknown")
+    except OSError:
+        return "unreadable"
+    return status.decode() if isinstance(status, bytes) else str(status)
 
 
 class RunRecorder:

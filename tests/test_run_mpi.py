@@ -150,3 +150,25 @@ def test_rehearsal_remote_path_end_to_end_over_tcp(tmp_path):
         assert stored.sum() == len(shard["y"]) > 0 and stored.max() <= 5
     a = run_cmd(hpccl_cmd("analyze", str(out)))
     assert a.returncode == 0 and "rehearsal buffer:" in a.stdout
+
+
+def test_a_run_that_ended_without_a_checkpoint_restarts_cleanly_keeping_the_old_logs(tmp_path):
+    """A requeued job whose first attempt died before any checkpoint (here: a rank raised in
+    task 0) starts again in the same directory; the first attempt's logs stay readable."""
+    job = write_job(tmp_path / "job.yaml", scenario={"num_tasks": 2}, train={"epochs": 1, "batch_size": 16})
+    out = tmp_path / "run"
+    first = run_cmd(hpccl_cmd("run", job, "-n", "2", "--out", str(out)), timeout=120,
+                    env={"HPCCL_INJECT_FAILURE": "rank=1,task=0"})
+    assert first.returncode != 0
+    # rank 1 aborted the job, so rank 0 was killed before it could record an end
+    status = read_h5(str(out / "log.h5"))["attrs"]["status"]
+    assert status in ("running", "failed")
+    again = run_cmd(hpccl_cmd("run", job, "-n", "2", "--out", str(out)), timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert f"ended without a checkpoint (status {status})" in again.stderr and "attempts/1" in again.stderr
+    assert read_h5(str(out / "log.h5"))["attrs"]["status"] == "complete"
+    old = read_h5(str(out / "attempts" / "1" / "log.h5"))
+    assert old["attrs"]["status"] == status and len(old["epochs/loss"]) == 1
+    assert sorted(p.name for p in (out / "attempts" / "1" / "ranks").iterdir()) == ["rank00000.h5", "rank00001.h5"]
+    hpccl_report = run_cmd(hpccl_cmd("analyze", str(out / "attempts" / "1")), timeout=60)
+    assert hpccl_report.returncode == 0 and status in hpccl_report.stdout
