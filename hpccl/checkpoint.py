@@ -6,16 +6,24 @@
     buffer_rankNNNNN.h5   with rehearsal: every rank's shard (hpccl.rehearsal.shard format)
 
 All ranks write into ``checkpoint.new/``; after a barrier rank 0 writes state.json and swaps
-the directories, so a job killed while checkpointing still has the previous checkpoint.
+the directories, so a job killed while checkpointing still has the previous checkpoint. The
+``keep - 1`` checkpoints before the latest stay as ``checkpoint.prev1/``, ``checkpoint.prev2/``
+(newest first), for when the latest turns out to be unusable: move one back to resume from it.
 Resuming needs the same number of ranks (each holds its own shard of the buffer).
+
+Checkpoints are written on a stop signal (preemption), and periodically (``checkpoint.every``:
+N epochs, a time such as ``30min``, or ``task``), at epoch ends: rank 0's clock and epoch count
+decide, and the decision rides on the epoch's metrics allreduce, so all ranks save together.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
+import time
 
 import torch
 
@@ -62,7 +70,55 @@ def rank_file(directory: str, rank: int, kind: str = "rank", ext: str = "pt") ->
     return os.path.join(directory, f"{kind}{rank:05d}.{ext}")
 
 
-def save(run_dir: str, world, state: dict, shared: dict, local: dict, save_local_files=None) -> None:
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|m|h)\s*$")
+_UNIT_S = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600}
+
+
+def parse_every(value):
+    """``checkpoint.every`` as (kind, amount): ("epochs", N), ("seconds", S), ("task", 0) or
+    ("off", 0); None when the value means nothing."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return ("epochs", value) if value >= 1 else None
+    if value in ("task", "off"):
+        return (value, 0)
+    m = _DURATION.match(str(value))
+    if m and float(m.group(1)) > 0:
+        return ("seconds", float(m.group(1)) * _UNIT_S[m.group(2)])
+    return None
+
+
+class PeriodicCheckpoints:
+    """When the next periodic checkpoint is due. Only rank 0's answer counts (one clock for
+    all); callers sum the flags over ranks in a collective they make anyway."""
+
+    def __init__(self, every, is_root: bool):
+        self.kind, self.amount = parse_every(every)
+        self.is_root = is_root
+        self.saved()
+
+    def saved(self) -> None:
+        self._since, self._epochs = time.monotonic(), 0
+
+    def _due(self) -> bool:
+        if self.kind == "epochs":
+            return self._epochs >= self.amount
+        if self.kind == "seconds":
+            return time.monotonic() - self._since >= self.amount
+        return False
+
+    def epoch_due(self) -> int:
+        """At an epoch end: 1 on rank 0 when a checkpoint is due."""
+        self._epochs += 1
+        return int(self.is_root and self._due())
+
+    def task_due(self) -> int:
+        """At a task end: also due for ``every: task``, and for what an epoch end could not
+        save (the last epoch of a task is saved with the task)."""
+        return int(self.is_root and (self.kind == "task" or self._due()))
+
+
+def save(run_dir: str, world, state: dict, shared: dict, local: dict, save_local_files=None,
+         keep: int = 1) -> None:
     """Collective: every rank calls it with its own ``local``; rank 0's ``state`` and ``shared``
     are written. ``save_local_files(directory)`` writes extra per-rank files (buffer shards)."""
     new = os.path.join(run_dir, "checkpoint.new")
@@ -79,22 +135,43 @@ def save(run_dir: str, world, state: dict, shared: dict, local: dict, save_local
     if world.is_root:
         with open(os.path.join(new, "state.json"), "w") as f:
             json.dump({**state, "world_size": world.size}, f, indent=2)
-        old = checkpoint_dir(run_dir)
+        latest = checkpoint_dir(run_dir)
+        history = [latest] + [f"{latest}.prev{i}" for i in range(1, max(keep, 1))]
         trash = os.path.join(run_dir, "checkpoint.old")
         shutil.rmtree(trash, ignore_errors=True)
-        if os.path.exists(old):
-            os.replace(old, trash)
-        os.replace(new, old)
+        if os.path.exists(history[-1]):
+            os.replace(history[-1], trash)
+        for older, newer in zip(reversed(history[1:]), reversed(history[:-1])):
+            if os.path.exists(newer):
+                os.replace(newer, older)
+        os.replace(new, latest)       # the moment the new checkpoint becomes the one resumed
         shutil.rmtree(trash, ignore_errors=True)
     world.barrier()
 
 
+def _finish_interrupted_swap(run_dir: str) -> None:
+    """A job killed between moving the latest checkpoint aside and moving the new one in left
+    no ``checkpoint/``: the new one is complete when its state.json exists (written last),
+    else the one moved aside is the latest."""
+    latest = checkpoint_dir(run_dir)
+    if os.path.exists(os.path.join(latest, "state.json")):
+        return
+    for candidate in (f"{latest}.new", f"{latest}.prev1"):
+        if os.path.exists(os.path.join(candidate, "state.json")):
+            shutil.rmtree(latest, ignore_errors=True)
+            os.replace(candidate, latest)
+            return
+
+
 def read_state(run_dir: str) -> dict:
+    _finish_interrupted_swap(run_dir)
     path = os.path.join(checkpoint_dir(run_dir), "state.json")
     if not os.path.isfile(path):
         raise HpcclError(f"cannot resume {run_dir!r}: it has no checkpoint ({path} is missing). A "
                          "checkpoint is written when a run receives SIGUSR1/SIGTERM (e.g. the "
-                         "scheduler's warning before its time limit). HINT: start a new run instead.")
+                         "scheduler's warning before its time limit) and every checkpoint.every "
+                         "(default 30min). HINT: start it again with 'hpccl run JOB --out "
+                         f"{run_dir}' (its logs move to {run_dir}/attempts/).")
     with open(path) as f:
         return json.load(f)
 

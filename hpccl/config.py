@@ -155,6 +155,19 @@ class RuntimeConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """Periodic checkpoints (besides the one a stop signal writes), for surviving failures."""
+    every: Union[int, str] = ranged("30min", ge=1)   # N epochs | '30min', '90s', '2h' | 'task' | 'off'
+    keep: int = ranged(2, ge=1)                      # the latest and keep - 1 before it
+
+    def check(self, loader: Loader, path: str):
+        from hpccl.checkpoint import parse_every
+        if parse_every(self.every) is None:
+            raise loader.error(f"{path}.every", "a number of epochs >= 1, a time such as '30min', "
+                               "'90s' or '2h', 'task' or 'off'", self.every)
+
+
+@dataclass
 class LogConfig:
     dir: str = "runs"                         # run directories are created below this
     # YAML reads a bare `off` as false: accept booleans (false: off, true: auto).
@@ -186,6 +199,7 @@ class JobConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict:

@@ -30,6 +30,9 @@ def _as_array(values):
     return arr
 
 
+_WHOLE_ARRAYS = ("timers", "eval")
+
+
 class H5Log:
     def __init__(self, path: str, kind: str, attrs: dict | None = None):
         self.path = path
@@ -76,7 +79,9 @@ class H5Log:
         log.attrs.update(data.pop("attrs"))
         log.group_attrs = data.pop("group_attrs", {})
         for name, value in data.items():
-            if value.ndim == 1 and name.split("/")[0] in ("epochs", "tasks"):
+            # Tables (epochs, tasks, resumes, checkpoints, ...) grow by rows; timers and the
+            # accuracy matrices are replaced whole.
+            if value.ndim == 1 and "/" in name and name.split("/")[0] not in _WHOLE_ARRAYS:
                 log.series[name] = list(value)
             else:
                 log.arrays[name] = value

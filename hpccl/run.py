@@ -81,14 +81,17 @@ def _status_of(log_path: str) -> str:
 class RunRecorder:
     """The logs of one rank: shared run log on rank 0, its own rank log everywhere."""
 
-    def __init__(self, run_dir, cfg, world, argv, resume=False):
+    def __init__(self, run_dir, cfg, world, argv, resume=False, rows=None, rank_rows=None):
+        """``rows`` / ``rank_rows`` (resume): the table lengths the checkpoint saw; rows logged
+        after it (by a run that was then killed) are dropped, since they will be trained again."""
         self.world, self.cfg = world, cfg
         hostnames = world.comm.allgather(world.hostname)
         if resume:
-            self.rank_log = H5Log.reopen(os.path.join(run_dir, "ranks", f"rank{world.rank:05d}.h5"))
+            self.rank_log = _truncated(H5Log.reopen(os.path.join(run_dir, "ranks", f"rank{world.rank:05d}.h5")),
+                                       rank_rows)
             self.run_log = None
             if world.is_root:
-                self.run_log = H5Log.reopen(os.path.join(run_dir, "log.h5"))
+                self.run_log = _truncated(H5Log.reopen(os.path.join(run_dir, "log.h5")), rows)
                 self.run_log.append("resumes", time=_dt.datetime.now().isoformat(timespec="seconds"),
                                     command_line=" ".join(argv), hostnames=" ".join(hostnames),
                                     task=int(self.run_log.attrs.get("tasks_completed", 0)))
@@ -99,6 +102,14 @@ class RunRecorder:
         if world.is_root:
             self.run_log = run_log(run_dir, cfg, world, argv, hostnames, learner=cfg.learner.kind,
                                    lr_multiplier=lr_multiplier(cfg.train, world.size))
+
+    def rows(self) -> dict:
+        """Rank 0's table lengths, for the checkpoint."""
+        return {} if self.run_log is None else {k: len(v) for k, v in self.run_log.series.items()
+                                                 if not k.startswith(("checkpoints/", "resumes/"))}
+
+    def rank_rows(self, timers) -> dict:
+        return {**{k: len(v) for k, v in self.rank_log.series.items()}, "timers": len(timers)}
 
     def epoch(self, record, timers):
         if self.run_log is not None:
@@ -118,14 +129,26 @@ class RunRecorder:
             self.run_log.close(status)
 
 
+def _truncated(log: H5Log, rows) -> H5Log:
+    for name, n in (rows or {}).items():
+        if name in log.series:
+            del log.series[name][n:]
+    return log
+
+
 def _maybe_inject_failure(world, record):
     """Fault injection for tests of the abort path: HPCCL_INJECT_FAILURE="rank=R,task=T"
-    raises on rank R after the first epoch of task T, while other ranks are mid-training."""
+    raises on rank R after the first epoch of task T, while other ranks are mid-training;
+    ",epoch=E" picks another epoch (0-based), ",how=sigkill" kills the rank instead."""
     spec = os.environ.get("HPCCL_INJECT_FAILURE")
     if not spec:
         return
     where = dict(item.split("=") for item in spec.split(","))
-    if int(where.get("rank", 0)) == world.rank and int(where.get("task", 0)) == record["task"]:
+    if (int(where.get("rank", 0)) == world.rank and int(where.get("task", 0)) == record["task"]
+            and int(where.get("epoch", record["epoch"])) == record["epoch"]):
+        if where.get("how") == "sigkill":     # a rank that dies without a word (node failure)
+            import signal
+            os.kill(os.getpid(), signal.SIGKILL)
         raise RuntimeError(f"injected failure on rank {world.rank} in task {record['task']} "
                            "(HPCCL_INJECT_FAILURE)")
 
@@ -163,10 +186,12 @@ def _run(cfg, run_dir, argv, world, resume=False) -> dict:
     ckpt = checkpoint.load(run_dir, world) if resume else None
     dataset = open_dataset(cfg.data, world)
     scenario = ClassIncremental(dataset, cfg.scenario, cfg.seed, world.rank, world.size)
-    recorder = RunRecorder(run_dir, cfg, world, argv, resume=resume)
+    rows, rank_rows = (ckpt[0].get("log_rows"), ckpt[2].get("log_rows")) if ckpt else (None, None)
+    recorder = RunRecorder(run_dir, cfg, world, argv, resume=resume, rows=rows, rank_rows=rank_rows)
     timers = IterationTimers(world.device)
     if resume:
-        timers.preload({k.split("/", 1)[1]: v for k, v in recorder.rank_log.arrays.items()
+        kept = (rank_rows or {}).get("timers")
+        timers.preload({k.split("/", 1)[1]: v[:kept] for k, v in recorder.rank_log.arrays.items()
                         if k.startswith("timers/")})
     signals = checkpoint.StopSignals()
     progress = Progress(cfg.log.progress, enabled=world.is_root)
@@ -203,17 +228,35 @@ def _run(cfg, run_dir, argv, world, resume=False) -> dict:
         progress.message(f"hpccl: resuming {run_dir} at task {first_task}"
                          + (f", epoch {fit_resume['epoch']}" if fit_resume else ""))
 
-    def save_checkpoint(next_task, fit_state, task_time):
+    periodic = checkpoint.PeriodicCheckpoints(cfg.checkpoint.every, world.is_root)
+    current = {"task": first_task, "start": time.perf_counter()}
+
+    def save_checkpoint(next_task, fit_state, task_time, why="signal"):
+        t0 = time.perf_counter()
+        recorder.flush_rank(timers)     # the logs hold what the checkpoint holds, and no less
+        if recorder.run_log is not None:
+            recorder.run_log.flush()
         checkpoint.save(run_dir, world,
                         state={"task": next_task, "train_time_s": train_time + task_time,
                                "top1": top1.tolist(), "top5": top5.tolist(),
-                               "signal": signals.received},
+                               "signal": signals.received, "log_rows": recorder.rows()},
                         shared=learner.shared_state(),
-                        local={"fit": fit_state, "learner": learner.local_state()},
-                        save_local_files=learner.save_local_files)
-        progress.message(f"hpccl: stop signal ({signals.received or 'on another rank'}): "
-                         f"checkpoint written to {checkpoint.checkpoint_dir(run_dir)}; resume with "
-                         f"'hpccl run --resume {run_dir}'")
+                        local={"fit": fit_state, "learner": learner.local_state(),
+                               "log_rows": recorder.rank_rows(timers)},
+                        save_local_files=learner.save_local_files, keep=cfg.checkpoint.keep)
+        periodic.saved()
+        if why == "signal":
+            progress.message(f"hpccl: stop signal ({signals.received or 'on another rank'}): "
+                             f"checkpoint written to {checkpoint.checkpoint_dir(run_dir)}; resume with "
+                             f"'hpccl run --resume {run_dir}'")
+        stall = time.perf_counter() - t0
+        if recorder.run_log is not None:
+            recorder.run_log.append("checkpoints", task=next_task, epoch=(fit_state or {}).get("epoch", 0),
+                                    reason=why, stall_s=stall)
+
+    ctx.checkpoint_due = periodic.epoch_due
+    ctx.save_checkpoint = lambda point: save_checkpoint(
+        current["task"], point, time.perf_counter() - current["start"], "periodic")
     progress.message(f"hpccl: {cfg.name}: learner {cfg.learner.kind}, {world.size} rank(s) on "
                      f"{world.num_nodes} node(s), {world.device.type}, backend {cfg.runtime.backend}, "
                      f"{T} tasks of {scenario.num_classes} classes")
@@ -225,6 +268,7 @@ def _run(cfg, run_dir, argv, world, resume=False) -> dict:
             if t < first_task:
                 continue
             world.barrier()  # time the task on all ranks from a common start
+            current["task"], current["start"] = t, time.perf_counter()
             with Stopwatch() as sw:
                 stats = learner.learn_task(task, tasks, resume=fit_resume if t == first_task else None)
                 world.barrier()
@@ -252,10 +296,13 @@ def _run(cfg, run_dir, argv, world, resume=False) -> dict:
                 log.flush()
             progress.message(f"after task {t}: average accuracy {np.mean(a1) * 100:.1f}% "
                              f"(top-5 {np.mean(a5) * 100:.1f}%), task time {sw.seconds:.2f}s")
-            if t + 1 < T and world.allreduce_sum([signals.requested()])[0] > 0:
+            stop, due = world.allreduce_sum([signals.requested(), periodic.task_due()])
+            if t + 1 < T and stop > 0:
                 save_checkpoint(t + 1, None, 0.0)
                 status = "preempted"
                 raise checkpoint.Preempted()
+            if t + 1 < T and due > 0:
+                save_checkpoint(t + 1, None, 0.0, "periodic")
         status = "complete"
     except CollectiveError as e:
         status = e.status

@@ -112,3 +112,31 @@ def test_a_killed_launcher_takes_its_ranks_with_it(tmp_path):
         time.sleep(0.5)
     left = _processes_mentioning(str(out))
     assert not left, f"orphans still running 20 s after the launcher died: {left}"
+
+
+def test_a_rank_killed_without_warning_resumes_from_the_last_periodic_checkpoint(tmp_path):
+    """SIGKILL of one rank mid-task: the job ends promptly; `--resume` continues from the last
+    periodic checkpoint (every 2 epochs), drops the epochs logged after it, and finishes with
+    the results of an uninterrupted run."""
+    import time
+    job = write_job(tmp_path / "job.yaml", scenario={"num_tasks": 3},
+                    train={"epochs": 5, "batch_size": 16, "lr": 0.025, "momentum": 0.5},
+                    checkpoint={"every": 2, "keep": 2}, runtime={"backend": "torch"})
+    full, part = tmp_path / "full", tmp_path / "part"
+    r = run_cmd(hpccl_cmd("run", job, "-n", "2", "--out", str(full)), timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    t0 = time.monotonic()
+    r = run_cmd(hpccl_cmd("run", job, "-n", "2", "--out", str(part)), timeout=240,
+                env={"HPCCL_INJECT_FAILURE": "rank=1,task=1,epoch=3,how=sigkill"})
+    assert r.returncode != 0 and time.monotonic() - t0 < 120
+    state = __import__("json").loads((part / "checkpoint" / "state.json").read_text())
+    assert state["task"] == 1 and (part / "checkpoint.prev1" / "state.json").exists()
+    logged = read_h5(str(part / "log.h5"))
+    assert len(logged["epochs/loss"]) > state["log_rows"]["epochs/loss"]   # epochs after the checkpoint
+    r = run_cmd(hpccl_cmd("run", "--resume", str(part), "-n", "2"), timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    a, b = read_h5(str(full / "log.h5")), read_h5(str(part / "log.h5"))
+    assert b["attrs"]["status"] == "complete"
+    np.testing.assert_array_equal(a["eval/top1"], b["eval/top1"])
+    np.testing.assert_array_equal(a["epochs/loss"], b["epochs/loss"])     # no epoch twice
+    assert set(b["checkpoints/reason"]) == {"periodic"} and (b["checkpoints/stall_s"] > 0).all()

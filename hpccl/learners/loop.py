@@ -28,6 +28,8 @@ class LoopContext:
     run_dir: str = "."
     on_epoch: Callable[[dict], None] = lambda record: None
     stop_requested: Callable[[], int] = lambda: 0   # this rank got a stop signal (preemption)
+    checkpoint_due: Callable[[], int] = lambda: 0   # at an epoch end: a periodic checkpoint is due
+    save_checkpoint: Optional[Callable[[dict], None]] = None   # (resume point) mid-task, collective
 
 
 def lr_multiplier(train, world_size: int) -> float:
@@ -103,7 +105,9 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
 
     If any rank received a stop signal, all ranks stop after the same epoch (the flag rides
     on the epoch's metrics allreduce) and the result carries ``stopped_at``: what a resumed
-    ``fit(..., resume=stopped_at)`` needs to continue exactly where this one stopped.
+    ``fit(..., resume=stopped_at)`` needs to continue exactly where this one stopped. A
+    periodic checkpoint due at an epoch end (same allreduce) hands that point to
+    ``ctx.save_checkpoint`` and training goes on.
     """
     world, train, timers = ctx.world, ctx.train, ctx.timers
     device, b = world.device, train.batch_size
@@ -172,7 +176,7 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
         bad_at = int(first_nonfinite.item())
         diverged = bad_at >= 0 or not _parameters_finite(model)
         totals = world.allreduce_sum([loss_sum.item(), correct.item(), seen, ctx.stop_requested(),
-                                      int(diverged)])
+                                      int(diverged), ctx.checkpoint_due()])
         times = timers.totals(since=epoch_start)
         samples += seen
         record = {"task": task, "epoch": epoch, "loss": totals[0] / max(totals[2], 1),
@@ -181,9 +185,11 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
         ctx.on_epoch(record)
         if totals[4] > 0:          # the same decision on every rank
             _stop_diverged(world, task, epoch, iters, bad_at if diverged else None)
-        if totals[3] > 0 and epoch + 1 < epochs:
-            return {"samples": samples, "iterations": iterations + len(timers) - first_iteration,
-                    "stopped_at": {"epoch": epoch + 1, "generator": gen.get_state(),
-                                   "torch_rng": torch.get_rng_state(), "samples": samples,
-                                   "iterations": iterations + len(timers) - first_iteration}}
+        if epoch + 1 < epochs and (totals[3] > 0 or (totals[5] > 0 and ctx.save_checkpoint)):
+            # Where a resumed fit(..., resume=...) continues: the next epoch, same batches.
+            point = {"epoch": epoch + 1, "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                     "samples": samples, "iterations": iterations + len(timers) - first_iteration}
+            if totals[3] > 0:
+                return {"samples": samples, "iterations": point["iterations"], "stopped_at": point}
+            ctx.save_checkpoint(point)
     return {"samples": samples, "iterations": iterations + len(timers) - first_iteration}
