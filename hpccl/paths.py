@@ -67,19 +67,28 @@ def _probe(folder: str, make_dir: bool, what: str, shown: str, expected: str) ->
                          "path on a writable file system.") from None
 
 
+def _look(path, what: str, expected: str):
+    """(path, its repr, absolute path, what exists there or None); refuses an empty path and
+    a broken symbolic link."""
+    if path is None or os.fspath(path) == "":
+        raise HpcclError(f"{what}: expected {expected}, found an empty path.")
+    path = os.fspath(path)
+    full = os.path.abspath(path)
+    if os.path.exists(full):
+        return path, repr(path), full, _kind(full)
+    if os.path.lexists(full):
+        raise HpcclError(f"{what} {path!r}: expected {expected}, found a broken symbolic link.")
+    return path, repr(path), full, None
+
+
 def check_output_file(path, what: str, expected: str = "a file path to write",
                       example_name: str | None = None) -> str:
     """Check that ``path`` can be written as a regular file (replacing an existing file is fine).
 
     Returns the absolute path. ``example_name`` (e.g. ``"digits.h5"``) adds a hint for a path
     that names a directory."""
-    if path is None or os.fspath(path) == "":
-        raise HpcclError(f"{what}: expected {expected}, found an empty path.")
-    path = os.fspath(path)
-    shown = repr(path)
-    full = os.path.abspath(path)
-    if os.path.exists(full):
-        kind = _kind(full)
+    path, shown, full, kind = _look(path, what, expected)
+    if kind is not None:
         if kind != "an existing file":
             hint = ""
             if kind == "an existing directory" and example_name:
@@ -87,8 +96,6 @@ def check_output_file(path, what: str, expected: str = "a file path to write",
             raise HpcclError(f"{what} {shown}: expected {expected}, found {kind}.{hint}")
         _probe(os.path.dirname(full), False, what, shown, expected)
         return full
-    if os.path.lexists(full):
-        raise HpcclError(f"{what} {shown}: expected {expected}, found a broken symbolic link.")
     folder = _existing_ancestor(full, what, shown, expected)
     _probe(folder, folder != os.path.dirname(full), what, shown, expected)
     return full
@@ -96,19 +103,12 @@ def check_output_file(path, what: str, expected: str = "a file path to write",
 
 def check_output_dir(path, what: str, expected: str = "a directory to write into") -> str:
     """Check that ``path`` is a writable directory or can be created as one. Returns it absolute."""
-    if path is None or os.fspath(path) == "":
-        raise HpcclError(f"{what}: expected {expected}, found an empty path.")
-    path = os.fspath(path)
-    shown = repr(path)
-    full = os.path.abspath(path)
-    if os.path.exists(full):
-        kind = _kind(full)
+    path, shown, full, kind = _look(path, what, expected)
+    if kind is not None:
         if kind != "an existing directory":
             raise HpcclError(f"{what} {shown}: expected {expected}, found {kind}. "
                              "HINT: choose a new or existing directory.")
         _probe(full, False, what, shown, expected)
         return full
-    if os.path.lexists(full):
-        raise HpcclError(f"{what} {shown}: expected {expected}, found a broken symbolic link.")
     _probe(_existing_ancestor(full, what, shown, expected), True, what, shown, expected)
     return full
