@@ -139,13 +139,19 @@ def _truncated(log: H5Log, rows) -> H5Log:
 def _maybe_inject_failure(world, record):
     """Fault injection for tests of the abort path: HPCCL_INJECT_FAILURE="rank=R,task=T"
     raises on rank R after the first epoch of task T, while other ranks are mid-training;
-    ",epoch=E" picks another epoch (0-based), ",how=sigkill" kills the rank instead."""
+    ",epoch=E" picks another epoch (0-based), ",how=sigkill" kills the rank instead, and
+    ",once=PATH" fails only while PATH does not exist (it creates it), so a requeue succeeds."""
     spec = os.environ.get("HPCCL_INJECT_FAILURE")
     if not spec:
         return
     where = dict(item.split("=") for item in spec.split(","))
     if (int(where.get("rank", 0)) == world.rank and int(where.get("task", 0)) == record["task"]
             and int(where.get("epoch", record["epoch"])) == record["epoch"]):
+        once = where.get("once")            # a marker file: fail only the first time
+        if once:
+            if os.path.exists(once):
+                return
+            open(once, "w").close()
         if where.get("how") == "sigkill":     # a rank that dies without a word (node failure)
             import signal
             os.kill(os.getpid(), signal.SIGKILL)

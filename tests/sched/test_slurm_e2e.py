@@ -122,3 +122,27 @@ def test_slurm_refusals_are_shown_as_they_are(slurm, tmp_path, isolated_sites):
     assert r.returncode == 2
     assert "the scheduler refused the job: `sbatch --parsable" in r.stderr
     assert "invalid partition specified: nosuch" in r.stderr.lower(), r.stderr
+
+
+def test_a_rank_killed_without_warning_requeues_and_finishes(slurm, tmp_path):
+    """One rank SIGKILLed mid-task (a node failure: no signal, no checkpoint on the way out):
+    the job script sees that the run wrote a periodic checkpoint during this start, requeues,
+    and the requeued job resumes from it and completes."""
+    job = write_tiny_job(tmp_path / "job.yaml", epochs=3)
+    with open(job, "a") as f:
+        f.write("checkpoint: {every: 1}\n")
+    out, marker = tmp_path / "killed", tmp_path / "killed-once"
+    r = hpccl("submit", job, "--site", "slurm-local", "--gpus", "2", "--out", str(out),
+              env={**slurm.client_env,
+                   "HPCCL_INJECT_FAILURE": f"rank=1,task=2,epoch=1,how=sigkill,once={marker}"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    job_id = json.load(open(out / "submission.json"))["job_id"]
+    info = wait_done(slurm, job_id, out)
+    log = (out / "attempts.log").read_text()
+    assert info["JobState"] == "COMPLETED" and marker.exists(), job_output(out)
+    for line in ("after writing a checkpoint: continuing from it", f"requeueing job {job_id}",
+                 "resuming from", "the run exited with code 0"):
+        assert line in log, log
+    got = read_h5(str(out / "log.h5"))
+    assert got["attrs"]["status"] == "complete" and len(got["resumes/task"]) == 1
+    assert got["resumes/task"][0] == 2 and len(got["epochs/loss"]) == 5 * 3   # no epoch twice

@@ -22,7 +22,8 @@
 #
 # On start: resume from checkpoint/ when it holds a checkpoint, else start the job. A warning
 # signal (USR1, or TERM) is passed to the launcher as USR1: every rank checkpoints at the next
-# epoch boundary and exits with code 99, and then the script submits itself again (qsub), which resumes.
+# epoch boundary and exits with code 99, and then the script submits itself again (qsub), which resumes. A run that fails
+# after writing a (periodic) checkpoint during this start is treated the same way.
 set -uo pipefail
 
 RUN_DIR='/scratch/hpccl runs/demo'
@@ -82,6 +83,8 @@ trap 'forward TERM' TERM
 timer_pid=$!
 
 # --- launch -----------------------------------------------------------------------------------
+checkpoint_stamp() { stat -c %y "$RUN_DIR/checkpoint/state.json" 2>/dev/null || echo none; }
+checkpoint_at_start=$(checkpoint_stamp)
 "${launcher[@]}" "$PYTHON" -m hpccl "${hpccl_args[@]}" &
 launcher_pid=$!
 while :; do
@@ -93,6 +96,14 @@ done
 kill "$timer_pid" 2>/dev/null
 log "the run exited with code $rc"
 
+# A rank lost without warning (node failure, OOM kill) ends the run with an error. If it wrote a
+# checkpoint since this start, go on like a preemption and resume from that; a failure before
+# any new checkpoint would only repeat itself, and exit codes 2 (bad input) and 3 (training
+# diverged) are not the machine's fault.
+if (( rc != 0 && rc != EXIT_REQUEUE && rc != 2 && rc != 3 )) && [[ "$(checkpoint_stamp)" != "$checkpoint_at_start" ]]; then
+  log "the run failed (exit $rc) after writing a checkpoint: continuing from it"
+  rc=$EXIT_REQUEUE
+fi
 if (( rc == EXIT_REQUEUE )); then
   # Checkpointed: submit this script again (a new job id, appended to job_ids.txt); it resumes.
   if new_id=$(cd "$RUN_DIR" && qsub "$RUN_DIR/job.sh"); then
