@@ -160,9 +160,7 @@ def _argv_tail():
 def cmd_validate(args) -> int:
     from hpccl.config import load_job
     cfg = load_job(args.job, args.set)
-    from hpccl.preflight import preflight
-    for note in preflight(cfg, args.job):
-        print(f"hpccl: note: {note}", file=sys.stderr)
+    _preflight(cfg, args.job)
     if cfg.kind != "continual":
         what = f"kind {cfg.kind}"
     elif cfg.scenario.kind == "megabatch":

@@ -239,9 +239,6 @@ def _run(cfg, run_dir, argv, world, resume=False) -> dict:
 
     def save_checkpoint(next_task, fit_state, task_time, why="signal"):
         t0 = time.perf_counter()
-        recorder.flush_rank(timers)     # the logs hold what the checkpoint holds, and no less
-        if recorder.run_log is not None:
-            recorder.run_log.flush()
         checkpoint.save(run_dir, world,
                         state={"task": next_task, "train_time_s": train_time + task_time,
                                "top1": top1.tolist(), "top5": top5.tolist(),
@@ -290,6 +287,7 @@ def _run(cfg, run_dir, argv, world, resume=False) -> dict:
             facts = learner.rank_facts()
             if facts:
                 recorder.rank_log.append("tasks", index=t, **facts)
+                recorder.rank_log.flush()   # on disk before a checkpoint counts this row
             if recorder.run_log is not None:
                 log = recorder.run_log
                 log.append("tasks", index=t, train_time_s=sw.seconds, samples=samples,

@@ -42,6 +42,7 @@ from torch import nn
 
 from hpccl.alma.metrics import FlopMeter
 from hpccl.errors import HpcclError
+from hpccl.learners.loop import parameters_finite
 from hpccl.models.moe import MoELayer, MoENet  # noqa: F401 - re-exported
 from hpccl.seeding import derive_seed, torch_generator
 
@@ -92,8 +93,7 @@ def _stop_if_diverged(model, nonfinite, allreduce_mean, purpose, epoch) -> None:
     """Early stopping would keep the 'best' of diverged states and report chance accuracy as
     a result; a non-finite loss or weights end the job instead (the flag is averaged over the
     model's rank group, so its ranks agree; the raise aborts the whole job)."""
-    flags = torch.stack([nonfinite.float()] + [(~torch.isfinite(p)).any().float() for p in model.parameters()])
-    bad = flags.sum().reshape(1)
+    bad = (nonfinite + (0.0 if parameters_finite(model) else 1.0)).float().reshape(1)
     if allreduce_mean is not None:
         bad = allreduce_mean([bad])[0]
     if float(bad.sum()) > 0:

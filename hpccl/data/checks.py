@@ -76,6 +76,22 @@ def _check_finite(x, path: str, split: str) -> str | None:
     return None
 
 
+def scenario_classes(sc, info, source: str) -> np.ndarray:
+    """The sorted classes a class-incremental scenario splits into tasks (``scenario.classes``,
+    or all of the file's), refusing labels the file does not have and more tasks than classes."""
+    if sc.classes is not None:
+        outside = [c for c in sc.classes if c >= info.num_classes]
+        if outside:
+            raise ConfigError(f"{source}: key 'scenario.classes': expected labels in "
+                              f"0..{info.num_classes - 1} (the classes of {info.path!r}), found "
+                              f"{outside}.")
+    pool = np.arange(info.num_classes) if sc.classes is None else np.sort(np.asarray(sc.classes, np.int64))
+    if sc.num_tasks > len(pool):
+        raise ConfigError(f"{source}: key 'scenario.num_tasks': expected at most the number of "
+                          f"scenario classes ({len(pool)}, of {info.path!r}), found {sc.num_tasks}.")
+    return pool
+
+
 def _check_scenario(cfg, labels, info, path: str, source: str) -> None:
     sc = cfg.scenario
     in_train = np.unique(labels["train"])
@@ -86,16 +102,7 @@ def _check_scenario(cfg, labels, info, path: str, source: str) -> None:
                               f"{sc.num_megabatches}.")
         wanted, what = np.unique(labels["test"]), "classes of /test/y"
     else:
-        if sc.classes is not None:
-            outside = [c for c in sc.classes if c >= info.num_classes]
-            if outside:
-                raise ConfigError(f"{source}: key 'scenario.classes': expected labels in "
-                                  f"0..{info.num_classes - 1} (the classes of {path!r}), found "
-                                  f"{outside}.")
-        wanted = np.arange(info.num_classes) if sc.classes is None else np.asarray(sorted(sc.classes))
-        if sc.num_tasks > len(wanted):
-            raise ConfigError(f"{source}: key 'scenario.num_tasks': expected at most the number of "
-                              f"scenario classes ({len(wanted)}, of {path!r}), found {sc.num_tasks}.")
+        wanted = scenario_classes(sc, info, source)
         what = "scenario classes" if sc.classes is not None else "classes (num_classes)"
     missing = np.setdiff1d(wanted, in_train)
     if len(missing):

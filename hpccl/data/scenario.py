@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hpccl.errors import ConfigError
+from hpccl.data.checks import scenario_classes
 from hpccl.seeding import numpy_rng
 
 
@@ -34,14 +34,7 @@ class ClassIncremental:
         self.sample_shape = info.sample_shape
         num_tasks = scenario_cfg.num_tasks
         # scenario.classes: a subset (e.g. the classes a backbone was not pre-trained on).
-        pool = getattr(scenario_cfg, "classes", None)
-        pool = np.arange(info.num_classes) if pool is None else np.sort(np.asarray(pool, dtype=np.int64))
-        if pool.max() >= info.num_classes:
-            raise ConfigError(f"{source}: key 'scenario.classes': expected labels in 0..{info.num_classes - 1} "
-                              f"(the classes of {info.path!r}), found {pool[pool >= info.num_classes].tolist()}.")
-        if num_tasks > len(pool):
-            raise ConfigError(f"{source}: key 'scenario.num_tasks': expected at most the number of "
-                              f"classes of {info.path!r} ({len(pool)}), found {num_tasks}.")
+        pool = scenario_classes(scenario_cfg, info, source)
         order = pool if scenario_cfg.class_order == "natural" else numpy_rng(seed, "class_order").permutation(pool)
         self.task_classes = [np.sort(c) for c in np.array_split(order, num_tasks)]
         self.num_tasks = num_tasks

@@ -71,7 +71,7 @@ def _epoch_order(n: int, needed: int, gen: torch.Generator) -> torch.Tensor:
     return torch.cat([torch.randperm(n, generator=gen) for _ in range(reps)])[:needed]
 
 
-def _parameters_finite(model) -> bool:
+def parameters_finite(model) -> bool:
     """Once an epoch (one sync): an overflowing step can leave a finite loss and broken weights."""
     flags = [torch.isfinite(p).all() for p in model.parameters()]
     return bool(torch.stack(flags).all()) if flags else True
@@ -174,7 +174,7 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
         # One small allreduce an epoch for the metrics and the stop flag (a CPU-GPU sync
         # point, once an epoch).
         bad_at = int(first_nonfinite.item())
-        diverged = bad_at >= 0 or not _parameters_finite(model)
+        diverged = bad_at >= 0 or not parameters_finite(model)
         totals = world.allreduce_sum([loss_sum.item(), correct.item(), seen, ctx.stop_requested(),
                                       int(diverged), ctx.checkpoint_due()])
         times = timers.totals(since=epoch_start)

@@ -136,10 +136,13 @@ class GlobalSampler:
         allocating: fresh pages for every draw cost as much as the copy itself."""
         rank, record = self.draw(r)
         lay = self.layout
-        out = self.new_output(len(rank)) if out is None else out
+        if out is None:
+            out = self.new_output(len(rank))
+            self.shard.windows.read_records(lay.table, rank, record, out)
+            return lay.fetched(out)
         self.shard.windows.read_records(lay.table, rank, record, out[:len(rank)])
         key = (id(out), len(rank))
-        if key not in self._fetched:        # views of a reused output: made once
+        if key not in self._fetched:        # views of a reused output: made once (kept alive here)
             self._fetched[key] = (out, *lay.fetched(out[:len(rank)], copy_labels=False))
         _, x, y = self._fetched[key]
         return x, y.copy()

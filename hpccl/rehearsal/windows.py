@@ -98,9 +98,8 @@ class ShardWindows:
         self.node_win = self.world_win = None
         self._views: dict[int, np.ndarray] = {}
         self._freed = False
-        self.ops = 0            # RMA operations issued (gets), for the benchmark
+        self.ops_by_kind = {"word": 0, "seqs": 0, "records": 0}   # gets issued, for the benchmark
         self.bytes = 0          # bytes moved by them
-        self.ops_by_kind = {"word": 0, "seqs": 0, "records": 0}
         # One decision for all ranks, since window creation is collective: a node window on
         # every node unless every node holds one rank (then a plain world window suffices).
         # A last, smaller node (3 ranks in nodes of 2) may hold one rank and still needs it.
@@ -350,9 +349,13 @@ class ShardWindows:
         MPI = self.MPI
         self._requests.append(self.world_win.Rget([dst, MPI.BYTE], target,
                                                   target=(offset, dst.nbytes, MPI.BYTE)))
-        self.ops += 1
         self.ops_by_kind[kind] += 1
         self.bytes += dst.nbytes
+
+    @property
+    def ops(self) -> int:
+        """RMA operations issued (gets) so far."""
+        return sum(self.ops_by_kind.values())
 
     # -- the owner's thread, while idle -------------------------------------------------------
     def progress(self):
