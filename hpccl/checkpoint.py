@@ -9,7 +9,14 @@ All ranks write into ``checkpoint.new/``; after a barrier rank 0 writes state.js
 the directories, so a job killed while checkpointing still has the previous checkpoint. The
 ``keep - 1`` checkpoints before the latest stay as ``checkpoint.prev1/``, ``checkpoint.prev2/``
 (newest first), for when the latest turns out to be unusable: move one back to resume from it.
-Resuming needs the same number of ranks (each holds its own shard of the buffer).
+
+A checkpoint resumes on any number of ranks (a job requeued after a node failure often gets
+fewer nodes back). On the same number, every rank continues exactly. On another number the
+data is dealt again, a task interrupted mid-way continues at the checkpoint's epoch with new
+batch orders, the learner redistributes its per-rank state (``Learner.restore`` gets a
+``rescaled_from`` in its local state: the rehearsal buffer's samples are dealt over the new
+ranks, see ``hpccl.rehearsal.redistribute``), and the lr follows ``train.lr_scaling`` for
+the new size.
 
 Checkpoints are written on a stop signal (preemption), and periodically (``checkpoint.every``:
 N epochs, a time such as ``30min``, or ``task``), at epoch ends: rank 0's clock and epoch count
@@ -177,12 +184,38 @@ def read_state(run_dir: str) -> dict:
 
 
 def load(run_dir: str, world) -> tuple[dict, dict, dict]:
+    """(state, shared, local) of this rank. Resumed on another number of ranks, ``local`` is
+    rebuilt by ``rescaled_local``."""
     state = read_state(run_dir)
-    if state["world_size"] != world.size:
-        raise HpcclError(f"cannot resume {run_dir!r} on {world.size} ranks: its checkpoint was "
-                         f"written by {state['world_size']} (each rank holds its own shard). "
-                         f"HINT: resume with {state['world_size']} ranks.")
     directory = checkpoint_dir(run_dir)
     shared = torch.load(os.path.join(directory, "model.pt"), map_location=world.device, weights_only=False)
-    local = torch.load(rank_file(directory, world.rank), map_location="cpu", weights_only=False)
+    if state["world_size"] == world.size:
+        local = _load_local(directory, world.rank)
+    else:
+        local = rescaled_local(directory, state["world_size"], world)
     return state, shared, local
+
+
+def _load_local(directory: str, rank: int) -> dict:
+    return torch.load(rank_file(directory, rank), map_location="cpu", weights_only=False)
+
+
+def rescaled_local(directory: str, old_size: int, world) -> dict:
+    """This rank's local state when the checkpoint was written by ``old_size`` ranks.
+
+    - ``fit`` (a task stopped mid-way): the epoch, iteration count and torch RNG of old rank 0;
+      no batch-order generator (the shards were dealt again, so the old orders mean nothing);
+      rank 0 carries the samples all old ranks had seen in the task, so their sum stays true.
+    - ``learner``: ``{"rescaled_from": old_size, "old_rank0": old rank 0's learner state}``.
+    - ``log_rows``: this rank's own rows when it existed before (its log continues), else None.
+    """
+    first = _load_local(directory, 0)
+    own = first if world.rank == 0 else (_load_local(directory, world.rank) if world.rank < old_size else None)
+    fit = None
+    if first["fit"] is not None:
+        samples = 0
+        if world.rank == 0:
+            samples = sum(_load_local(directory, r)["fit"]["samples"] for r in range(old_size))
+        fit = {**first["fit"], "generator": None, "samples": samples}
+    return {"fit": fit, "learner": {"rescaled_from": old_size, "old_rank0": first["learner"]},
+            "log_rows": own["log_rows"] if own is not None else None}

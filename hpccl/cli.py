@@ -30,9 +30,8 @@ def cmd_run(args) -> int:
             raise HpcclError("--resume RUN_DIR continues a run with the job saved in it "
                              "(RUN_DIR/config.yaml): give no JOB, --set or --out with it.")
         state = checkpoint.read_state(args.resume)   # fails clearly when there is none
-        if args.np is not None and args.np != state["world_size"]:
-            raise HpcclError(f"cannot resume {args.resume!r} on {args.np} ranks: its checkpoint "
-                             f"was written by {state['world_size']}. HINT: -n {state['world_size']}.")
+        if args.np is None and not under_mpi_launch():
+            args.np = state["world_size"]     # any number works; by default, the same as before
         args.job, args.out = os.path.join(args.resume, "config.yaml"), args.resume
     elif not args.job:
         raise HpcclError("hpccl run needs a JOB file (or --resume RUN_DIR).")

@@ -69,9 +69,9 @@ def check_run_dir(run_dir: str, set_aside: bool = False) -> str | None:
 
 
 def _status_of(log_path: str) -> str:
-    import h5py
+    from hpccl.logs import open_for_reading
     try:
-        with h5py.File(log_path, "r") as f:
+        with open_for_reading(log_path) as f:
             status = f.attrs.get("status", "unknown")
     except OSError:
         return "unreadable"
@@ -87,15 +87,22 @@ class RunRecorder:
         self.world, self.cfg = world, cfg
         hostnames = world.comm.allgather(world.hostname)
         if resume:
-            self.rank_log = _truncated(H5Log.reopen(os.path.join(run_dir, "ranks", f"rank{world.rank:05d}.h5")),
-                                       rank_rows)
+            own = os.path.join(run_dir, "ranks", f"rank{world.rank:05d}.h5")
+            # A rank that did not exist before (resumed on more ranks) starts its own log.
+            self.rank_log = (H5Log.reopen(own, rank_rows) if rank_rows is not None and os.path.exists(own)
+                             else rank_log(run_dir, world))
             self.run_log = None
             if world.is_root:
-                self.run_log = _truncated(H5Log.reopen(os.path.join(run_dir, "log.h5")), rows)
+                self.run_log = H5Log.reopen(os.path.join(run_dir, "log.h5"), rows)
+                before = int(self.run_log.attrs.get("world_size", world.size))
                 self.run_log.append("resumes", time=_dt.datetime.now().isoformat(timespec="seconds"),
                                     command_line=" ".join(argv), hostnames=" ".join(hostnames),
-                                    task=int(self.run_log.attrs.get("tasks_completed", 0)))
-                self.run_log.attrs["status"] = "running"
+                                    task=int(self.run_log.attrs.get("tasks_completed", 0)),
+                                    world_size=world.size, lr_multiplier=lr_multiplier(cfg.train, world.size))
+                self.run_log.set_attrs(status="running", world_size=world.size, num_nodes=world.num_nodes,
+                                       hostnames=hostnames, lr_multiplier=lr_multiplier(cfg.train, world.size))
+                if before > world.size:
+                    _retire_rank_logs(run_dir, world.size, before)
             return
         self.rank_log = rank_log(run_dir, world)
         self.run_log = None
@@ -105,11 +112,12 @@ class RunRecorder:
 
     def rows(self) -> dict:
         """Rank 0's table lengths, for the checkpoint."""
-        return {} if self.run_log is None else {k: len(v) for k, v in self.run_log.series.items()
+        return {} if self.run_log is None else {k: n for k, n in self.run_log.lengths().items()
                                                  if not k.startswith(("checkpoints/", "resumes/"))}
 
     def rank_rows(self, timers) -> dict:
-        return {**{k: len(v) for k, v in self.rank_log.series.items()}, "timers": len(timers)}
+        self.flush_rank(timers)     # the checkpoint counts the timer rows of this moment
+        return {**self.rank_log.lengths(), "timers": len(timers)}
 
     def epoch(self, record, timers):
         if self.run_log is not None:
@@ -117,9 +125,11 @@ class RunRecorder:
             self.run_log.flush()
         self.flush_rank(timers)
 
-    def flush_rank(self, timers, **facts):
-        for name, array in timers.arrays().items():
-            self.rank_log.put(f"timers/{name}", array)
+    def flush_rank(self, timers):
+        """Append the iterations timed since the last flush to the rank log."""
+        done = self.rank_log.lengths().get("timers/total", 0)
+        if len(timers) > done:
+            self.rank_log.extend("timers", **{k: v[done:] for k, v in timers.arrays().items()})
         self.rank_log.flush()
 
     def close(self, status, timers):
@@ -129,11 +139,40 @@ class RunRecorder:
             self.run_log.close(status)
 
 
-def _truncated(log: H5Log, rows) -> H5Log:
-    for name, n in (rows or {}).items():
-        if name in log.series:
-            del log.series[name][n:]
-    return log
+def _retire_rank_logs(run_dir: str, new_size: int, old_size: int) -> None:
+    """Resumed on fewer ranks: the logs and buffer shards of ranks that are gone move to
+    ``ranks/retired/`` and ``buffer/retired/``, so that per-rank tables (load balance,
+    timers) and the buffer files cover the ranks of the run as it is."""
+    for folder in ("ranks", "buffer"):
+        retired = os.path.join(run_dir, folder, "retired")
+        for r in range(new_size, old_size):
+            name = f"rank{r:05d}.h5"
+            if os.path.exists(os.path.join(run_dir, folder, name)):
+                os.makedirs(retired, exist_ok=True)
+                os.replace(os.path.join(run_dir, folder, name), os.path.join(retired, name))
+
+
+def _log_rescale(recorder, progress, state, world, cfg, report) -> None:
+    """A resume on another number of ranks, in the run log's ``rescales`` table."""
+    before = state["world_size"]
+    row = {"task": state["task"], "from_ranks": before, "to_ranks": world.size,
+           "lr_multiplier_from": lr_multiplier(cfg.train, before),
+           "lr_multiplier_to": lr_multiplier(cfg.train, world.size)}
+    text = (f"hpccl: resuming on {world.size} ranks a checkpoint written by {before}: data dealt "
+            f"again, lr multiplier {row['lr_multiplier_from']:g} -> {row['lr_multiplier_to']:g} "
+            f"(train.lr_scaling: {cfg.train.lr_scaling})")
+    if report:
+        row.update({k: report[k] for k in ("stored_before", "stored_after", "dropped", "dropped_per_class",
+                                           "slots_per_class_to")})
+        row["slots_per_class_from"] = report.get("slots_per_class_from", -1)
+        text += (f"; rehearsal buffer {report['stored_before']} -> {report['stored_after']} samples "
+                 f"({report['slots_per_class_from']} -> {report['slots_per_class_to']} slots per class "
+                 f"and rank), dropped {report['dropped']}"
+                 + (f" (class:count {report['dropped_per_class']})" if report["dropped"] else ""))
+    if recorder.run_log is not None:
+        recorder.run_log.append("rescales", **row)
+        recorder.run_log.flush()
+    progress.message(text)
 
 
 def _maybe_inject_failure(world, record):
@@ -197,8 +236,8 @@ def _run(cfg, run_dir, argv, world, resume=False) -> dict:
     timers = IterationTimers(world.device)
     if resume:
         kept = (rank_rows or {}).get("timers")
-        timers.preload({k.split("/", 1)[1]: v[:kept] for k, v in recorder.rank_log.arrays.items()
-                        if k.startswith("timers/")})
+        timers.preload({name: recorder.rank_log.read(f"timers/{name}")[:kept]
+                        for name in timers.columns if f"timers/{name}" in recorder.rank_log.lengths()})
     signals = checkpoint.StopSignals()
     progress = Progress(cfg.log.progress, enabled=world.is_root)
 
@@ -228,7 +267,9 @@ def _run(cfg, run_dir, argv, world, resume=False) -> dict:
     first_task, fit_resume, train_time = 0, None, 0.0
     if ckpt is not None:
         state, shared, local = ckpt
-        learner.restore(shared, local["learner"], checkpoint.checkpoint_dir(run_dir))
+        report = learner.restore(shared, local["learner"], checkpoint.checkpoint_dir(run_dir))
+        if state["world_size"] != world.size:
+            _log_rescale(recorder, progress, state, world, cfg, report)
         first_task, fit_resume, train_time = state["task"], local["fit"], state["train_time_s"]
         top1, top5 = np.array(state["top1"], dtype=float), np.array(state["top5"], dtype=float)
         progress.message(f"hpccl: resuming {run_dir} at task {first_task}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -76,3 +77,21 @@ def mpi_stack(name: str, ranks_per_node=None) -> MpiStack:
         return MpiStack(name, MPICH_PYTHON, {"HPCCL_MPIRUN": "mpiexec.mpich"},
                         lambda np_: ["mpiexec.mpich", "-n", str(np_)])
     raise ValueError(name)
+
+
+def interrupted_run(job, out, np_, marker, timeout=240, sig=None):
+    """Start `hpccl run`, send ``sig`` to it once `marker` is printed; returns its exit code."""
+    proc = subprocess.Popen(hpccl_cmd("run", job, "-n", str(np_), "--out", str(out)), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if marker in line:
+                proc.send_signal(signal.SIGUSR1 if sig is None else sig)
+                break
+        rest, _ = proc.communicate(timeout=timeout)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc.returncode, "".join(lines) + rest

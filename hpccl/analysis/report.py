@@ -21,16 +21,20 @@ def load_run(run_dir: str) -> tuple[dict, list[dict]]:
     if not os.path.isfile(path):
         raise HpcclError(f"{run_dir!r} is not an hpccl run directory: it has no log.h5. HINT: pass "
                          "the directory printed by 'hpccl run' (e.g. runs/quickstart-20260101-120000).")
-    try:
-        run = read_h5(path)
-    except OSError as e:
-        raise HpcclError(f"{path}: not a readable HDF5 log ({e}).") from None
+    run = _read_log(path)
     version = int(run["attrs"].get("schema_version", -1))
     if version != SCHEMA_VERSION:
         raise HpcclError(f"{path}: log schema version {version}, but this hpccl reads version "
                          f"{SCHEMA_VERSION}. HINT: analyse it with the hpccl version that wrote it.")
-    ranks = [read_h5(p) for p in sorted(glob.glob(os.path.join(run_dir, "ranks", "rank*.h5")))]
+    ranks = [_read_log(p) for p in sorted(glob.glob(os.path.join(run_dir, "ranks", "rank*.h5")))]
     return run, ranks
+
+
+def _read_log(path: str) -> dict:
+    try:
+        return read_h5(path)
+    except (OSError, RuntimeError) as e:    # h5py raises either for a damaged file
+        raise HpcclError(f"{path}: not a readable HDF5 log ({e}).") from None
 
 
 def timer_breakdown(ranks: list[dict]) -> dict:

@@ -79,9 +79,14 @@ class Learner:
     def save_local_files(self, directory: str) -> None:
         """Extra per-rank checkpoint files (e.g. buffer shards)."""
 
-    def restore(self, shared: dict, local: dict, directory: str) -> None:
+    def restore(self, shared: dict, local: dict, directory: str) -> dict | None:
+        """Continue from a checkpoint. When it was written by another number of ranks,
+        ``local`` is ``{"rescaled_from": N, "old_rank0": old rank 0's local state}`` and a
+        learner with per-rank state redistributes it; it returns facts for the log (what
+        was kept and dropped), or None."""
         self.model.load_state_dict(shared["model"])
         self.optimizer.load_state_dict(shared["optimizer"])
+        return None
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:

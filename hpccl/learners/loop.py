@@ -115,7 +115,10 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
     gen = torch_generator(ctx.seed, "batches", world.rank, task)
     samples, iterations, start_epoch = 0, 0, 0
     if resume is not None:
-        gen.set_state(resume["generator"])
+        if resume["generator"] is not None:
+            gen.set_state(resume["generator"])
+        else:   # resumed on another number of ranks: new shards, new orders
+            gen = torch_generator(ctx.seed, "batches", world.rank, task, "rescaled", resume["epoch"])
         torch.set_rng_state(resume["torch_rng"])
         samples, iterations, start_epoch = resume["samples"], resume["iterations"], resume["epoch"]
     first_iteration = len(timers)

@@ -37,8 +37,12 @@ class RehearsalLearner(IncrementalLearner):
 
     def restore(self, shared, local, directory):
         super().restore(shared, local, directory)
+        if "rescaled_from" in local:
+            files = [rank_file(directory, r, "buffer_rank", "h5") for r in range(local["rescaled_from"])]
+            return self.buffer.redistribute(files, local["old_rank0"]["buffer"]["active"], self.cfg.seed)
         self.buffer.shard.load(rank_file(directory, self.world.rank, "buffer_rank", "h5"))
         self.buffer.load_state(local["buffer"])
+        return None
 
     def rank_facts(self):
         return self.buffer.footprint()

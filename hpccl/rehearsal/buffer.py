@@ -24,6 +24,7 @@ import threading
 import time
 from concurrent.futures import Future
 
+import h5py
 import numpy as np
 import torch
 
@@ -248,6 +249,31 @@ class RehearsalBuffer:
             done.set_result(state["pending"])
             if self._async:
                 self._next = done
+
+    def redistribute(self, files: list[str], active: bool, seed: int) -> dict:
+        """Collective: fill the shards of this (new) set of ranks from the shard files a
+        checkpoint's ranks wrote (hpccl.rehearsal.redistribute); returns what was kept and
+        dropped, for the log."""
+        from hpccl.rehearsal import redistribute as rd
+        lay = self.shard.layout
+        deal = None
+        if self.world.is_root:
+            labels, seen = rd.read_inventory(files, lay.num_classes, lay.sample_shape)
+            with h5py.File(files[0], "r") as f:
+                old_slots = int(f.attrs["slots_per_class"])
+            deal = rd.plan(labels, seen, self.world.size, lay.slots, numpy_rng(seed, "redistribute"),
+                           old_slots=old_slots)
+        deal = self.world.comm.bcast(deal, root=0)
+        x, y = rd.read_taken(files, deal.takes[self.world.rank])
+        self._drain()
+        self.shard.fill(x, y, deal.seen[self.world.rank])
+        self.world.barrier()       # every shard is filled before any rank reads totals
+        self._active = active
+        if self._active and self._async:
+            self._next = self._pool.submit(self._refresh_then_fetch)
+        elif self._active:
+            self.sampler.refresh()
+        return deal.report
 
     # -- facts and life cycle ------------------------------------------------------------------------
     def footprint(self) -> dict:

@@ -222,5 +222,19 @@ class Shard:
         self.seen = seen.astype(np.int64)
         self.rng.bit_generator.state = state
 
+    def fill(self, x, y: np.ndarray, seen: np.ndarray) -> None:
+        """Replace what the shard holds by the samples ``x``/``y`` (each class's in its first
+        slots) and its reservoir counts by ``seen``: a buffer dealt again over other ranks."""
+        y = np.asarray(y, dtype=np.int64)
+        if np.bincount(y, minlength=self.layout.num_classes).max(initial=0) > self.layout.slots:
+            raise ValueError("more samples of a class than slots")
+        self.clear()
+        if len(y):
+            order = np.argsort(y, kind="stable")
+            y, x = y[order], np.asarray(x)[order]
+            slots = np.arange(len(y)) - np.searchsorted(y, y)    # position within its class
+            self._write(y, slots, x.astype(self.layout.dtype, copy=False))
+        self.seen = np.asarray(seen, dtype=np.int64).copy()
+
     def free(self):
         self.windows.free()
