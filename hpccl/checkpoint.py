@@ -5,8 +5,9 @@
     rankNNNNN.pt          every rank: its own state (batch order, RNG, buffer bookkeeping)
     buffer_rankNNNNN.h5   with rehearsal: every rank's shard (hpccl.rehearsal.shard format)
 
-All ranks write into ``checkpoint.new/``; after a barrier rank 0 writes state.json and swaps
-the directories, so a job killed while checkpointing still has the previous checkpoint. The
+All ranks write into ``checkpoint.newK/`` (in a background thread: ``CheckpointWriter``); once
+every rank has written its files, rank 0 writes state.json and swaps the directories, so a
+job killed while checkpointing still has the previous checkpoint. The
 ``keep - 1`` checkpoints before the latest stay as ``checkpoint.prev1/``, ``checkpoint.prev2/``
 (newest first), for when the latest turns out to be unusable: move one back to resume from it.
 
@@ -25,11 +26,13 @@ decide, and the decision rides on the epoch's metrics allreduce, so all ranks sa
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
 import shutil
 import signal
+import threading
 import time
 
 import torch
@@ -124,36 +127,147 @@ class PeriodicCheckpoints:
         return int(self.is_root and (self.kind == "task" or self._due()))
 
 
-def save(run_dir: str, world, state: dict, shared: dict, local: dict, save_local_files=None,
-         keep: int = 1) -> None:
-    """Collective: every rank calls it with its own ``local``; rank 0's ``state`` and ``shared``
-    are written. ``save_local_files(directory)`` writes extra per-rank files (buffer shards)."""
-    new = os.path.join(run_dir, "checkpoint.new")
-    if world.is_root:
-        shutil.rmtree(new, ignore_errors=True)
-        os.makedirs(new)
-    world.barrier()
-    torch.save(local, rank_file(new, world.rank))
-    if save_local_files is not None:
-        save_local_files(new)
-    if world.is_root:
-        torch.save(shared, os.path.join(new, "model.pt"))
-    world.barrier()
-    if world.is_root:
-        with open(os.path.join(new, "state.json"), "w") as f:
-            json.dump({**state, "world_size": world.size}, f, indent=2)
-        latest = checkpoint_dir(run_dir)
-        history = [latest] + [f"{latest}.prev{i}" for i in range(1, max(keep, 1))]
-        trash = os.path.join(run_dir, "checkpoint.old")
+def snapshot(obj):
+    """A deep copy with every tensor detached and on the CPU: what the writer thread writes
+    while training goes on changing the originals."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(snapshot(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+class _Pending:
+    """One checkpoint between its copy and its commit."""
+
+    def __init__(self, state, shared, local, files, stall_s):
+        self.state, self.shared, self.local, self.files = state, shared, local, files
+        self.stall_s, self.write_s = stall_s, 0.0
+        self.written = threading.Event()
+        self.error = None
+        self.all_written = None      # the Ibarrier that says every rank has written its files
+
+
+class CheckpointWriter:
+    """Writes checkpoints with training stalled only for a copy of the state.
+
+    ``save`` copies the state (``snapshot``; the learner's extra files are snapshots too) and
+    hands it to one background thread that writes this rank's files into ``checkpoint.newK/``.
+    Once its files are written, a rank enters a non-blocking barrier on a communicator of its
+    own (so it cannot interleave with training's collectives); rank 0 commits the checkpoint
+    (state.json, then the directory swap) when that barrier completes, which it checks at
+    every epoch and task end (``poll``). A checkpoint asked for while the previous one is
+    still being written waits for it. The writer thread never calls MPI.
+
+    ``asynchronous=False`` writes and commits inside ``save`` (the stall is the whole write).
+    """
+
+    def __init__(self, run_dir: str, world, keep: int = 1, asynchronous: bool = True, on_commit=None):
+        self.run_dir, self.world, self.keep = run_dir, world, max(int(keep), 1)
+        self.asynchronous, self.on_commit = asynchronous, on_commit
+        self._comm = world.comm.Dup()
+        self._pending = None
+        self._thread = None
+        self._count = 0
+        if world.is_root:
+            for stale in _new_dirs(run_dir):       # left by a job killed while writing
+                shutil.rmtree(stale, ignore_errors=True)
+        world.barrier()
+
+    def save(self, state: dict, shared: dict, local: dict, files: dict | None = None,
+             wait: bool = False, started: float | None = None) -> float:
+        """Collective. ``files``: {file name: function(path)} writing this rank's extra files
+        from data it already copied. ``wait``: return only once the checkpoint is committed
+        (before a stop). ``started``: when the caller began gathering the state (the stall
+        counts from there). Returns the stall, in seconds."""
+        t0 = time.perf_counter() if started is None else started
+        self._settle(block=True)          # one checkpoint in flight at a time
+        self._count += 1
+        job = _Pending(state, snapshot(shared) if self.world.is_root else None, snapshot(local),
+                       files or {}, 0.0)
+        # One directory per checkpoint: a rank may start writing the next one before rank 0
+        # has seen that every rank finished the previous one and moved it in place.
+        job.directory = os.path.join(self.run_dir, f"checkpoint.new{self._count}")
+        job.stall_s = time.perf_counter() - t0
+        self._pending = job
+        self._thread = threading.Thread(target=self._write, args=(job,), name="hpccl-checkpoint",
+                                        daemon=True)
+        self._thread.start()
+        if wait or not self.asynchronous:
+            self._settle(block=True)
+            job.stall_s = time.perf_counter() - t0
+        return job.stall_s
+
+    def _write(self, job: _Pending) -> None:
+        t0 = time.perf_counter()
+        try:
+            os.makedirs(job.directory, exist_ok=True)
+            torch.save(job.local, rank_file(job.directory, self.world.rank))
+            for name, write in job.files.items():
+                write(os.path.join(job.directory, name))
+            if job.shared is not None:
+                torch.save(job.shared, os.path.join(job.directory, "model.pt"))
+        except BaseException as e:  # noqa: BLE001 - raised in the main thread by _settle
+            job.error = e
+        job.write_s = time.perf_counter() - t0
+        job.written.set()
+
+    def poll(self) -> None:
+        """At an epoch or task end: commit the checkpoint in flight if every rank wrote it."""
+        self._settle(block=False)
+
+    def close(self, ok: bool = True) -> None:
+        """At the end of a run: finish the checkpoint in flight (``ok``: collective); on the
+        error path nothing collective may be called, and the thread is left to die."""
+        if ok:
+            self._settle(block=True)
+            self._comm.Free()
+
+    def _settle(self, block: bool) -> None:
+        job = self._pending
+        if job is None:
+            return
+        if job.all_written is None:
+            if not block and not job.written.is_set():
+                return
+            job.written.wait()
+            if job.error is not None:
+                raise HpcclError(f"rank {self.world.rank} could not write its checkpoint files into "
+                                 f"{job.directory}: {job.error}") from job.error
+            job.all_written = self._comm.Ibarrier()
+        if block:
+            job.all_written.Wait()
+        elif not job.all_written.Test():
+            return
+        self._pending = None
+        if self.world.is_root:
+            self._commit(job)
+
+    def _commit(self, job: _Pending) -> None:
+        with open(os.path.join(job.directory, "state.json"), "w") as f:
+            json.dump({**job.state, "world_size": self.world.size}, f, indent=2)
+        latest = checkpoint_dir(self.run_dir)
+        history = [latest] + [f"{latest}.prev{i}" for i in range(1, self.keep)]
+        trash = os.path.join(self.run_dir, "checkpoint.old")
         shutil.rmtree(trash, ignore_errors=True)
         if os.path.exists(history[-1]):
             os.replace(history[-1], trash)
         for older, newer in zip(reversed(history[1:]), reversed(history[:-1])):
             if os.path.exists(newer):
                 os.replace(newer, older)
-        os.replace(new, latest)       # the moment the new checkpoint becomes the one resumed
+        os.replace(job.directory, latest)       # the moment the new checkpoint becomes the one resumed
         shutil.rmtree(trash, ignore_errors=True)
-    world.barrier()
+        if self.on_commit is not None:
+            self.on_commit(job.state, job.stall_s, job.write_s)
+
+
+def _new_dirs(run_dir: str) -> list[str]:
+    """Checkpoints being written (``checkpoint.newK``), oldest first."""
+    import glob
+    found = glob.glob(os.path.join(checkpoint_dir(run_dir) + ".new*"))
+    return sorted(found, key=lambda p: int(re.sub(r"\D", "", os.path.basename(p)) or 0))
 
 
 def _finish_interrupted_swap(run_dir: str) -> None:
@@ -163,7 +277,7 @@ def _finish_interrupted_swap(run_dir: str) -> None:
     latest = checkpoint_dir(run_dir)
     if os.path.exists(os.path.join(latest, "state.json")):
         return
-    for candidate in (f"{latest}.new", f"{latest}.prev1"):
+    for candidate in _new_dirs(run_dir)[::-1] + [f"{latest}.prev1"]:
         if os.path.exists(os.path.join(candidate, "state.json")):
             shutil.rmtree(latest, ignore_errors=True)
             os.replace(candidate, latest)

@@ -158,7 +158,9 @@ class RuntimeConfig:
 class CheckpointConfig:
     """Periodic checkpoints (besides the one a stop signal writes), for surviving failures."""
     every: Union[int, str] = ranged("30min", ge=1)   # N epochs | '30min', '90s', '2h' | 'task' | 'off'
+    __aliases__ = {"async": "write_async"}
     keep: int = ranged(2, ge=1)                      # the latest and keep - 1 before it
+    write_async: bool = True                         # YAML key 'async': written by a background thread
 
     def check(self, loader: Loader, path: str):
         from hpccl.checkpoint import parse_every
@@ -207,6 +209,7 @@ class JobConfig:
         d["model"] = {"kind": self.model.kind, **self.model.options}
         d["learner"] = {"kind": self.learner.kind, **self.learner.options}
         d["rehearsal"]["async"] = d["rehearsal"].pop("async_updates")
+        d["checkpoint"]["async"] = d["checkpoint"].pop("write_async")
         return d
 
     def check(self, loader: Loader, path: str):

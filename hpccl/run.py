@@ -7,6 +7,7 @@ writes its own ``ranks/rankNNNNN.h5`` (timers). Logs are flushed after every epo
 from __future__ import annotations
 
 import datetime as _dt
+import glob
 import os
 import sys
 import time
@@ -34,7 +35,7 @@ def default_run_dir(cfg: JobConfig) -> str:
 
 
 # What a run writes into its directory (the rest, e.g. what `hpccl submit` put there, stays).
-RUN_OUTPUTS = ("config.yaml", "log.h5", "ranks", "buffer", "checkpoint.new", "rnn_state.pt")
+RUN_OUTPUTS = ("config.yaml", "log.h5", "ranks", "buffer", "checkpoint.new*", "rnn_state.pt")
 
 
 def check_run_dir(run_dir: str, set_aside: bool = False) -> str | None:
@@ -61,9 +62,9 @@ def check_run_dir(run_dir: str, set_aside: bool = False) -> str | None:
     n = 1 + sum(1 for name in os.listdir(attempts) if name.isdigit())
     target = os.path.join(attempts, str(n))
     os.makedirs(target)
-    for name in RUN_OUTPUTS:
-        if os.path.exists(os.path.join(run_dir, name)):
-            os.replace(os.path.join(run_dir, name), os.path.join(target, name))
+    for pattern in RUN_OUTPUTS:
+        for path in glob.glob(os.path.join(glob.escape(run_dir), pattern)):
+            os.replace(path, os.path.join(target, os.path.basename(path)))
     return (f"run directory {run_dir!r} held a run that ended without a checkpoint (status "
             f"{status}); its logs were moved to {target} and the run starts from the beginning")
 
@@ -278,27 +279,34 @@ def _run(cfg, run_dir, argv, world, resume=False) -> dict:
     periodic = checkpoint.PeriodicCheckpoints(cfg.checkpoint.every, world.is_root)
     current = {"task": first_task, "start": time.perf_counter()}
 
+    def log_checkpoint(state, stall_s, write_s):
+        recorder.run_log.append("checkpoints", task=state["task"], epoch=state["epoch"],
+                                reason=state["reason"], stall_s=stall_s, write_s=write_s)
+
+    writer = checkpoint.CheckpointWriter(run_dir, world, keep=cfg.checkpoint.keep,
+                                         asynchronous=cfg.checkpoint.write_async,
+                                         on_commit=log_checkpoint if world.is_root else None)
+
     def save_checkpoint(next_task, fit_state, task_time, why="signal"):
-        t0 = time.perf_counter()
-        checkpoint.save(run_dir, world,
-                        state={"task": next_task, "train_time_s": train_time + task_time,
-                               "top1": top1.tolist(), "top5": top5.tolist(),
-                               "signal": signals.received, "log_rows": recorder.rows()},
-                        shared=learner.shared_state(),
-                        local={"fit": fit_state, "learner": learner.local_state(),
-                               "log_rows": recorder.rank_rows(timers)},
-                        save_local_files=learner.save_local_files, keep=cfg.checkpoint.keep)
+        started = time.perf_counter()     # the stall: from here to the end of the copy
+        local = {"fit": fit_state, "learner": learner.local_state(), "log_rows": recorder.rank_rows(timers)}
+        writer.save(state={"task": next_task, "epoch": (fit_state or {}).get("epoch", 0), "reason": why,
+                           "train_time_s": train_time + task_time,
+                           "top1": top1.tolist(), "top5": top5.tolist(),
+                           "signal": signals.received, "log_rows": recorder.rows()},
+                    shared=learner.shared_state(), local=local, files=learner.checkpoint_files(),
+                    wait=why == "signal", started=started)
         periodic.saved()
         if why == "signal":
             progress.message(f"hpccl: stop signal ({signals.received or 'on another rank'}): "
                              f"checkpoint written to {checkpoint.checkpoint_dir(run_dir)}; resume with "
                              f"'hpccl run --resume {run_dir}'")
-        stall = time.perf_counter() - t0
-        if recorder.run_log is not None:
-            recorder.run_log.append("checkpoints", task=next_task, epoch=(fit_state or {}).get("epoch", 0),
-                                    reason=why, stall_s=stall)
 
-    ctx.checkpoint_due = periodic.epoch_due
+    def epoch_end_checkpoint_due():
+        writer.poll()           # commit a checkpoint every rank has finished writing
+        return periodic.epoch_due()
+
+    ctx.checkpoint_due = epoch_end_checkpoint_due
     ctx.save_checkpoint = lambda point: save_checkpoint(
         current["task"], point, time.perf_counter() - current["start"], "periodic")
     progress.message(f"hpccl: {cfg.name}: learner {cfg.learner.kind}, {world.size} rank(s) on "
@@ -341,6 +349,7 @@ def _run(cfg, run_dir, argv, world, resume=False) -> dict:
                 log.flush()
             progress.message(f"after task {t}: average accuracy {np.mean(a1) * 100:.1f}% "
                              f"(top-5 {np.mean(a5) * 100:.1f}%), task time {sw.seconds:.2f}s")
+            writer.poll()
             stop, due = world.allreduce_sum([signals.requested(), periodic.task_due()])
             if t + 1 < T and stop > 0:
                 save_checkpoint(t + 1, None, 0.0)
@@ -355,6 +364,7 @@ def _run(cfg, run_dir, argv, world, resume=False) -> dict:
             recorder.run_log.attrs["failure"] = str(e)
         raise
     finally:
+        writer.close(ok=status in ("complete", "preempted"))
         learner.close(ok=status in ("complete", "preempted"))
         recorder.close(status, timers)
         signals.restore()

@@ -76,8 +76,10 @@ class Learner:
         """This rank's own state."""
         return {}
 
-    def save_local_files(self, directory: str) -> None:
-        """Extra per-rank checkpoint files (e.g. buffer shards)."""
+    def checkpoint_files(self) -> dict:
+        """Extra per-rank checkpoint files (e.g. buffer shards): {file name: write(path)},
+        each writing a copy taken now (the checkpoint writer thread calls it later)."""
+        return {}
 
     def restore(self, shared: dict, local: dict, directory: str) -> dict | None:
         """Continue from a checkpoint. When it was written by another number of ranks,

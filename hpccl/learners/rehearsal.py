@@ -8,6 +8,7 @@ from hpccl.learners.base import register
 from hpccl.learners.incremental import IncrementalLearner
 from hpccl.learners.loop import fit
 from hpccl.rehearsal.buffer import RehearsalBuffer
+from hpccl.rehearsal.shard import write_snapshot
 from hpccl.checkpoint import rank_file
 
 
@@ -32,8 +33,9 @@ class RehearsalLearner(IncrementalLearner):
     def local_state(self):
         return {"buffer": self.buffer.state()}
 
-    def save_local_files(self, directory):
-        self.buffer.shard.save(rank_file(directory, self.world.rank, "buffer_rank", "h5"))
+    def checkpoint_files(self):
+        snap = self.buffer.shard.snapshot()
+        return {rank_file("", self.world.rank, "buffer_rank", "h5"): lambda path: write_snapshot(path, snap)}
 
     def restore(self, shared, local, directory):
         super().restore(shared, local, directory)

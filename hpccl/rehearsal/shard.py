@@ -181,23 +181,22 @@ class Shard:
     # -- HDF5: inspection and restart -------------------------------------------------------------
     def save(self, path: str, **attrs) -> None:
         """Write the shard (samples, labels, reservoir state) atomically to ``path``."""
+        write_snapshot(path, self.snapshot(), **attrs)
+
+    def snapshot(self) -> dict:
+        """A copy of what ``save`` writes, for writing later while the shard changes."""
         lay = self.layout
         stored = self.stored_per_class
-        records = np.concatenate([self.record_of[c, :stored[c]] for c in range(lay.num_classes)])
-        tmp = f"{path}.tmp"
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update({"format_version": SHARD_FILE_VERSION, "num_classes": lay.num_classes,
-                            "slots_per_class": lay.slots, "sample_shape": lay.sample_shape,
-                            "rng_state": json.dumps(self.rng.bit_generator.state), **attrs})
-            f.create_dataset("x", data=self._sample[records.astype(np.int64)])
-            f.create_dataset("y", data=np.repeat(np.arange(lay.num_classes), stored).astype(np.int64))
-            f.create_dataset("slot", data=np.concatenate([np.arange(n) for n in stored]).astype(np.int64))
-            f.create_dataset("stored_per_class", data=stored)
-            f.create_dataset("seen_per_class", data=self.seen)
-            # where each sample sits: a restored shard maps draws to the same samples
-            f.create_dataset("record", data=records.astype(np.int64))
-        os.replace(tmp, path)
+        records = np.concatenate([self.record_of[c, :stored[c]] for c in range(lay.num_classes)]).astype(np.int64)
+        return {"attrs": {"format_version": SHARD_FILE_VERSION, "num_classes": lay.num_classes,
+                          "slots_per_class": lay.slots, "sample_shape": lay.sample_shape,
+                          "rng_state": json.dumps(self.rng.bit_generator.state)},
+                "x": self._sample[records],
+                "y": np.repeat(np.arange(lay.num_classes), stored).astype(np.int64),
+                "slot": np.concatenate([np.arange(n) for n in stored]).astype(np.int64),
+                "stored_per_class": stored, "seen_per_class": self.seen.copy(),
+                # where each sample sits: a restored shard maps draws to the same samples
+                "record": records}
 
     def load(self, path: str) -> None:
         """Restore the shard written by ``save`` (same classes, slots and sample shape) into
@@ -238,3 +237,22 @@ class Shard:
 
     def free(self):
         self.windows.free()
+
+
+_WRITE_BYTES = 16 << 20     # samples written in slices: h5py holds its global lock per call
+
+
+def write_snapshot(path: str, snap: dict, **attrs) -> None:
+    """Write a ``Shard.snapshot`` atomically to ``path`` (the shard file format)."""
+    tmp = f"{path}.tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    x = snap["x"]
+    with h5py.File(tmp, "w") as f:
+        f.attrs.update({**snap["attrs"], **attrs})
+        ds = f.create_dataset("x", shape=x.shape, dtype=x.dtype)
+        step = max(1, _WRITE_BYTES // max(1, x[:1].nbytes))
+        for i in range(0, len(x), step):
+            ds[i:i + step] = x[i:i + step]
+        for name in ("y", "slot", "stored_per_class", "seen_per_class", "record"):
+            f.create_dataset(name, data=snap[name])
+    os.replace(tmp, path)

@@ -1,0 +1,114 @@
+#!/usr/bin/env python
+"""Checkpoint cost and recovery accuracy, on a job (default: jobs/quickstart.yaml).
+
+--part stall     the job three times on N ranks: checkpoints off (baseline), one checkpoint
+                 every epoch written asynchronously (default) and synchronously. Printed: the
+                 stall per checkpoint (median, rank 0: training waits this long), the
+                 background write, the checkpoint size per rank, the training time against
+                 the baseline of the same run, and the stall as a share of training time at
+                 the default interval (30 min) and at 'every: task'.
+--part recovery  final average accuracy of: an uninterrupted run on N ranks; a run with one
+                 rank SIGKILLed mid-task (periodic checkpoints every epoch) resumed on N
+                 ranks; the same resumed on N/2 ranks.
+
+    python benchmarks/checkpoint_bench.py --part stall [-n 4] [--set model.hidden=[1024,1024]]
+    python benchmarks/checkpoint_bench.py --part recovery [-n 4]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from hpccl.logs import read_h5  # noqa: E402
+
+
+def hpccl(*args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hpccl", *args], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, **(env or {})})
+
+
+def run(job, ranks, out, sets, env=None, expect=0) -> dict:
+    args = ["run", job, "-n", str(ranks), "--out", out]
+    for s in sets:
+        args += ["--set", s]
+    done = hpccl(*args, env=env)
+    if expect is not None and done.returncode != expect:
+        sys.exit(f"benchmark run failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return read_h5(os.path.join(out, "log.h5"))
+
+
+def dir_bytes(path) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
+def stall(args, tmp) -> None:
+    base = run(args.job, args.ranks, os.path.join(tmp, "off"), args.set + ["checkpoint.every=off"])
+    rows = []
+    for mode in ("true", "false"):
+        out = os.path.join(tmp, f"async-{mode}")
+        log = run(args.job, args.ranks, out, args.set + ["checkpoint.every=1", f"checkpoint.async={mode}"])
+        stalls = log["checkpoints/stall_s"]
+        rows.append((mode, log, stalls, out))
+    t_base = float(base["attrs"]["train_time_s"])
+    tasks = len(base["tasks/index"])
+    print(f"{args.job} on {args.ranks} ranks {' '.join(args.set)}; baseline (no checkpoints) "
+          f"training time {t_base:.2f} s")
+    print(f"{'write':6} {'checkpoints':>11} {'stall ms (median)':>18} {'write ms (median)':>18} "
+          f"{'train time x baseline':>22} {'MiB/rank':>9}")
+    for mode, log, stalls, out in rows:
+        size = dir_bytes(os.path.join(out, "checkpoint")) / args.ranks / 2**20
+        print(f"{'async' if mode == 'true' else 'sync':6} {len(stalls):11d} "
+              f"{statistics.median(stalls) * 1e3:18.2f} {statistics.median(log['checkpoints/write_s']) * 1e3:18.2f} "
+              f"{float(log['attrs']['train_time_s']) / t_base:22.3f} {size:9.3f}")
+    async_stall = statistics.median(rows[0][2])
+    print(f"stall share of training time (async): at the default 30 min {async_stall / 1800 * 100:.4f}%; "
+          f"at 'every: task' ({tasks - 1} checkpoints) {async_stall * (tasks - 1) / t_base * 100:.2f}%")
+    print(f"stall async / sync: {async_stall / statistics.median(rows[1][2]):.3f}")
+
+
+def recovery(args, tmp) -> None:
+    half = max(1, args.ranks // 2)
+    full = run(args.job, args.ranks, os.path.join(tmp, "full"), args.set)
+    results = [(f"uninterrupted, {args.ranks} ranks", full)]
+    for resume_on in (args.ranks, half):
+        out = os.path.join(tmp, f"killed-{resume_on}")
+        kill = {"HPCCL_INJECT_FAILURE": f"rank={args.ranks - 1},task={args.kill_task},epoch={args.kill_epoch},how=sigkill"}
+        run(args.job, args.ranks, out, args.set + ["checkpoint.every=1"], env=kill, expect=None)
+        done = hpccl("run", "--resume", out, "-n", str(resume_on))
+        if done.returncode != 0:
+            sys.exit(f"resume failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        results.append((f"rank {args.ranks - 1} SIGKILLed in task {args.kill_task}, resumed on {resume_on}",
+                        read_h5(os.path.join(out, "log.h5"))))
+    print(f"{args.job}: final average accuracy")
+    for name, log in results:
+        top1 = log["eval/top1"]
+        print(f"  {name:55} {top1[-1].mean() * 100:6.2f}%   status {log['attrs']['status']}")
+
+
+def run_or_exit(fn, args):
+    with tempfile.TemporaryDirectory(prefix="hpccl-ckpt-bench-") as tmp:
+        fn(args, tmp)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--part", choices=("stall", "recovery"), required=True)
+    p.add_argument("--job", default="jobs/quickstart.yaml")
+    p.add_argument("-n", "--ranks", type=int, default=4)
+    p.add_argument("--set", action="append", default=[], help="job overrides, as for hpccl run")
+    p.add_argument("--kill-task", type=int, default=2)
+    p.add_argument("--kill-epoch", type=int, default=4)
+    args = p.parse_args()
+    run_or_exit(stall if args.part == "stall" else recovery, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
