@@ -44,8 +44,13 @@ def run(job, ranks, out, sets, env=None, expect=0) -> dict:
     return read_h5(os.path.join(out, "log.h5"))
 
 
-def dir_bytes(path) -> int:
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+def checkpoint_sizes(path, ranks) -> tuple[float, float]:
+    """MiB written by rank 0 (its files, the model and state.json) and by each other rank (mean)."""
+    size = {name: os.path.getsize(os.path.join(path, name)) for name in os.listdir(path)}
+    mine = [n for n in size if n.endswith(f"{0:05d}.pt") or n.endswith(f"{0:05d}.h5")]
+    rank0 = sum(size[n] for n in mine) + size.get("model.pt", 0) + size.get("state.json", 0)
+    others = (sum(size.values()) - rank0) / max(ranks - 1, 1)
+    return rank0 / 2**20, others / 2**20
 
 
 def stall(args, tmp) -> None:
@@ -61,12 +66,12 @@ def stall(args, tmp) -> None:
     print(f"{args.job} on {args.ranks} ranks {' '.join(args.set)}; baseline (no checkpoints) "
           f"training time {t_base:.2f} s")
     print(f"{'write':6} {'checkpoints':>11} {'stall ms (median)':>18} {'write ms (median)':>18} "
-          f"{'train time x baseline':>22} {'MiB/rank':>9}")
+          f"{'train time x baseline':>22} {'MiB rank 0':>11} {'MiB other ranks':>16}")
     for mode, log, stalls, out in rows:
-        size = dir_bytes(os.path.join(out, "checkpoint")) / args.ranks / 2**20
+        rank0, others = checkpoint_sizes(os.path.join(out, "checkpoint"), args.ranks)
         print(f"{'async' if mode == 'true' else 'sync':6} {len(stalls):11d} "
               f"{statistics.median(stalls) * 1e3:18.2f} {statistics.median(log['checkpoints/write_s']) * 1e3:18.2f} "
-              f"{float(log['attrs']['train_time_s']) / t_base:22.3f} {size:9.3f}")
+              f"{float(log['attrs']['train_time_s']) / t_base:22.3f} {rank0:11.3f} {others:16.3f}")
     async_stall = statistics.median(rows[0][2])
     print(f"stall share of training time (async): at the default 30 min {async_stall / 1800 * 100:.4f}%; "
           f"at 'every: task' ({tasks - 1} checkpoints) {async_stall * (tasks - 1) / t_base * 100:.2f}%")

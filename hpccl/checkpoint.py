@@ -148,6 +148,7 @@ class _Pending:
         self.written = threading.Event()
         self.error = None
         self.all_written = None      # the Ibarrier that says every rank has written its files
+        self.waited_from = None      # set when save waits for the commit
 
 
 class CheckpointWriter:
@@ -196,8 +197,8 @@ class CheckpointWriter:
                                         daemon=True)
         self._thread.start()
         if wait or not self.asynchronous:
+            job.waited_from = t0         # the stall is then the whole write, up to the commit
             self._settle(block=True)
-            job.stall_s = time.perf_counter() - t0
         return job.stall_s
 
     def _write(self, job: _Pending) -> None:
@@ -242,6 +243,8 @@ class CheckpointWriter:
         elif not job.all_written.Test():
             return
         self._pending = None
+        if job.waited_from is not None:
+            job.stall_s = time.perf_counter() - job.waited_from
         if self.world.is_root:
             self._commit(job)
 

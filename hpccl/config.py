@@ -157,13 +157,16 @@ class RuntimeConfig:
 @dataclass
 class CheckpointConfig:
     """Periodic checkpoints (besides the one a stop signal writes), for surviving failures."""
-    every: Union[int, str] = ranged("30min", ge=1)   # N epochs | '30min', '90s', '2h' | 'task' | 'off'
+    # YAML reads a bare `off` as false: accepted as 'off'.
+    every: Union[int, str, bool] = ranged("30min", ge=1)   # N epochs | '30min', '90s', '2h' | 'task' | 'off'
     __aliases__ = {"async": "write_async"}
     keep: int = ranged(2, ge=1)                      # the latest and keep - 1 before it
     write_async: bool = True                         # YAML key 'async': written by a background thread
 
     def check(self, loader: Loader, path: str):
         from hpccl.checkpoint import parse_every
+        if self.every is False:
+            self.every = "off"
         if parse_every(self.every) is None:
             raise loader.error(f"{path}.every", "a number of epochs >= 1, a time such as '30min', "
                                "'90s' or '2h', 'task' or 'off'", self.every)

@@ -207,7 +207,8 @@ class Loader:
                                   f"{', '.join(known)}.{suggest(key, known)}")
             kwargs[key] = self.convert(hints[key], raw, sub)
             domain = fields[key].metadata.get("domain")
-            if domain is not None and isinstance(kwargs[key], (int, float)) and kwargs[key] not in domain:
+            if domain is not None and isinstance(kwargs[key], (int, float)) \
+                    and not isinstance(kwargs[key], bool) and kwargs[key] not in domain:
                 raise self.error(sub, domain_text(hints[key], domain), raw)
         for name in fields:
             # Absent sections are built (and checked) like written ones, from an empty mapping.

@@ -122,3 +122,30 @@ def test_a_rank_killed_without_warning_resumes_from_the_last_periodic_checkpoint
     np.testing.assert_array_equal(a["eval/top1"], b["eval/top1"])
     np.testing.assert_array_equal(a["epochs/loss"], b["epochs/loss"])     # no epoch twice
     assert set(b["checkpoints/reason"]) == {"periodic"} and (b["checkpoints/stall_s"] > 0).all()
+
+
+def test_a_rank_killed_while_writing_its_log_leaves_logs_analyze_reads_and_the_run_resumes(tmp_path):
+    """SIGKILL in the middle of a log flush (the 60th column write of each rank, a few epochs
+    in): `hpccl analyze` reads the logs and marks the run incomplete; `--resume` continues from
+    the last periodic checkpoint and ends with every epoch logged once."""
+    import h5py
+    job = write_job(tmp_path / "job.yaml", scenario={"num_tasks": 3},
+                    train={"epochs": 3, "batch_size": 16, "lr": 0.025, "momentum": 0.5},
+                    checkpoint={"every": 1}, runtime={"backend": "torch"})
+    part = tmp_path / "part"
+    r = run_cmd(hpccl_cmd("run", job, "-n", "2", "--out", str(part)), timeout=240,
+                env={"HPCCL_INJECT_KILL_IN_LOG_WRITE": "60"})
+    assert r.returncode != 0
+    with pytest.raises(OSError):      # the writer died with the file open: only SWMR readers open it
+        h5py.File(part / "log.h5", "r")
+    r = run_cmd(hpccl_cmd("analyze", str(part)))
+    assert r.returncode == 0, r.stderr
+    assert "incomplete run (status 'running')" in r.stdout
+    r = run_cmd(hpccl_cmd("run", "--resume", str(part), "-n", "2"), timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    log = read_h5(str(part / "log.h5"))
+    assert log["attrs"]["status"] == "complete"
+    assert [(int(t), int(e)) for t, e in zip(log["epochs/task"], log["epochs/epoch"])] == \
+        [(t, e) for t in range(3) for e in range(3)]
+    r = run_cmd(hpccl_cmd("analyze", str(part)))
+    assert r.returncode == 0 and "incomplete" not in r.stdout, r.stdout + r.stderr
