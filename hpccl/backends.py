@@ -51,7 +51,7 @@ class HorovodBackend(GradientBackend):
                 "scripts/setup.sh (it builds Horovod 0.28.1 with PyTorch+MPI+Gloo), load your "
                 "site's Horovod module, or set 'runtime.backend: torch'.") from None
         self.hvd = hvd
-        from hpccl.runtime import require_thread_multiple
+        from hpccl.mpi import require_thread_multiple
         require_thread_multiple("runtime.backend 'horovod' (its background thread runs the "
                                 "allreduces)", "or set 'runtime.backend: torch'")
         # Share our (THREAD_MULTIPLE) communicator rather than letting Horovod init MPI.

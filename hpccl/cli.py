@@ -29,6 +29,10 @@ def cmd_run(args) -> int:
         if args.job or args.set or args.out:
             raise HpcclError("--resume RUN_DIR continues a run with the job saved in it "
                              "(RUN_DIR/config.yaml): give no JOB, --set or --out with it.")
+        from hpccl import kinds
+        saved = os.path.join(args.resume, "config.yaml")
+        if os.path.isfile(saved):       # a kind that writes no checkpoint says so
+            kinds.of_job(load_job(saved)).refuse_resume(args.resume)
         state = checkpoint.read_state(args.resume)   # fails clearly when there is none
         if args.np is None and not under_mpi_launch():
             args.np = state["world_size"]     # any number works; by default, the same as before
@@ -160,13 +164,8 @@ def cmd_validate(args) -> int:
     from hpccl.config import load_job
     cfg = load_job(args.job, args.set)
     _preflight(cfg, args.job)
-    if cfg.kind != "continual":
-        what = f"kind {cfg.kind}"
-    elif cfg.scenario.kind == "megabatch":
-        what = (f"learner {cfg.learner.kind}, model {cfg.model.kind}, {cfg.scenario.num_megabatches} "
-                f"mega-batches, wait {cfg.scenario.wait}, replay {cfg.scenario.replay:g}")
-    else:
-        what = f"learner {cfg.learner.kind}, model {cfg.model.kind}, {cfg.scenario.num_tasks} tasks"
+    from hpccl import kinds
+    what = kinds.of_job(cfg).describe(cfg)
     print(f"{args.job}: valid ({cfg.name}: {what}, backend {cfg.runtime.backend})")
     return 0
 
@@ -205,15 +204,11 @@ def cmd_info(args) -> int:
 
 def _plot_runs(reports, out_dir) -> list[str]:
     """Figures for each kind of run among ``reports``."""
-    from hpccl.alma.report import plot_alma
-    from hpccl.analysis.plots import write_run_plots
-    from hpccl.erm.report import plot_erm
-    from hpccl.rtrl.report import plot_rnn
+    from hpccl import kinds
     by_kind = {}
     for r in reports:
-        by_kind.setdefault(r.get("job_kind", "continual"), []).append(r)
-    plotters = {"continual": write_run_plots, "erm": plot_erm, "online_rnn": plot_rnn, "megabatch": plot_alma}
-    return [path for kind, runs in by_kind.items() for path in plotters[kind](runs, out_dir)]
+        by_kind.setdefault(kinds.of_summary(r).name, []).append(r)
+    return [path for name, runs in by_kind.items() for path in kinds.KINDS[name].figures(runs, out_dir)]
 
 
 def cmd_analyze(args) -> int:
@@ -228,10 +223,11 @@ def cmd_analyze(args) -> int:
         return os.path.join(args.plot, f"scaling_{os.path.basename(os.path.normpath(path))}.png")
     reports = [summarize(path) for path in runs]
     if args.plot:   # the figures' own names, before any output (a directory in their place)
-        from hpccl.analysis.plots import RUN_PLOTS, check_plot_paths
+        from hpccl import kinds
+        from hpccl.analysis.plots import check_plot_paths
         names = [os.path.basename(scaling_png(p)) for p in sweeps]
-        if any(r.get("job_kind", "continual") == "continual" for r in reports):
-            names += [name for name, _ in RUN_PLOTS]
+        for kind in {kinds.of_summary(r).name for r in reports}:
+            names += kinds.KINDS[kind].figure_names()
         check_plot_paths(args.plot, names)
     if runs:
         print(format_report(reports, args.format, compare=args.compare))

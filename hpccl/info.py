@@ -8,7 +8,7 @@ import sys
 
 def mpi_library() -> dict:
     try:
-        from hpccl.runtime import mpi, thread_level
+        from hpccl.mpi import mpi, thread_level
         MPI = mpi()
         vendor, version = MPI.get_vendor()
         return {"mpi_vendor": vendor, "mpi_vendor_version": ".".join(map(str, version)),

@@ -240,9 +240,10 @@ def start_run_dir(cfg, run_dir: str, world) -> None:
     """Rank 0 creates ``RUN/ranks/`` and writes the resolved ``config.yaml``; every rank waits
     for it, so no rank writes its log into a directory that does not exist yet."""
     if world.is_root:
-        from hpccl.config import dump_job
+        import yaml
         os.makedirs(os.path.join(run_dir, "ranks"), exist_ok=True)
-        dump_job(cfg, os.path.join(run_dir, "config.yaml"))
+        with open(os.path.join(run_dir, "config.yaml"), "w") as f:   # what hpccl.config.dump_job writes
+            yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
     world.barrier()
 
 

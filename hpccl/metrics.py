@@ -33,7 +33,6 @@ def backward_transfer(acc: np.ndarray) -> float:
 
 def topk_correct(logits, targets, ks=(1, 5)):
     """Per-sample booleans for each k (k capped at the number of classes)."""
-    import torch
     maxk = min(max(ks), logits.shape[1])
     top = logits.topk(maxk, dim=1).indices
     hits = top == targets.unsqueeze(1)

@@ -9,23 +9,22 @@ from __future__ import annotations
 import datetime as _dt
 import glob
 import os
-import sys
 import time
 
 import numpy as np
 
-from hpccl import checkpoint
+from hpccl import checkpoint, kinds
 from hpccl.config import JobConfig
 from hpccl.data.datasets import open_dataset
 from hpccl.data.scenario import ClassIncremental
 from hpccl.errors import CollectiveError, ConfigError
 from hpccl.evaluate import evaluate
-from hpccl.learners.base import DataSpec, make_learner
+from hpccl.learners.base import DataSpec
+from hpccl.learners.catalog import make_learner
 from hpccl.learners.loop import LoopContext, lr_multiplier
-from hpccl.logs import H5Log, rank_log, run_log, start_run_dir
 from hpccl.metrics import average_accuracy, backward_transfer, forgetting, format_matrix
-from hpccl.progress import Progress
 from hpccl.runtime import init_world, shutdown_world
+from hpccl.session import RunSession
 from hpccl.timers import IterationTimers, Stopwatch
 
 
@@ -79,81 +78,15 @@ def _status_of(log_path: str) -> str:
     return status.decode() if isinstance(status, bytes) else str(status)
 
 
-class RunRecorder:
-    """The logs of one rank: shared run log on rank 0, its own rank log everywhere."""
-
-    def __init__(self, run_dir, cfg, world, argv, resume=False, rows=None, rank_rows=None):
-        """``rows`` / ``rank_rows`` (resume): the table lengths the checkpoint saw; rows logged
-        after it (by a run that was then killed) are dropped, since they will be trained again."""
-        self.world, self.cfg = world, cfg
-        hostnames = world.comm.allgather(world.hostname)
-        if resume:
-            own = os.path.join(run_dir, "ranks", f"rank{world.rank:05d}.h5")
-            # A rank that did not exist before (resumed on more ranks) starts its own log.
-            self.rank_log = (H5Log.reopen(own, rank_rows) if rank_rows is not None and os.path.exists(own)
-                             else rank_log(run_dir, world))
-            self.run_log = None
-            if world.is_root:
-                self.run_log = H5Log.reopen(os.path.join(run_dir, "log.h5"), rows)
-                before = int(self.run_log.attrs.get("world_size", world.size))
-                self.run_log.append("resumes", time=_dt.datetime.now().isoformat(timespec="seconds"),
-                                    command_line=" ".join(argv), hostnames=" ".join(hostnames),
-                                    task=int(self.run_log.attrs.get("tasks_completed", 0)),
-                                    world_size=world.size, lr_multiplier=lr_multiplier(cfg.train, world.size))
-                self.run_log.set_attrs(status="running", world_size=world.size, num_nodes=world.num_nodes,
-                                       hostnames=hostnames, lr_multiplier=lr_multiplier(cfg.train, world.size))
-                if before > world.size:
-                    _retire_rank_logs(run_dir, world.size, before)
-            return
-        self.rank_log = rank_log(run_dir, world)
-        self.run_log = None
-        if world.is_root:
-            self.run_log = run_log(run_dir, cfg, world, argv, hostnames, learner=cfg.learner.kind,
-                                   lr_multiplier=lr_multiplier(cfg.train, world.size))
-
-    def rows(self) -> dict:
-        """Rank 0's table lengths, for the checkpoint."""
-        return {} if self.run_log is None else {k: n for k, n in self.run_log.lengths().items()
-                                                 if not k.startswith(("checkpoints/", "resumes/"))}
-
-    def rank_rows(self, timers) -> dict:
-        self.flush_rank(timers)     # the checkpoint counts the timer rows of this moment
-        return {**self.rank_log.lengths(), "timers": len(timers)}
-
-    def epoch(self, record, timers):
-        if self.run_log is not None:
-            self.run_log.append("epochs", **record)
-            self.run_log.flush()
-        self.flush_rank(timers)
-
-    def flush_rank(self, timers):
-        """Append the iterations timed since the last flush to the rank log."""
-        done = self.rank_log.lengths().get("timers/total", 0)
-        if len(timers) > done:
-            self.rank_log.extend("timers", **{k: v[done:] for k, v in timers.arrays().items()})
-        self.rank_log.flush()
-
-    def close(self, status, timers):
-        self.flush_rank(timers)
-        self.rank_log.close(status)
-        if self.run_log is not None:
-            self.run_log.close(status)
+def flush_timers(rank_log, timers) -> None:
+    """Append the iterations timed since the last flush to the rank log, and flush it."""
+    done = rank_log.lengths().get("timers/total", 0)
+    if len(timers) > done:
+        rank_log.extend("timers", **{k: v[done:] for k, v in timers.arrays().items()})
+    rank_log.flush()
 
 
-def _retire_rank_logs(run_dir: str, new_size: int, old_size: int) -> None:
-    """Resumed on fewer ranks: the logs and buffer shards of ranks that are gone move to
-    ``ranks/retired/`` and ``buffer/retired/``, so that per-rank tables (load balance,
-    timers) and the buffer files cover the ranks of the run as it is."""
-    for folder in ("ranks", "buffer"):
-        retired = os.path.join(run_dir, folder, "retired")
-        for r in range(new_size, old_size):
-            name = f"rank{r:05d}.h5"
-            if os.path.exists(os.path.join(run_dir, folder, name)):
-                os.makedirs(retired, exist_ok=True)
-                os.replace(os.path.join(run_dir, folder, name), os.path.join(retired, name))
-
-
-def _log_rescale(recorder, progress, state, world, cfg, report) -> None:
+def _log_rescale(session, state, world, cfg, report) -> None:
     """A resume on another number of ranks, in the run log's ``rescales`` table."""
     before = state["world_size"]
     row = {"task": state["task"], "from_ranks": before, "to_ranks": world.size,
@@ -170,10 +103,10 @@ def _log_rescale(recorder, progress, state, world, cfg, report) -> None:
                  f"({report['slots_per_class_from']} -> {report['slots_per_class_to']} slots per class "
                  f"and rank), dropped {report['dropped']}"
                  + (f" (class:count {report['dropped_per_class']})" if report["dropped"] else ""))
-    if recorder.run_log is not None:
-        recorder.run_log.append("rescales", **row)
-        recorder.run_log.flush()
-    progress.message(text)
+    if session.log is not None:
+        session.log.append("rescales", **row)
+        session.log.flush()
+    session.progress.message(text)
 
 
 def _maybe_inject_failure(world, record):
@@ -199,26 +132,12 @@ def _maybe_inject_failure(world, record):
                            "(HPCCL_INJECT_FAILURE)")
 
 
-def job_runner(kind: str, scenario: str = "class_incremental"):
-    """The function that runs one rank's part of a job of this kind (and scenario):
-    ``runner(cfg, run_dir, argv, world, resume) -> summary dict``."""
-    if kind == "continual" and scenario == "megabatch":
-        from hpccl.alma.job import run as runner
-    elif kind == "erm":
-        from hpccl.erm.job import run as runner
-    elif kind == "online_rnn":
-        from hpccl.rtrl.job import run as runner
-    else:
-        runner = _run
-    return runner
-
-
 def run_job(cfg: JobConfig, run_dir: str, argv: list[str], resume: bool = False) -> dict:
     world = init_world(cfg.runtime)
     # No collective clean-up on failure: the caller aborts the whole job, and a rank that
     # waited in a collective for peers stuck elsewhere would hang instead.
     try:
-        summary = job_runner(cfg.kind, cfg.scenario.kind)(cfg, run_dir, argv, world, resume)
+        summary = kinds.of_job(cfg).run(cfg, run_dir, argv, world, resume)
     except (checkpoint.Preempted, CollectiveError):
         shutdown_world(world)  # every rank got here together: a clean, coordinated exit
         raise
@@ -226,24 +145,29 @@ def run_job(cfg: JobConfig, run_dir: str, argv: list[str], resume: bool = False)
     return summary
 
 
-def _run(cfg, run_dir, argv, world, resume=False) -> dict:
-    if not resume:
-        start_run_dir(cfg, run_dir, world)
+def run_continual(cfg, run_dir, argv, world, resume=False) -> dict:
+    """One rank's part of a continual (class-incremental) job."""
+    session = RunSession(cfg, run_dir, argv, world, resume)
     ckpt = checkpoint.load(run_dir, world) if resume else None
     dataset = open_dataset(cfg.data, world)
     scenario = ClassIncremental(dataset, cfg.scenario, cfg.seed, world.rank, world.size)
     rows, rank_rows = (ckpt[0].get("log_rows"), ckpt[2].get("log_rows")) if ckpt else (None, None)
-    recorder = RunRecorder(run_dir, cfg, world, argv, resume=resume, rows=rows, rank_rows=rank_rows)
+    multiplier = lr_multiplier(cfg.train, world.size)
+    session.open_logs(run_attrs={"learner": cfg.learner.kind, "lr_multiplier": multiplier},
+                      rows=rows, rank_rows=rank_rows, lr_multiplier=multiplier)
+    log, progress = session.log, session.progress
     timers = IterationTimers(world.device)
     if resume:
         kept = (rank_rows or {}).get("timers")
-        timers.preload({name: recorder.rank_log.read(f"timers/{name}")[:kept]
-                        for name in timers.columns if f"timers/{name}" in recorder.rank_log.lengths()})
+        timers.preload({name: session.rank_log.read(f"timers/{name}")[:kept]
+                        for name in timers.columns if f"timers/{name}" in session.rank_log.lengths()})
     signals = checkpoint.StopSignals()
-    progress = Progress(cfg.log.progress, enabled=world.is_root)
 
     def on_epoch(record):
-        recorder.epoch(record, timers)
+        if log is not None:
+            log.append("epochs", **record)
+            log.flush()
+        flush_timers(session.rank_log, timers)
         _maybe_inject_failure(world, record)
         progress.end_epoch(f"task {record['task']} epoch {record['epoch'] + 1}: loss {record['loss']:.4f} "
                            f"train acc {record['train_accuracy'] * 100:.1f}% lr {record['lr']:.4g} "
@@ -255,8 +179,8 @@ def _run(cfg, run_dir, argv, world, resume=False) -> dict:
     spec = DataSpec(input_shape=scenario.sample_shape, num_classes=scenario.num_classes,
                     num_train=dataset.info.num_train)
     learner = make_learner(cfg, world, spec, ctx)
-    if recorder.run_log is not None and not resume:
-        recorder.run_log.set_attrs(sample_shape=list(scenario.sample_shape),
+    if log is not None and not resume:
+        log.set_attrs(sample_shape=list(scenario.sample_shape),
                                    model_parameters=sum(p.numel() for p in learner.model.parameters()),
                                    model_gradient_bytes=sum(p.numel() * p.element_size()
                                                             for p in learner.model.parameters()
@@ -270,7 +194,7 @@ def _run(cfg, run_dir, argv, world, resume=False) -> dict:
         state, shared, local = ckpt
         report = learner.restore(shared, local["learner"], checkpoint.checkpoint_dir(run_dir))
         if state["world_size"] != world.size:
-            _log_rescale(recorder, progress, state, world, cfg, report)
+            _log_rescale(session, state, world, cfg, report)
         first_task, fit_resume, train_time = state["task"], local["fit"], state["train_time_s"]
         top1, top5 = np.array(state["top1"], dtype=float), np.array(state["top5"], dtype=float)
         progress.message(f"hpccl: resuming {run_dir} at task {first_task}"
@@ -280,7 +204,7 @@ def _run(cfg, run_dir, argv, world, resume=False) -> dict:
     current = {"task": first_task, "start": time.perf_counter()}
 
     def log_checkpoint(state, stall_s, write_s):
-        recorder.run_log.append("checkpoints", task=state["task"], epoch=state["epoch"],
+        log.append("checkpoints", task=state["task"], epoch=state["epoch"],
                                 reason=state["reason"], stall_s=stall_s, write_s=write_s)
 
     writer = checkpoint.CheckpointWriter(run_dir, world, keep=cfg.checkpoint.keep,
@@ -289,11 +213,13 @@ def _run(cfg, run_dir, argv, world, resume=False) -> dict:
 
     def save_checkpoint(next_task, fit_state, task_time, why="signal"):
         started = time.perf_counter()     # the stall: from here to the end of the copy
-        local = {"fit": fit_state, "learner": learner.local_state(), "log_rows": recorder.rank_rows(timers)}
+        flush_timers(session.rank_log, timers)    # the checkpoint counts the timer rows of now
+        local = {"fit": fit_state, "learner": learner.local_state(),
+                 "log_rows": {**session.rank_log.lengths(), "timers": len(timers)}}
         writer.save(state={"task": next_task, "epoch": (fit_state or {}).get("epoch", 0), "reason": why,
                            "train_time_s": train_time + task_time,
                            "top1": top1.tolist(), "top5": top5.tolist(),
-                           "signal": signals.received, "log_rows": recorder.rows()},
+                           "signal": signals.received, "log_rows": session.table_rows()},
                     shared=learner.shared_state(), local=local, files=learner.checkpoint_files(),
                     wait=why == "signal", started=started)
         periodic.saved()
@@ -312,8 +238,11 @@ def _run(cfg, run_dir, argv, world, resume=False) -> dict:
     progress.message(f"hpccl: {cfg.name}: learner {cfg.learner.kind}, {world.size} rank(s) on "
                      f"{world.num_nodes} node(s), {world.device.type}, backend {cfg.runtime.backend}, "
                      f"{T} tasks of {scenario.num_classes} classes")
-    status = "failed"
-    try:
+    session.at_close(lambda ok: writer.close(ok))
+    session.at_close(lambda ok: learner.close(ok))
+    session.at_close(lambda ok: flush_timers(session.rank_log, timers))
+    session.at_close(lambda ok: signals.restore())
+    with session.running():
         for t in range(T):
             task = scenario.task(t) if t >= first_task or cfg.learner.kind == "scratch" else None
             tasks.append(task)
@@ -326,7 +255,6 @@ def _run(cfg, run_dir, argv, world, resume=False) -> dict:
                 world.barrier()
             if "stopped_at" in stats:
                 save_checkpoint(t, stats["stopped_at"], sw.seconds)
-                status = "preempted"
                 raise checkpoint.Preempted()
             train_time += sw.seconds
             x, y, task_ids = scenario.test_upto(t)
@@ -335,10 +263,9 @@ def _run(cfg, run_dir, argv, world, resume=False) -> dict:
             samples = int(world.allreduce_sum([stats["samples"]])[0])
             facts = learner.rank_facts()
             if facts:
-                recorder.rank_log.append("tasks", index=t, **facts)
-                recorder.rank_log.flush()   # on disk before a checkpoint counts this row
-            if recorder.run_log is not None:
-                log = recorder.run_log
+                session.rank_log.append("tasks", index=t, **facts)
+                session.rank_log.flush()   # on disk before a checkpoint counts this row
+            if log is not None:
                 log.append("tasks", index=t, train_time_s=sw.seconds, samples=samples,
                            iterations=stats["iterations"],
                            average_accuracy=float(np.mean(a1)), classes=" ".join(map(str, task.classes)),
@@ -353,28 +280,13 @@ def _run(cfg, run_dir, argv, world, resume=False) -> dict:
             stop, due = world.allreduce_sum([signals.requested(), periodic.task_due()])
             if t + 1 < T and stop > 0:
                 save_checkpoint(t + 1, None, 0.0)
-                status = "preempted"
                 raise checkpoint.Preempted()
             if t + 1 < T and due > 0:
                 save_checkpoint(t + 1, None, 0.0, "periodic")
-        status = "complete"
-    except CollectiveError as e:
-        status = e.status
-        if recorder.run_log is not None:
-            recorder.run_log.attrs["failure"] = str(e)
-        raise
-    finally:
-        writer.close(ok=status in ("complete", "preempted"))
-        learner.close(ok=status in ("complete", "preempted"))
-        recorder.close(status, timers)
-        signals.restore()
     summary = {"final_average_accuracy": float(average_accuracy(top1)[-1]),
                "forgetting": float(forgetting(top1)[-1]), "backward_transfer": backward_transfer(top1),
                "train_time_s": train_time, "accuracy_matrix": top1}
-    if world.is_root:
-        print(format_matrix(top1))
-        print(f"final average accuracy {summary['final_average_accuracy'] * 100:.1f}%  "
-              f"forgetting {summary['forgetting'] * 100:.1f}%  BWT {summary['backward_transfer'] * 100:+.1f}%  "
-              f"training time {train_time:.1f}s")
-        sys.stdout.flush()
+    session.report(f"{format_matrix(top1)}\nfinal average accuracy "
+                   f"{summary['final_average_accuracy'] * 100:.1f}%  forgetting {summary['forgetting'] * 100:.1f}%  "
+                   f"BWT {summary['backward_transfer'] * 100:+.1f}%  training time {train_time:.1f}s")
     return summary

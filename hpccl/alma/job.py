@@ -69,8 +69,6 @@ arrival, so a killed run keeps its curve so far.
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 
 import numpy as np
@@ -82,12 +80,9 @@ from hpccl.alma.stream import MegaBatchStream, Schedule
 from hpccl.data.datasets import open_dataset
 from hpccl.errors import ConfigError, HpcclError
 from hpccl.learners.loop import lr_multiplier
-from hpccl.logs import rank_log as open_rank_log
-from hpccl.logs import start_run_dir
-from hpccl.logs import run_log as open_run_log
 from hpccl.models import build_model
-from hpccl.progress import Progress
 from hpccl.runtime import mpi, mpi_allreduce_mean, mpi_allreduce_sum
+from hpccl.session import RunSession
 
 
 def _groups(cfg, world, source):
@@ -112,12 +107,9 @@ def _learner_options(cfg) -> dict:
 
 def run(cfg, run_dir, argv, world, resume=False) -> dict:
     source = "job"
-    if resume:
-        raise HpcclError(f"{run_dir}: 'scenario: megabatch' runs keep no checkpoint and cannot be "
-                         "resumed; its log.h5 holds the error curve up to the last arrival. Start a new run.")
+    session = RunSession(cfg, run_dir, argv, world, resume)
+    progress = session.progress
     sc = cfg.scenario
-    progress = Progress(cfg.log.progress, enabled=world.is_root)
-    start_run_dir(cfg, run_dir, world)
     group, group_comm, cross_comm, num_groups = _groups(cfg, world, source)
     g_rank, g_size = group_comm.Get_rank(), group_comm.Get_size()
     dataset = open_dataset(cfg.data, world)
@@ -156,12 +148,8 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
                         replay=sc.replay, flush=sc.flush)
     MPI = mpi()
 
-    rank_log = open_rank_log(run_dir, world, group=group, group_rank=g_rank, test_rows=len(test_idx))
-    rank_log.flush()
-    hostnames = world.comm.allgather(world.hostname)
-    log = None
-    if world.is_root:
-        log = open_run_log(run_dir, cfg, world, argv, hostnames, **{
+    session.open_logs(rank_attrs={"group": group, "group_rank": g_rank, "test_rows": len(test_idx)},
+                      run_attrs={
             "backend": "mpi", "scenario": "megabatch", "learner": cfg.learner.kind,
             "learner_options": dict(cfg.learner.options), "model": cfg.model.kind,
             "num_megabatches": sc.num_megabatches, "wait": sc.wait, "replay": sc.replay,
@@ -170,12 +158,11 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
             "update_arrivals": schedule.update_arrivals(), "arrivals_completed": 0,
             "flops_note": "torch.utils.flop_counter on one training step (forward+loss+backward) per "
                           "update, times samples processed, summed over ranks"})
-        log.flush()
+    rank_log, log = session.rank_log, session.log
     progress.message(f"hpccl: {cfg.name}: ALMA, learner {cfg.learner.kind}, M={sc.num_megabatches}, "
                      f"wait {sc.wait}, replay {sc.replay:g}, {world.size} rank(s)"
                      + (f" in {num_groups} groups" if num_groups > 1 else "")
                      + f", {info.num_train} training samples, {info.num_test} test samples, {device.type}")
-    status = "failed"
     start = time.perf_counter()
     train_time = 0.0
 
@@ -210,7 +197,9 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
                          f"{rec['error'] * 100:5.1f}%  CER {rec['cer']:.3f}  params {rec['parameters']}  "
                          f"train FLOPs {rec['train_flops']:.3g}  train time {rec['train_time_s']:.2f}s")
 
-    try:
+    # After a failure MPI_Abort follows: nothing collective, so the groups are freed only on success.
+    session.at_close(lambda ok: ok and (group_comm.Free(), cross_comm.Free()))
+    with session.running():
         metrics = drive(schedule, learner, read_rows, x_test, y_test, val_share=sc.val_share, rank=g_rank,
                         size=g_size, allreduce_sum=lambda values: list(world.allreduce_sum(values)),
                         allreduce_max=lambda v: world.comm.allreduce(v, op=MPI.MAX),
@@ -227,20 +216,10 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
                           final_error=metrics.final_error, train_flops=metrics.flops[-1],
                           parameters=metrics.parameters[-1], updates=summary["updates"], wall_time_s=wall,
                           train_time_s=train_time)
-        status = "complete"
-    finally:
-        rank_log.close(status)
-        if log is not None:
-            log.close(status)
-        if status == "complete":   # after a failure MPI_Abort follows: nothing collective
-            group_comm.Free()
-            cross_comm.Free()
-    if world.is_root:
-        print(f"alma {cfg.learner.kind}: M={sc.num_megabatches} wait={sc.wait} replay={sc.replay:g}: "
-              f"CER {summary['cer']:.3f} (mean error {summary['cer_normalized'] * 100:.1f}%), final error "
-              f"{summary['final_error'] * 100:.1f}%, {summary['updates']} updates, train FLOPs "
-              f"{summary['train_flops']:.3g}, {summary['parameters']} parameters, training time "
-              f"{summary['train_time_s']:.1f}s (wall {summary['wall_time_s']:.1f}s)")
-        sys.stdout.flush()
+    session.report(f"alma {cfg.learner.kind}: M={sc.num_megabatches} wait={sc.wait} replay={sc.replay:g}: "
+                   f"CER {summary['cer']:.3f} (mean error {summary['cer_normalized'] * 100:.1f}%), final error "
+                   f"{summary['final_error'] * 100:.1f}%, {summary['updates']} updates, train FLOPs "
+                   f"{summary['train_flops']:.3g}, {summary['parameters']} parameters, training time "
+                   f"{summary['train_time_s']:.1f}s (wall {summary['wall_time_s']:.1f}s)")
     return summary
 

@@ -44,6 +44,7 @@ from hpccl.alma.metrics import FlopMeter
 from hpccl.errors import HpcclError
 from hpccl.learners.loop import parameters_finite
 from hpccl.models.moe import MoELayer, MoENet  # noqa: F401 - re-exported
+from hpccl.optim import make_local_optimizer
 from hpccl.seeding import derive_seed, torch_generator
 
 # Serialises seeded model construction (see Learner.new_model); torch's RNG is process-wide.
@@ -65,11 +66,7 @@ class TrainSettings:
 
 
 def _make_optimizer(model: nn.Module, s: TrainSettings):
-    if s.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
-    if s.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    raise ValueError(f"unknown optimizer {s.optimizer!r} (sgd | adam)")
+    return make_local_optimizer(model.parameters(), s.optimizer, s.lr, s.momentum, s.weight_decay)
 
 
 def _global_count(n: int, allreduce_mean: Optional[AllreduceMean], world_size: int) -> int:

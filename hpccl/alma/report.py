@@ -120,20 +120,8 @@ def compare_rows(reports: list[dict]):
     return header, rows
 
 
-def format_alma_report(reports: list[dict], fmt: str = "text", compare: bool = False, other=None) -> str:
-    """Text, csv, md or JSON for a list of summaries; those not of megabatch runs go to
-    ``other`` (the formatter of the rest), whose output is appended (JSON: merged)."""
-    from hpccl.analysis.report import _jsonable
-    alma = [s for s in reports if is_alma(s)]
-    rest = [s for s in reports if not is_alma(s)]
-    if fmt == "json":
-        if rest and other is not None:
-            others = json.loads(other(rest))
-            it = iter(others if isinstance(others, list) else [others])
-            merged = [_jsonable(s) if is_alma(s) else next(it) for s in reports]
-        else:
-            merged = [_jsonable(s) for s in reports]
-        return json.dumps(merged[0] if len(merged) == 1 else merged, indent=2)
+def format_alma_report(alma: list[dict], fmt: str = "text", compare: bool = False) -> str:
+    """Text, csv or md for summaries of megabatch runs (JSON: hpccl.analysis.report)."""
     parts = []
     if fmt in ("csv", "md") or compare:
         parts.append(render(*compare_rows(alma), fmt=fmt))
@@ -143,8 +131,6 @@ def format_alma_report(reports: list[dict], fmt: str = "text", compare: bool = F
             parts.append("comparison\n" + render(*compare_rows(alma), fmt="text"))
     if fmt == "text":
         parts.extend(f"note: {s['run_dir']}: {s['note']}" for s in alma if s.get("note") and compare)
-    if rest and other is not None:
-        parts.append(other(rest))
     return "\n\n".join(parts)
 
 

@@ -15,8 +15,6 @@ import json
 import os
 from dataclasses import dataclass
 
-import yaml
-
 from hpccl.errors import ConfigError
 from hpccl.schema import load_yaml
 

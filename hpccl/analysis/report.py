@@ -84,16 +84,13 @@ def communication(run: dict) -> dict:
 
 
 def summarize(run_dir: str) -> dict:
+    """The summary of one run, by its job kind (hpccl.kinds)."""
+    from hpccl import kinds
     run, ranks = load_run(run_dir)
-    if run["attrs"].get("job_kind") == "erm":
-        from hpccl.erm.report import erm_summary
-        return erm_summary(run_dir, run, ranks)
-    if run["attrs"].get("scenario") == "megabatch":
-        from hpccl.alma.report import summarize_alma
-        return summarize_alma(run_dir, run, ranks)
-    if run["attrs"].get("job_kind") == "online_rnn":
-        from hpccl.rtrl.report import summarize_rnn
-        return summarize_rnn(run_dir, run, ranks)
+    return kinds.of_log(run["attrs"]).summary(run_dir, run, ranks)
+
+
+def summarize_continual(run_dir: str, run: dict, ranks: list[dict]) -> dict:
     attrs = run["attrs"]
     done = int(attrs.get("tasks_completed", 0))
     top1 = run.get("eval/top1")
@@ -235,20 +232,20 @@ def format_compare(reports: list[dict], fmt: str = "text") -> str:
 
 
 def format_report(reports: list[dict], fmt: str = "text", compare: bool = False) -> str:
-    if any(r.get("job_kind") == "erm" for r in reports):
-        from hpccl.erm.report import format_erm_reports
-        return format_erm_reports(reports, fmt, compare)
-    if any(s.get("job_kind") == "megabatch" for s in reports):
-        from hpccl.alma.report import format_alma_report
-        return format_alma_report(reports, fmt, compare, other=lambda rest: format_report(rest, fmt, compare))
-    if any(s.get("job_kind") == "online_rnn" for s in reports):
-        from hpccl.rtrl.report import format_rnn_report
-        return format_rnn_report(reports, fmt, compare,
-                                 other=lambda rest: format_report(rest, fmt, compare))
-    if fmt in ("csv", "md") or (compare and fmt == "text"):
-        return format_compare(reports, fmt)
+    """Summaries of any kinds: JSON of them all, in order; otherwise each kind formats its own
+    runs (hpccl.kinds), in the order the kinds first appear."""
+    from hpccl import kinds
     if fmt == "json":
         return json.dumps(_jsonable(reports[0] if len(reports) == 1 else reports), indent=2)
+    by_kind: dict = {}
+    for s in reports:
+        by_kind.setdefault(kinds.of_summary(s).name, []).append(s)
+    return "\n\n".join(kinds.KINDS[name].formatted(runs, fmt, compare) for name, runs in by_kind.items())
+
+
+def format_continual(reports: list[dict], fmt: str = "text", compare: bool = False) -> str:
+    if fmt in ("csv", "md") or (compare and fmt == "text"):
+        return format_compare(reports, fmt)
     blocks = []
     for s in reports:
         lines = [f"== {s['run_dir']}: {s['name']} ({s['learner']}, {s['world_size']} ranks, "

@@ -396,7 +396,7 @@ def convert_libsvm(src, out, test=None, name=None) -> str:
     D is the largest feature index in train and test. A rank reads only its rows: indptr[lo:hi+1],
     then data/indices[indptr[lo]:indptr[hi]].
     """
-    from hpccl.erm.libsvm import read_libsvm, scan_libsvm
+    from hpccl.data.libsvm import read_libsvm, scan_libsvm
 
     src = os.fspath(src)
     scans = {"train": scan_libsvm(src)}

@@ -23,7 +23,8 @@ bytes per rank - see :mod:`hpccl.erm.solvers.dasvrda`; cost accounting ("passes"
 """
 from hpccl.erm.losses import Logistic, Loss, SmoothedHinge, Squared, get_loss
 from hpccl.erm.oracle import Oracle
-from hpccl.erm.problem import Problem, ProblemError, shard_bounds
+from hpccl.data.libsvm import shard_bounds
+from hpccl.erm.problem import Problem, ProblemError
 from hpccl.erm.prox import L1, L2, ElasticNet, soft_threshold
 from hpccl.erm.reference import ReferenceSolution, reference_optimum
 from hpccl.erm.sampling import ShardSampler

@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from hpccl.errors import DatasetError
-from hpccl.erm.problem import shard_bounds
+from hpccl.data.libsvm import shard_bounds
 
 
 @dataclass
@@ -97,7 +97,7 @@ def read_h5_shard(path, split, rank, size, binary=True, label_values=None) -> Sh
 
 
 def read_libsvm_shard(path, rank, size, binary=True) -> Shard:
-    from hpccl.erm.libsvm import read_libsvm, scan_libsvm
+    from hpccl.data.libsvm import read_libsvm, scan_libsvm
 
     scan = scan_libsvm(path)
     X, y, n, lo = read_libsvm(path, rank=rank, size=size, binary=False, scan=scan)

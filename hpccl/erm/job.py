@@ -63,20 +63,14 @@ all cumulative. ``solution/x``: the final iterate. ``ranks/rankNNNNN.h5``: attri
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 
 import numpy as np
 import scipy.sparse as sp
 
-from hpccl.errors import HpcclError
 from hpccl.erm.data import (cached_reference, load_shard, reference_key, resolve_path,
                             store_reference)
-from hpccl.logs import rank_log as open_rank_log
-from hpccl.logs import start_run_dir
-from hpccl.logs import run_log as open_run_log
-from hpccl.progress import Progress
+from hpccl.session import RunSession
 
 
 def solver_options(erm_cfg, n: int) -> dict:
@@ -101,12 +95,9 @@ def _accuracy(X, y, x, comm_sum) -> float:
 def run(cfg, run_dir, argv, world, resume=False) -> dict:
     from hpccl.erm import Oracle, Problem, reference_optimum, solve
 
-    if resume:
-        raise HpcclError(f"{run_dir}: ERM runs keep no checkpoint and cannot be resumed; start a new "
-                         "run (a solve restarts in seconds to minutes).")
+    session = RunSession(cfg, run_dir, argv, world, resume)
+    progress = session.progress
     ecfg = cfg.erm
-    progress = Progress(cfg.log.progress, enabled=world.is_root)
-    start_run_dir(cfg, run_dir, world)
     path = resolve_path(cfg.data, world)
     shard = load_shard(cfg.data, ecfg, world.rank, world.size, world=world)
     comm = world.comm if world.size > 1 else None
@@ -115,25 +106,20 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
     sizes = world.comm.allgather(problem.n_local)
     nnz = int(world.allreduce_sum([_nnz(shard.X)])[0])
 
-    rank_log = open_rank_log(run_dir, world, rows=problem.n_local, offset=shard.offset,
-                             nnz=_nnz(shard.X), read_time_s=shard.read_time_s)
-    rank_log.flush()
-    hostnames = world.comm.allgather(world.hostname)
-    log = None
-    if world.is_root:
-        log = open_run_log(run_dir, cfg, world, argv, hostnames, **{
+    session.open_logs(rank_attrs={"rows": problem.n_local, "offset": shard.offset, "nnz": _nnz(shard.X),
+                                  "read_time_s": shard.read_time_s},
+                      run_attrs={
             "backend": "mpi",   # the solvers call MPI directly
             "solver": ecfg.solver, "loss": ecfg.loss, "l1": ecfg.l1, "l2": ecfg.l2, "n": shard.n,
             "dim": shard.dim, "nnz": nnz, "data_source": path, "data_format": shard.fmt,
             "shard_sizes": sizes, "seed": cfg.seed,
             "target_subopt": float("nan") if ecfg.target_subopt is None else ecfg.target_subopt,
             "f_star": float("nan"), "stages_completed": 0})
-        log.flush()
+    log = session.log
     progress.message(f"hpccl: {cfg.name}: ERM, solver {ecfg.solver}, {ecfg.loss} loss, l1 {ecfg.l1:g}, "
                      f"l2 {ecfg.l2:g}; n {shard.n}, d {shard.dim}, {nnz} nonzeros ({shard.fmt}); "
                      f"{world.size} rank(s), shard rows {min(sizes)}..{max(sizes)}")
-    status = "failed"
-    try:
+    with session.running():
         # -- reference optimum P* ---------------------------------------------------------------
         f_star, gap, ref_time, cached = ecfg.f_star, None, 0.0, False
         if f_star is None and ecfg.reference:
@@ -217,16 +203,11 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
                           allreduces=last.allreduces, allreduce_bytes=last.allreduce_bytes,
                           solver_params=json.dumps(res.params, default=float),
                           train_accuracy=train_acc, test_accuracy=test_acc)
-        status = "complete"
-    finally:
-        rank_log.close(status)
-        if log is not None:
-            log.close(status)
     summary = {"solver": ecfg.solver, "passes": last.passes, "solve_time_s": last.wall_time,
                "final_objective": last.objective, "final_subopt": last.subopt, "f_star": f_star,
                "stop_reason": res.stop_reason, "allreduces": last.allreduces,
                "train_accuracy": train_acc, "test_accuracy": test_acc}
-    if world.is_root:
+    if world.is_root:   # the text only rank 0 prints
         sub = "" if last.subopt is None else f", P - P* {last.subopt:.3e}"
         reach = ""
         if f_star is not None:
@@ -238,8 +219,7 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
         acc = "" if not np.isfinite(train_acc) else f", train accuracy {train_acc * 100:.2f}%"
         if np.isfinite(test_acc):
             acc += f", test accuracy {test_acc * 100:.2f}%"
-        print(f"erm {ecfg.solver}: {last.passes:.1f} passes, {last.wall_time:.2f}s solver time, "
-              f"{last.allreduces} allreduces ({last.allreduce_bytes / 1e6:.2f} MB per rank), "
-              f"stop: {res.stop_reason}; final P {last.objective:.12f}{sub}{acc}{reach}")
-        sys.stdout.flush()
+        session.report(f"erm {ecfg.solver}: {last.passes:.1f} passes, {last.wall_time:.2f}s solver time, "
+                       f"{last.allreduces} allreduces ({last.allreduce_bytes / 1e6:.2f} MB per rank), "
+                       f"stop: {res.stop_reason}; final P {last.objective:.12f}{sub}{acc}{reach}")
     return summary

@@ -93,8 +93,4 @@ class Problem:
                        l1=self.l1, l2=self.l2, offset=None, name=self.name)
 
 
-def shard_bounds(n: int, size: int, rank: int) -> tuple[int, int]:
-    """Balanced contiguous split of range(n) over `size` ranks (first n % size get +1)."""
-    base, extra = divmod(n, size)
-    lo = rank * base + min(rank, extra)
-    return lo, lo + base + (1 if rank < extra else 0)
+

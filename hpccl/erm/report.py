@@ -118,23 +118,15 @@ def format_block(s: dict) -> str:
     return "\n".join(lines)
 
 
-def format_erm_reports(reports: list, fmt: str = "text", compare: bool = False) -> str:
-    """ERM reports as text or JSON; non-ERM reports in the list go to the continual formatter."""
-    from hpccl.analysis import report as base
-    if fmt == "json":
-        out = [{k: v for k, v in s.items()} for s in reports]
-        return json.dumps(base._jsonable(out[0] if len(out) == 1 else out), indent=2)
-    erm = [s for s in reports if s.get("job_kind") == "erm"]
+def format_erm_reports(erm: list, fmt: str = "text", compare: bool = False) -> str:
+    """Text, csv or md for summaries of ERM runs (JSON: hpccl.analysis.report)."""
     if fmt in ("csv", "md"):   # one table, a row per ERM run
         return format_compare(erm, fmt)
-    other = [s for s in reports if s.get("job_kind") != "erm"]
     parts = []
     if not (compare and len(erm) > 1):
         parts += [format_block(s) for s in erm]
     if len(erm) > 1 or compare:
         parts.append(format_compare(erm))
-    if other:
-        parts.append(base.format_report(other, fmt, compare))
     return "\n\n".join(parts)
 
 

@@ -107,9 +107,3 @@ class Learner:
     def close(self, ok: bool = True):
         """Release resources (threads, MPI windows). ``ok`` is False when the run failed:
         then nothing collective may be called, since MPI_Abort follows."""
-
-
-def make_learner(cfg, world, data: DataSpec, loop_ctx) -> Learner:
-    # Import the learner modules so that they register themselves.
-    from hpccl.learners import finetune, incremental, lorac, rehearsal, scratch  # noqa: F401
-    return LEARNERS[cfg.learner.kind](cfg, world, data, loop_ctx)

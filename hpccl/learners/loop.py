@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from hpccl.errors import TrainingDiverged
+from hpccl.optim import make_local_optimizer
 from hpccl.seeding import torch_generator
 
 
@@ -50,10 +51,7 @@ def lr_at(train, world_size: int, epoch_progress: float) -> float:
 
 def make_optimizer(model, train, world):
     params = [p for p in model.parameters() if p.requires_grad]
-    if train.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
-    else:
-        opt = torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
+    opt = make_local_optimizer(params, train.optimizer, train.lr, train.momentum, train.weight_decay)
     return world.backend.distributed_optimizer(model, opt)
 
 

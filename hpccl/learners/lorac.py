@@ -28,6 +28,7 @@ from hpccl.learners.finetune import FinetuneLearner
 from hpccl.learners.loop import fit
 from hpccl.lora import IPCTracker, LoRACViT, masked_cross_entropy, orthogonality_penalty, param_groups
 from hpccl.models import build_model
+from hpccl.optim import make_local_optimizer
 from hpccl.seeding import derive_seed
 
 
@@ -83,10 +84,8 @@ class LoRACLearner(FinetuneLearner):
     def _make_optimizer(self):
         train, lc = self.cfg.train, self.cfg.lora
         groups = param_groups(self.model, train.lr, lc.omega_lr_scale, train.weight_decay)
-        if train.optimizer == "sgd":
-            opt = torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum)
-        else:
-            opt = torch.optim.Adam(groups, lr=train.lr)
+        # Weight decay is set per group (the omegas take none).
+        opt = make_local_optimizer(groups, train.optimizer, train.lr, momentum=train.momentum)
         return self.world.backend.distributed_optimizer(self.model, opt)
 
     def _begin_task(self, task: int):

@@ -31,7 +31,7 @@ import torch
 from hpccl.errors import ConfigError
 from hpccl.rehearsal.sampler import GlobalSampler
 from hpccl.rehearsal.shard import Shard, ShardLayout
-from hpccl.runtime import mpi, require_thread_multiple
+from hpccl.mpi import mpi, require_thread_multiple
 from hpccl.seeding import numpy_rng
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpccl.errors import HpcclError
-from hpccl.runtime import mpi
+from hpccl.mpi import mpi
 
 SEQ_BYTES = 8
 # Sequence numbers of records this close together come in one get (a span of 4 KiB costs

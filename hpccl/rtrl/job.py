@@ -93,18 +93,14 @@ import dataclasses
 import itertools
 import math
 import os
-import sys
 import time
 from collections import deque
 
 import numpy as np
 import torch
 
-from hpccl.errors import ConfigError, HpcclError
-from hpccl.logs import rank_log as open_rank_log
-from hpccl.logs import start_run_dir
-from hpccl.logs import run_log as open_run_log
-from hpccl.progress import Progress
+from hpccl.errors import ConfigError
+from hpccl.session import RunSession
 
 from .cell import EGRUNet
 from .dist import mpi_allreduce_mean
@@ -188,13 +184,10 @@ def run(cfg, run_dir: str, argv: list[str], world, resume: bool = False) -> dict
     """One rank's part of an ``online_rnn`` job; returns the summary (same on every rank)."""
     from hpccl.runtime import mpi
     MPI = mpi()
-    if resume:
-        raise HpcclError("online_rnn jobs cannot be resumed (they write no checkpoint); "
-                         "start a new run instead.")
+    session = RunSession(cfg, run_dir, argv, world, resume)
     rc = cfg.rnn
     if cfg.runtime.threads_per_rank is None:
         torch.set_num_threads(1)
-    start_run_dir(cfg, run_dir, world)
 
     train, test = load_task(rc, cfg.seed)
     device = world.device
@@ -210,11 +203,7 @@ def run(cfg, run_dir: str, argv: list[str], world, resume: bool = False) -> dict
     test_x, test_y = test.x[world.rank::world.size], test.y[world.rank::world.size]
     n_test = int(world.allreduce_sum([len(test_y)])[0])
 
-    hostnames = world.comm.allgather(world.hostname)
-    rank_log = open_rank_log(run_dir, world, device=str(device), job_kind="online_rnn")
-    log = None
-    if world.is_root:
-        log = open_run_log(run_dir, cfg, world, argv, hostnames, **{
+    session.open_logs(rank_attrs={"device": str(device), "job_kind": "online_rnn"}, run_attrs={
             "device": str(device),
             "mode": rc.mode, "task": train.name, "num_classes": train.num_classes,
             "chance_accuracy": float(np.bincount(test.y, minlength=train.num_classes).max() / len(test)),
@@ -223,8 +212,7 @@ def run(cfg, run_dir: str, argv: list[str], world, resume: bool = False) -> dict
             "num_params": sum(p.numel() for p in net.parameters()),
             "num_train": len(train), "num_test": len(test), "sequences_completed": 0,
             "train_time_s": 0.0})
-        log.flush()
-    progress = Progress(cfg.log.progress, enabled=world.is_root)
+    rank_log, log, progress = session.rank_log, session.log, session.progress
     progress.message(f"hpccl: {cfg.name}: online_rnn {rc.mode} on {train.name} "
                      f"(T={train.seq_len}, D={train.input_size}, {train.num_classes} classes), "
                      f"EGRU {rc.hidden} units, weight density {net.cell.density:.2f}, activity "
@@ -282,8 +270,7 @@ def run(cfg, run_dir: str, argv: list[str], world, resume: bool = False) -> dict
         state["last_eval"], state["test_acc"] = done, test_acc
         interval.__init__()
 
-    status = "failed"
-    try:
+    with session.running():
         done = 0
         stream = train.stream(None, seed=cfg.seed, rank=world.rank, world_size=world.size,
                               device=device)
@@ -295,38 +282,28 @@ def run(cfg, run_dir: str, argv: list[str], world, resume: bool = False) -> dict
             state["train_time"] += time.perf_counter() - t0
             done += chunk
             evaluate_now(done)
-        status = "complete"
-    finally:
-        if status != "complete":
-            rank_log.close(status)
-            if log is not None:
-                log.close(status)
-    # Checks that the run did what sparse RTRL promises: masked weights never moved, and
-    # the replicas stayed identical.
-    cell = net.cell
-    off = cell.mask == 0
-    masked_max = float(cell.U.detach()[:, off].abs().max()) if bool(off.any()) else 0.0
-    flat = _flat_params(net)
-    ref = world.comm.bcast(flat if world.is_root else None, root=0)
-    replica_diff = world.comm.allreduce(float(np.max(np.abs(flat - ref))) if flat.size else 0.0,
-                                        op=MPI.MAX)
+        # Checks that the run did what sparse RTRL promises: masked weights never moved, and
+        # the replicas stayed identical.
+        cell = net.cell
+        off = cell.mask == 0
+        masked_max = float(cell.U.detach()[:, off].abs().max()) if bool(off.any()) else 0.0
+        flat = _flat_params(net)
+        ref = world.comm.bcast(flat if world.is_root else None, root=0)
+        replica_diff = world.comm.allreduce(float(np.max(np.abs(flat - ref))) if flat.size else 0.0,
+                                            op=MPI.MAX)
+        if world.is_root and rc.save_state:
+            torch.save({"state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
+                        "rnn": dataclasses.asdict(rc), "input_size": train.input_size,
+                        "num_classes": train.num_classes, "seed": cfg.seed},
+                       os.path.join(run_dir, "rnn_state.pt"))
+        if log is not None:
+            log.set_attrs(final_test_accuracy=state["test_acc"], masked_weight_max_abs=masked_max,
+                          replica_max_abs_diff=replica_diff, updates=trainer.updates)
     summary = {"final_test_accuracy": state["test_acc"], "sequences": rc.num_sequences,
                "sequences_total": rc.num_sequences * world.size, "updates": trainer.updates,
                "train_time_s": state["train_time"], "masked_weight_max_abs": masked_max,
                "replica_max_abs_diff": replica_diff}
-    if world.is_root and rc.save_state:
-        torch.save({"state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
-                    "rnn": dataclasses.asdict(rc), "input_size": train.input_size,
-                    "num_classes": train.num_classes, "seed": cfg.seed},
-                   os.path.join(run_dir, "rnn_state.pt"))
-    rank_log.close("complete")
-    if log is not None:
-        log.set_attrs(final_test_accuracy=state["test_acc"], masked_weight_max_abs=masked_max,
-                      replica_max_abs_diff=replica_diff, updates=trainer.updates)
-        log.close("complete")
-    if world.is_root:
-        print(f"final test accuracy {state['test_acc'] * 100:.1f}% after {rc.num_sequences} "
-              f"sequences x {world.size} rank(s), {trainer.updates} updates, "
-              f"training time {state['train_time']:.1f}s")
-        sys.stdout.flush()
+    session.report(f"final test accuracy {state['test_acc'] * 100:.1f}% after {rc.num_sequences} "
+                   f"sequences x {world.size} rank(s), {trainer.updates} updates, "
+                   f"training time {state['train_time']:.1f}s")
     return summary

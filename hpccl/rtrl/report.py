@@ -7,7 +7,6 @@ prints one block per run plus (for several runs, or ``--compare``) one compariso
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
@@ -161,34 +160,8 @@ def format_rnn_compare(reports: list[dict], fmt: str = "text") -> str:
     return "\n".join(lines + notes)
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def format_rnn_report(reports: list[dict], fmt: str = "text", compare: bool = False,
-                      other=None) -> str:
-    """Text or JSON for a list of summaries; those not of online_rnn runs go to ``other``
-    (a ``format_report`` for the rest), whose text is appended."""
-    rnn = [s for s in reports if is_rnn(s)]
-    rest = [s for s in reports if not is_rnn(s)]
-    if fmt == "json":
-        if rest and other is not None:
-            # One JSON document: parse the others' JSON back and merge in the original order.
-            others = json.loads(other(rest))
-            others = others if isinstance(others, list) else [others]
-            it = iter(others)
-            merged = [_jsonable(s) if is_rnn(s) else next(it) for s in reports]
-        else:
-            merged = [_jsonable(s) for s in reports]
-        return json.dumps(merged[0] if len(merged) == 1 else merged, indent=2)
+def format_rnn_report(rnn: list[dict], fmt: str = "text", compare: bool = False) -> str:
+    """Text, csv or md for summaries of online_rnn runs (JSON: hpccl.analysis.report)."""
     parts = []
     if fmt in ("csv", "md"):
         parts.append(format_rnn_compare(rnn, fmt))
@@ -198,8 +171,6 @@ def format_rnn_report(reports: list[dict], fmt: str = "text", compare: bool = Fa
         parts.extend(format_rnn_block(s) for s in rnn)
         if len(rnn) > 1:
             parts.append("comparison\n" + format_rnn_compare(rnn))
-    if rest and other is not None:
-        parts.append(other(rest))
     return "\n\n".join(parts)
 
 

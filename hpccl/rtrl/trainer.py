@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from hpccl.errors import HpcclError
+from hpccl.optim import make_local_optimizer
 
 from .bptt import BPTTLearner
 from .cell import EGRUNet
@@ -42,13 +43,7 @@ def _make_optimizer(optimizer, params, lr: float):
         return optimizer
     if callable(optimizer):
         return optimizer(params)
-    name = str(optimizer).lower()
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr)
-    raise ValueError(f"unknown optimizer {optimizer!r} "
-                     "(use 'adam', 'sgd', an optimizer instance or a factory)")
+    return make_local_optimizer(params, optimizer, lr)
 
 
 class OnlineTrainer:

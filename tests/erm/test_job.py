@@ -150,7 +150,7 @@ def test_run_converted_sparse_file_matches_reference(tmp_path):
     """hpccl run on the CSR HDF5 file (2 ranks): P* equals the one computed in-process on the
     LIBSVM text, and the solve reaches the target."""
     from hpccl.erm import Problem, reference_optimum
-    from hpccl.erm.libsvm import read_libsvm
+    from hpccl.data.libsvm import read_libsvm
 
     rng = np.random.default_rng(0)
     lines = []

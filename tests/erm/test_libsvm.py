@@ -6,7 +6,7 @@ import pytest
 
 from hpccl.errors import DatasetError
 from hpccl.erm import Problem, shard_bounds
-from hpccl.erm.libsvm import read_libsvm, scan_libsvm
+from hpccl.data.libsvm import read_libsvm, scan_libsvm
 
 LINES = [
     "2 1:0.5 3:1",

@@ -26,7 +26,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from hpccl.errors import DatasetError
-from hpccl.erm.problem import shard_bounds
+
+
+def shard_bounds(n: int, size: int, rank: int) -> tuple[int, int]:
+    """Balanced contiguous split of range(n) over `size` ranks (first n % size get +1)."""
+    base, extra = divmod(n, size)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
 
 
 def _open(path: str):

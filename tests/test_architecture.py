@@ -1,0 +1,79 @@
+"""The architecture, checked: the import contracts in .importlinter (the core knows no job
+kind, job kinds do not import one another, the continual kind is layered) and no import cycle
+between hpccl's modules."""
+
+import os
+import subprocess
+import sys
+
+from helpers import ROOT
+
+
+def test_import_contracts_hold():
+    lint = os.path.join(os.path.dirname(sys.executable), "lint-imports")
+    r = subprocess.run([lint, "--config", os.path.join(ROOT, ".importlinter")], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "0 broken" in r.stdout
+
+
+def import_cycles(graph) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    adj = {m: sorted(graph.find_modules_directly_imported_by(m)) for m in graph.modules}
+    index, low, on, stack, cycles, counter = {}, {}, set(), [], [], [0]
+    for root in sorted(adj):
+        if root in index:
+            continue
+        work = [(root, iter(adj[root]))]
+        index[root] = low[root] = counter[0]
+        counter[0] += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            v, it = work[-1]
+            for w in it:
+                if w not in index:
+                    index[w] = low[w] = counter[0]
+                    counter[0] += 1
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(adj[w])))
+                    break
+                if w in on:
+                    low[v] = min(low[v], index[w])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
+                if low[v] == index[v]:
+                    comp = []
+                    while True:
+                        w = stack.pop()
+                        on.discard(w)
+                        comp.append(w)
+                        if w == v:
+                            break
+                    if len(comp) > 1:
+                        cycles.append(sorted(comp))
+    return cycles
+
+
+class _Graph:
+    def __init__(self, edges):
+        self.edges = edges
+        self.modules = set(edges) | {b for v in edges.values() for b in v}
+
+    def find_modules_directly_imported_by(self, m):
+        return self.edges.get(m, set())
+
+
+def test_the_cycle_finder_finds_cycles():
+    g = _Graph({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e2"}, "e2": {"e"}})
+    assert sorted(import_cycles(g)) == [["a", "b", "c"], ["e", "e2"]]
+    assert import_cycles(_Graph({"a": {"b"}, "b": {"c"}})) == []
+
+
+def test_no_import_cycles_between_modules():
+    import grimp
+    graph = grimp.build_graph("hpccl")
+    assert import_cycles(graph) == []
