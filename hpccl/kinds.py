@@ -94,25 +94,25 @@ register(JobKind(
     plots="hpccl.analysis.plots:write_run_plots", plot_names="hpccl.analysis.plots:RUN_PLOTS",
     describe=lambda cfg: (f"learner {cfg.learner.kind}, model {cfg.model.kind}, "
                           f"{cfg.scenario.num_tasks} tasks")))
-register(JobKind(
-    name="megabatch", runner="hpccl.alma.job:run",
-    no_resume="'scenario: megabatch' runs keep no checkpoint and cannot be resumed; its log.h5 "
-              "holds the error curve up to the last arrival. Start a new run.",
-    summarize="hpccl.alma.report:summarize_alma", format="hpccl.alma.report:format_alma_report",
-    plots="hpccl.alma.report:plot_alma",
-    describe=lambda cfg: (f"learner {cfg.learner.kind}, model {cfg.model.kind}, "
-                          f"{cfg.scenario.num_megabatches} mega-batches, wait {cfg.scenario.wait}, "
-                          f"replay {cfg.scenario.replay:g}")))
-register(JobKind(
-    name="erm", runner="hpccl.erm.job:run",
-    no_resume="ERM runs keep no checkpoint and cannot be resumed; start a new run (a solve "
-              "restarts in seconds to minutes).",
-    summarize="hpccl.erm.report:erm_summary", format="hpccl.erm.report:format_erm_reports",
-    plots="hpccl.erm.report:plot_erm",
-    describe=lambda cfg: "kind erm"))
-register(JobKind(
-    name="online_rnn", runner="hpccl.rtrl.job:run",
-    no_resume="online_rnn jobs cannot be resumed (they write no checkpoint); start a new run instead.",
-    summarize="hpccl.rtrl.report:summarize_rnn", format="hpccl.rtrl.report:format_rnn_report",
-    plots="hpccl.rtrl.report:plot_rnn",
-    describe=lambda cfg: "kind online_rnn"))
+def _kind_package(name: str, package: str, summarize: str, format: str, plots: str, no_resume: str,
+                  describe) -> JobKind:
+    """A kind whose runner is ``hpccl.PACKAGE.job:run`` and whose analysis is in
+    ``hpccl.PACKAGE.report``; none of them keeps checkpoints yet."""
+    report = f"hpccl.{package}.report"
+    return register(JobKind(name=name, runner=f"hpccl.{package}.job:run", no_resume=no_resume,
+                            summarize=f"{report}:{summarize}", format=f"{report}:{format}",
+                            plots=f"{report}:{plots}", describe=describe))
+
+
+_kind_package("megabatch", "alma", "summarize_alma", "format_alma_report", "plot_alma",
+              "'scenario: megabatch' runs keep no checkpoint and cannot be resumed; its log.h5 holds "
+              "the error curve up to the last arrival. Start a new run.",
+              lambda cfg: (f"learner {cfg.learner.kind}, model {cfg.model.kind}, "
+                           f"{cfg.scenario.num_megabatches} mega-batches, wait {cfg.scenario.wait}, "
+                           f"replay {cfg.scenario.replay:g}"))
+_kind_package("erm", "erm", "erm_summary", "format_erm_reports", "plot_erm",
+              "ERM runs keep no checkpoint and cannot be resumed; start a new run (a solve restarts "
+              "in seconds to minutes).", lambda cfg: "kind erm")
+_kind_package("online_rnn", "rtrl", "summarize_rnn", "format_rnn_report", "plot_rnn",
+              "online_rnn jobs cannot be resumed (they write no checkpoint); start a new run instead.",
+              lambda cfg: "kind online_rnn")

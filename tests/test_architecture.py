@@ -77,3 +77,12 @@ def test_no_import_cycles_between_modules():
     import grimp
     graph = grimp.build_graph("hpccl")
     assert import_cycles(graph) == []
+
+
+def test_every_registered_kind_names_functions_that_exist():
+    from hpccl import kinds
+    assert set(kinds.KINDS) == {"continual", "megabatch", "erm", "online_rnn"}
+    for kind in kinds.KINDS.values():
+        for ref in (kind.runner, kind.summarize, kind.format, kind.plots):
+            assert callable(kinds._load(ref)), (kind.name, ref)
+        assert kind.resumable or "resume" in kind.no_resume
