@@ -36,7 +36,7 @@ class Finding:
 
 
 def _thread_level(needs_multiple: bool, why: str) -> Finding:
-    from hpccl.runtime import thread_level
+    from hpccl.mpi import thread_level
     level = thread_level()
     if level == "multiple":
         return Finding("thread level", OK, "MPI_THREAD_MULTIPLE")

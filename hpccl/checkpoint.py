@@ -142,9 +142,10 @@ def snapshot(obj):
 class _Pending:
     """One checkpoint between its copy and its commit."""
 
-    def __init__(self, state, shared, local, files, stall_s):
+    def __init__(self, state, shared, local, files, directory):
         self.state, self.shared, self.local, self.files = state, shared, local, files
-        self.stall_s, self.write_s = stall_s, 0.0
+        self.directory = directory
+        self.stall_s, self.write_s = 0.0, 0.0
         self.written = threading.Event()
         self.error = None
         self.all_written = None      # the Ibarrier that says every rank has written its files
@@ -170,7 +171,6 @@ class CheckpointWriter:
         self.asynchronous, self.on_commit = asynchronous, on_commit
         self._comm = world.comm.Dup()
         self._pending = None
-        self._thread = None
         self._count = 0
         if world.is_root:
             for stale in _new_dirs(run_dir):       # left by a job killed while writing
@@ -186,16 +186,13 @@ class CheckpointWriter:
         t0 = time.perf_counter() if started is None else started
         self._settle(block=True)          # one checkpoint in flight at a time
         self._count += 1
-        job = _Pending(state, snapshot(shared) if self.world.is_root else None, snapshot(local),
-                       files or {}, 0.0)
         # One directory per checkpoint: a rank may start writing the next one before rank 0
         # has seen that every rank finished the previous one and moved it in place.
-        job.directory = os.path.join(self.run_dir, f"checkpoint.new{self._count}")
+        job = _Pending(state, snapshot(shared) if self.world.is_root else None, snapshot(local),
+                       files or {}, os.path.join(self.run_dir, f"checkpoint.new{self._count}"))
         job.stall_s = time.perf_counter() - t0
         self._pending = job
-        self._thread = threading.Thread(target=self._write, args=(job,), name="hpccl-checkpoint",
-                                        daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._write, args=(job,), name="hpccl-checkpoint", daemon=True).start()
         if wait or not self.asynchronous:
             job.waited_from = t0         # the stall is then the whole write, up to the commit
             self._settle(block=True)

@@ -157,9 +157,9 @@ class RuntimeConfig:
 @dataclass
 class CheckpointConfig:
     """Periodic checkpoints (besides the one a stop signal writes), for surviving failures."""
+    __aliases__ = {"async": "write_async"}
     # YAML reads a bare `off` as false: accepted as 'off'.
     every: Union[int, str, bool] = ranged("30min", ge=1)   # N epochs | '30min', '90s', '2h' | 'task' | 'off'
-    __aliases__ = {"async": "write_async"}
     keep: int = ranged(2, ge=1)                      # the latest and keep - 1 before it
     write_async: bool = True                         # YAML key 'async': written by a background thread
 

@@ -206,7 +206,7 @@ class H5Log:
             if roles.get(name, _legacy_role(name, value)) == "row":
                 keep = (keep_rows or {}).get(name, len(value))
                 log._rows[name] = list(value[:keep])
-            elif roles.get(name) != "superseded":
+            else:       # read_h5 leaves superseded datasets out
                 log._arrays[name] = value
         log.flush()
         log._file.close()

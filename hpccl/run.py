@@ -82,7 +82,7 @@ def flush_timers(rank_log, timers) -> None:
     """Append the iterations timed since the last flush to the rank log, and flush it."""
     done = rank_log.lengths().get("timers/total", 0)
     if len(timers) > done:
-        rank_log.extend("timers", **{k: v[done:] for k, v in timers.arrays().items()})
+        rank_log.extend("timers", **timers.arrays(since=done))
     rank_log.flush()
 
 
@@ -97,8 +97,7 @@ def _log_rescale(session, state, world, cfg, report) -> None:
             f"(train.lr_scaling: {cfg.train.lr_scaling})")
     if report:
         row.update({k: report[k] for k in ("stored_before", "stored_after", "dropped", "dropped_per_class",
-                                           "slots_per_class_to")})
-        row["slots_per_class_from"] = report.get("slots_per_class_from", -1)
+                                           "slots_per_class_from", "slots_per_class_to")})
         text += (f"; rehearsal buffer {report['stored_before']} -> {report['stored_after']} samples "
                  f"({report['slots_per_class_from']} -> {report['slots_per_class_to']} slots per class "
                  f"and rank), dropped {report['dropped']}"
@@ -181,10 +180,9 @@ def run_continual(cfg, run_dir, argv, world, resume=False) -> dict:
     learner = make_learner(cfg, world, spec, ctx)
     if log is not None and not resume:
         log.set_attrs(sample_shape=list(scenario.sample_shape),
-                                   model_parameters=sum(p.numel() for p in learner.model.parameters()),
-                                   model_gradient_bytes=sum(p.numel() * p.element_size()
-                                                            for p in learner.model.parameters()
-                                                            if p.requires_grad))
+                      model_parameters=sum(p.numel() for p in learner.model.parameters()),
+                      model_gradient_bytes=sum(p.numel() * p.element_size()
+                                               for p in learner.model.parameters() if p.requires_grad))
     T = scenario.num_tasks
     top1 = np.full((T, T), np.nan)
     top5 = np.full((T, T), np.nan)
@@ -204,8 +202,8 @@ def run_continual(cfg, run_dir, argv, world, resume=False) -> dict:
     current = {"task": first_task, "start": time.perf_counter()}
 
     def log_checkpoint(state, stall_s, write_s):
-        log.append("checkpoints", task=state["task"], epoch=state["epoch"],
-                                reason=state["reason"], stall_s=stall_s, write_s=write_s)
+        log.append("checkpoints", task=state["task"], epoch=state["epoch"], reason=state["reason"],
+                   stall_s=stall_s, write_s=write_s)
 
     writer = checkpoint.CheckpointWriter(run_dir, world, keep=cfg.checkpoint.keep,
                                          asynchronous=cfg.checkpoint.write_async,

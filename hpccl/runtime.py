@@ -20,7 +20,7 @@ import torch
 from hpccl.errors import ConfigError
 
 
-from hpccl.mpi import mpi, require_thread_multiple, thread_level  # noqa: F401 - the World's MPI
+from hpccl.mpi import mpi
 
 
 @dataclass

@@ -54,8 +54,9 @@ class IterationTimers:
             if name in arrays:
                 self.columns[name] = list(arrays[name])
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {k: np.asarray(v, dtype=np.int32 if k in ("task", "epoch") else np.float64)
+    def arrays(self, since: int = 0) -> dict[str, np.ndarray]:
+        """The columns from iteration ``since`` on (a log appends only what is new)."""
+        return {k: np.asarray(v[since:], dtype=np.int32 if k in ("task", "epoch") else np.float64)
                 for k, v in self.columns.items()}
 
     def totals(self, since: int = 0) -> dict[str, float]:

@@ -24,7 +24,6 @@ import threading
 import time
 from concurrent.futures import Future
 
-import h5py
 import numpy as np
 import torch
 
@@ -258,11 +257,9 @@ class RehearsalBuffer:
         lay = self.shard.layout
         deal = None
         if self.world.is_root:
-            labels, seen = rd.read_inventory(files, lay.num_classes, lay.sample_shape)
-            with h5py.File(files[0], "r") as f:
-                old_slots = int(f.attrs["slots_per_class"])
-            deal = rd.plan(labels, seen, self.world.size, lay.slots, numpy_rng(seed, "redistribute"),
-                           old_slots=old_slots)
+            labels, seen, old_slots = rd.read_inventory(files, lay.num_classes, lay.sample_shape)
+            deal = rd.plan(labels, seen, self.world.size, lay.slots, numpy_rng(seed, "redistribute"))
+            deal.report["slots_per_class_from"] = old_slots
         deal = self.world.comm.bcast(deal, root=0)
         x, y = rd.read_taken(files, deal.takes[self.world.rank])
         self._drain()

@@ -33,9 +33,11 @@ class Plan:
     report: dict = field(default_factory=dict)
 
 
-def read_inventory(files: list[str], num_classes: int, sample_shape) -> tuple[list, np.ndarray]:
-    """Labels of every stored sample and reservoir counts, per old shard file."""
+def read_inventory(files: list[str], num_classes: int, sample_shape) -> tuple[list, np.ndarray, int]:
+    """Labels of every stored sample and reservoir counts, per old shard file, and the slots
+    per class the old ranks had."""
     labels, seen = [], np.zeros((len(files), num_classes), dtype=np.int64)
+    slots = 0
     for i, path in enumerate(files):
         with h5py.File(path, "r") as f:
             found = (int(f.attrs["num_classes"]), tuple(int(s) for s in f.attrs["sample_shape"]))
@@ -45,11 +47,11 @@ def read_inventory(files: list[str], num_classes: int, sample_shape) -> tuple[li
                                  f"{tuple(sample_shape)}: the checkpoint belongs to another job.")
             labels.append(f["y"][...].astype(np.int64))
             seen[i] = f["seen_per_class"][...]
-    return labels, seen
+            slots = int(f.attrs["slots_per_class"])
+    return labels, seen, slots
 
 
-def plan(labels: list, seen: np.ndarray, new_size: int, new_slots: int, rng: np.random.Generator,
-         old_slots: int | None = None) -> Plan:
+def plan(labels: list, seen: np.ndarray, new_size: int, new_slots: int, rng: np.random.Generator) -> Plan:
     num_classes = seen.shape[1]
     file_of = np.concatenate([np.full(len(y), i, dtype=np.int64) for i, y in enumerate(labels)] or [[]])
     row_of = np.concatenate([np.arange(len(y), dtype=np.int64) for y in labels] or [[]])
@@ -84,8 +86,6 @@ def plan(labels: list, seen: np.ndarray, new_size: int, new_slots: int, rng: np.
               "stored_before": int(len(label)), "stored_after": int(kept.sum()),
               "dropped": int(dropped.sum()),
               "dropped_per_class": " ".join(f"{c}:{n}" for c, n in enumerate(dropped) if n) or "none"}
-    if old_slots is not None:
-        report["slots_per_class_from"] = int(old_slots)
     return Plan(takes=takes, seen=new_seen, report=report)
 
 
