@@ -194,9 +194,9 @@ class Loader:
         extra_ok = getattr(cls, "__extra_keys__", None)  # name of a dict field taking unknown keys
         aliases = getattr(cls, "__aliases__", {})         # YAML key -> field (e.g. async -> async_updates)
         kwargs, extras = {}, {}
-        for key, raw in value.items():
-            key = aliases.get(key, key)
-            sub = f"{path}.{key}" if path else str(key)
+        for written, raw in value.items():
+            key = aliases.get(written, written)
+            sub = f"{path}.{written}" if path else str(written)    # errors name the YAML key
             if key not in fields or key == extra_ok:
                 if extra_ok:
                     extras[key] = raw
@@ -235,10 +235,10 @@ def apply_override(raw: dict, dotted: str, value, source: str, root_cls) -> None
     for i, key in enumerate(keys):
         known = {f.name for f in dataclasses.fields(cls)} if cls is not None else None
         extra = getattr(cls, "__extra_keys__", None) if cls is not None else None
-        if cls is not None:
-            key = getattr(cls, "__aliases__", {}).get(key, key)
-            keys[i] = key
-        if known is not None and key not in known and not extra:
+        # The raw dict keeps the key as written (``async``), so errors name it; the schema
+        # knows it by its field (``async_updates``).
+        field_name = getattr(cls, "__aliases__", {}).get(key, key) if cls is not None else key
+        if known is not None and field_name not in known and not extra:
             prefix = ".".join(keys[:i]) or "<top level>"
             shown = yaml_keys(cls)
             raise ConfigError(f"{source}: unknown key '{'.'.join(keys[:i + 1])}' in section "
@@ -251,5 +251,5 @@ def apply_override(raw: dict, dotted: str, value, source: str, root_cls) -> None
             child = {"kind": child}
         node[key] = child if isinstance(child, dict) else {}
         node = node[key]
-        nxt = typing.get_type_hints(cls).get(key) if cls is not None and key in known else None
+        nxt = typing.get_type_hints(cls).get(field_name) if cls is not None and field_name in known else None
         cls = nxt if nxt is not None and dataclasses.is_dataclass(nxt) else None

@@ -44,6 +44,8 @@ def test_overrides_apply_and_are_typed():
     ({**BASE, "train": {"epochs": 1.5}}, [], ["key 'train.epochs'", "an integer", "1.5"]),
     ({**BASE, "train": {"batch_size": 0}}, [], ["train.batch_size", "an integer >= 1", "found 0"]),
     ({**BASE, "runtime": {"backend": "mpi"}}, [], ["runtime.backend", "'horovod'", "'torch'", "'mpi'"]),
+    ({**BASE, "rehearsal": {"async": "maybe"}}, [], ["key 'rehearsal.async'", "true/false", "'maybe'"]),
+    (BASE, ["checkpoint.async=maybe"], ["key 'checkpoint.async'", "true/false"]),
     ({**BASE, "model": {"kind": "resnet19"}}, [], ["model.kind", "resnet18", "Did you mean 'resnet18'"]),
     ({**BASE, "model": {"kind": "mlp", "hiden": [1]}}, [], ["model.hiden", "Did you mean 'hidden'"]),
     ({"data": {"builtin": "digits"}}, [], ["missing required key 'name'"]),
