@@ -15,12 +15,12 @@ import signal
 import subprocess
 import time
 
-import h5py
 import numpy as np
 import pytest
 
 from helpers import ROOT, hpccl_cmd, mpirun_cmd, run_cmd, write_job
 from hpccl.data.h5format import write_dataset
+from hpccl.logs import read_h5
 
 
 def vectors(tmp_path, name, edit=None, n=80, classes=4):
@@ -140,10 +140,10 @@ def test_diverging_training_stops_all_ranks_with_status_and_place(tmp_path):
     elapsed = time.monotonic() - t0
     assert r.returncode == 3, r.stdout + r.stderr
     line = one_paragraph(r, "non-finite loss", "task 0, epoch 1", "iteration", "on rank")
-    with h5py.File(out / "log.h5") as f:
-        assert f.attrs["status"] == "failed: non-finite loss"
-        assert f.attrs["failure"] in line
-        assert len(f["epochs"]["loss"]) == 1 and not np.isfinite(f["epochs"]["loss"][:]).all()
+    log = read_h5(str(out / "log.h5"))
+    assert log["attrs"]["status"] == "failed: non-finite loss"
+    assert log["attrs"]["failure"] in line
+    assert len(log["epochs/loss"]) == 1 and not np.isfinite(log["epochs/loss"]).all()
     assert elapsed < 60
 
 
@@ -200,5 +200,4 @@ def test_diverging_training_of_other_kinds_fails_the_job(tmp_path, job, sets, me
                 timeout=180)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert message in r.stderr
-    with h5py.File(out / "log.h5") as f:
-        assert f.attrs["status"] == "failed"
+    assert read_h5(str(out / "log.h5"))["attrs"]["status"] == "failed"
