@@ -40,7 +40,7 @@ def main():
     p.add_argument("--elements", type=int, default=RESNET18_PARAMS, help="float32 elements")
     args = p.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from hpccl.launch import mpirun_prefix, under_mpi_launch
+    from hpccl.core.launch import mpirun_prefix, under_mpi_launch
     if args.n and not under_mpi_launch():
         cmd = mpirun_prefix(args.n) + [sys.executable, os.path.abspath(__file__),
                                        "--reps", str(args.reps), "--elements", str(args.elements)]
@@ -50,7 +50,7 @@ def main():
     import torch
 
     from hpccl.config import RuntimeConfig
-    from hpccl.runtime import init_world, mpi
+    from hpccl.core.runtime import init_world, mpi
     MPI = mpi()
     world = init_world(RuntimeConfig(backend="horovod", device="cpu"))
     comm = world.comm
@@ -65,7 +65,7 @@ def main():
     world.backend.shutdown()
     world.backend = None
 
-    from hpccl.backends import TorchDistBackend
+    from hpccl.core.backends import TorchDistBackend
     tb = TorchDistBackend(world)
     t_gloo = bench(lambda: tb.dist.all_reduce(tensor), args.reps, comm)
     tb.shutdown()

@@ -29,8 +29,8 @@ sys.path.insert(0, ROOT)
 
 import yaml  # noqa: E402
 
-from hpccl.launch import mpirun_command  # noqa: E402
-from hpccl.logs import read_h5  # noqa: E402
+from hpccl.core.launch import mpirun_command  # noqa: E402
+from hpccl.core.logs import read_h5  # noqa: E402
 
 
 def run(job: dict, ranks: int, out: str) -> dict:

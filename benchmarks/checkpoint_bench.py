@@ -26,7 +26,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from hpccl.logs import read_h5  # noqa: E402
+from hpccl.core.logs import read_h5  # noqa: E402
 
 
 def hpccl(*args, env=None) -> subprocess.CompletedProcess:

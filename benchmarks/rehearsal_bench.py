@@ -42,9 +42,9 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 def sampling_worker(args):
     import numpy as np
 
-    from hpccl.rehearsal.sampler import GlobalSampler
-    from hpccl.rehearsal.shard import Shard, ShardLayout
-    from hpccl.runtime import mpi
+    from hpccl.continual.rehearsal.sampler import GlobalSampler
+    from hpccl.continual.rehearsal.shard import Shard, ShardLayout
+    from hpccl.core.runtime import mpi
     MPI = mpi()
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -109,7 +109,7 @@ def sampling_worker(args):
 
 
 def sampling_part(args):
-    from hpccl.launch import mpirun_prefix
+    from hpccl.core.launch import mpirun_prefix
     rows = []
     for n in args.ranks:
         cmd = mpirun_prefix(n) + [sys.executable, os.path.abspath(__file__), "--worker",

@@ -8,7 +8,7 @@ import os
 import sys
 import textwrap
 
-from hpccl.errors import HpcclError
+from hpccl.core.errors import HpcclError
 
 
 def _formatter(prog):
@@ -21,15 +21,15 @@ def _add(sub, name, help_text, example):
 
 
 def cmd_run(args) -> int:
-    from hpccl import checkpoint, run_lock
+    from hpccl.core import checkpoint, run_lock
     from hpccl.config import load_job
-    from hpccl.launch import launched_size, relaunch, under_mpi_launch
-    from hpccl.run import check_run_dir, default_run_dir
+    from hpccl.core.launch import launched_size, relaunch, under_mpi_launch
+    from hpccl.core.rundir import check_run_dir, default_run_dir
     if args.resume:
         if args.job or args.set or args.out:
             raise HpcclError("--resume RUN_DIR continues a run with the job saved in it "
                              "(RUN_DIR/config.yaml): give no JOB, --set or --out with it.")
-        from hpccl import kinds
+        from hpccl.core import kinds
         saved = os.path.join(args.resume, "config.yaml")
         if os.path.isfile(saved):       # a kind that writes no checkpoint says so
             kinds.of_job(load_job(saved)).refuse_resume(args.resume)
@@ -49,7 +49,7 @@ def cmd_run(args) -> int:
                          "launcher's rank count.")
     run_dir = args.out or default_run_dir(cfg)
     if not inside:
-        from hpccl.paths import check_output_dir
+        from hpccl.core.paths import check_output_dir
         check_output_dir(run_dir, "--out" if args.out else f"{args.job}: key 'log.dir' (run directory)",
                          "a run directory to write logs and checkpoints into")
         _preflight(cfg, args.job)
@@ -71,7 +71,7 @@ def cmd_run(args) -> int:
         else:
             print(f"hpccl: run directory: {run_dir}")
         return code
-    from hpccl.runtime import abort_on_error, mpi
+    from hpccl.core.runtime import abort_on_error, mpi
     MPI = mpi()
     direct = inside and os.environ.get("HPCCL_RELAUNCHED") != "1"    # by srun/mpiexec directly
 
@@ -84,7 +84,7 @@ def cmd_run(args) -> int:
             if note:
                 print(f"hpccl: {note}", file=sys.stderr, flush=True)
     _on_root(MPI.COMM_WORLD, root_checks)
-    from hpccl.run import run_job
+    from hpccl.core.rundir import run_job
     abort_on_error(lambda: run_job(cfg, run_dir, [sys.argv[0]] + _argv_tail(), resume=bool(args.resume)))
     if MPI.COMM_WORLD.Get_rank() == 0 and os.environ.get("HPCCL_RELAUNCHED") != "1":
         print(f"hpccl: run directory: {run_dir}")
@@ -115,18 +115,18 @@ def _on_root(comm, checks) -> None:
 
 def cmd_pretrain(args) -> int:
     from hpccl.config import load_job
-    from hpccl.launch import launched_size, relaunch, under_mpi_launch
+    from hpccl.core.launch import launched_size, relaunch, under_mpi_launch
     cfg = load_job(args.job, args.set)
     if cfg.kind != "continual" or cfg.model.kind != "vit":
         raise HpcclError(f"{args.job}: hpccl pretrain trains the ViT of a continual job's model "
                          f"section; expected model.kind 'vit', found {cfg.model.kind!r}.")
-    from hpccl.lora.jobconfig import require_pretrain_subset
+    from hpccl.continual.lora.jobconfig import require_pretrain_subset
     require_pretrain_subset(cfg, args.job)
     out = args.out or cfg.pretrain.out or cfg.model.options.get("pretrained")
     if not out:
         raise HpcclError(f"{args.job}: where should the pre-trained weights go? Give --out FILE, "
                          "'pretrain.out' or 'model.pretrained' (the file the continual run loads).")
-    from hpccl.lora.pretrain import check_pretrain_out
+    from hpccl.continual.lora.pretrain import check_pretrain_out
     check_pretrain_out(out, "--out" if args.out else
                        f"{args.job}: key '{'pretrain.out' if cfg.pretrain.out else 'model.pretrained'}'")
     if cfg.data.path is not None:
@@ -145,8 +145,8 @@ def cmd_pretrain(args) -> int:
         if code != 0:
             print(f"hpccl: pretraining failed (mpirun exit code {code})", file=sys.stderr)
         return code
-    from hpccl.lora.pretrain import pretrain
-    from hpccl.runtime import abort_on_error, init_world, shutdown_world
+    from hpccl.continual.lora.pretrain import pretrain
+    from hpccl.core.runtime import abort_on_error, init_world, shutdown_world
 
     def job():
         world = init_world(cfg.runtime)
@@ -164,7 +164,7 @@ def cmd_validate(args) -> int:
     from hpccl.config import load_job
     cfg = load_job(args.job, args.set)
     _preflight(cfg, args.job)
-    from hpccl import kinds
+    from hpccl.core import kinds
     what = kinds.of_job(cfg).describe(cfg)
     print(f"{args.job}: valid ({cfg.name}: {what}, backend {cfg.runtime.backend})")
     return 0
@@ -172,7 +172,7 @@ def cmd_validate(args) -> int:
 
 def cmd_check(args) -> int:
     from hpccl.config import load_job
-    from hpccl.launch import relaunch, under_mpi_launch
+    from hpccl.core.launch import relaunch, under_mpi_launch
     for flag, value in (("--busy-seconds", args.busy_seconds), ("--timeout", args.timeout)):
         if not value > 0:
             raise HpcclError(f"hpccl check {flag}: expected a number of seconds > 0, found {value}.")
@@ -186,12 +186,12 @@ def cmd_check(args) -> int:
         argv = ["check"] + ([args.job] if args.job else []) + [x for s in args.set for x in ("--set", s)]
         argv += ["--busy-seconds", str(args.busy_seconds), "--timeout", str(args.timeout)]
         return relaunch(args.np, argv)
-    from hpccl.check import run_check
+    from hpccl.continual.rehearsal.check import run_check
     return run_check(cfg, busy_s=args.busy_seconds, timeout_s=args.timeout)
 
 
 def cmd_info(args) -> int:
-    from hpccl.info import versions
+    from hpccl.core.info import versions
     info = versions()
     if args.json:
         print(json.dumps(info, indent=2))
@@ -204,7 +204,7 @@ def cmd_info(args) -> int:
 
 def _plot_runs(reports, out_dir) -> list[str]:
     """Figures for each kind of run among ``reports``."""
-    from hpccl import kinds
+    from hpccl.core import kinds
     by_kind = {}
     for r in reports:
         by_kind.setdefault(kinds.of_summary(r).name, []).append(r)
@@ -214,7 +214,7 @@ def _plot_runs(reports, out_dir) -> list[str]:
 def cmd_analyze(args) -> int:
     from hpccl.analysis.report import format_report, summarize
     if args.plot:   # before reading or printing anything: a --plot DIR that cannot be written
-        from hpccl.paths import check_output_dir
+        from hpccl.core.paths import check_output_dir
         check_output_dir(args.plot, "--plot", "a directory to write PNG figures into")
     sweeps = [p for p in args.runs if os.path.isfile(os.path.join(p, "manifest.json"))]
     runs = [p for p in args.runs if p not in sweeps]
@@ -223,7 +223,7 @@ def cmd_analyze(args) -> int:
         return os.path.join(args.plot, f"scaling_{os.path.basename(os.path.normpath(path))}.png")
     reports = [summarize(path) for path in runs]
     if args.plot:   # the figures' own names, before any output (a directory in their place)
-        from hpccl import kinds
+        from hpccl.core import kinds
         from hpccl.analysis.plots import check_plot_paths
         names = [os.path.basename(scaling_png(p)) for p in sweeps]
         for kind in {kinds.of_summary(r).name for r in reports}:
@@ -235,7 +235,7 @@ def cmd_analyze(args) -> int:
             for path in _plot_runs(reports, args.plot):
                 print(f"wrote {path}", file=sys.stderr)
     for path in sweeps:
-        from hpccl.analysis.scaling import analyze_sweep, sweep_table
+        from hpccl.sched.scaling import analyze_sweep, sweep_table
         from hpccl.analysis.tables import render
         sweep = analyze_sweep(path)
         if args.format == "json":

@@ -16,10 +16,10 @@ from typing import Literal, Optional, Union
 import yaml
 
 from hpccl.erm.jobconfig import ErmConfig
-from hpccl.errors import ConfigError
-from hpccl.lora.jobconfig import LoraConfig, PretrainConfig, check_lora_job
+from hpccl.core.errors import ConfigError
+from hpccl.continual.lora.jobconfig import LoraConfig, PretrainConfig, check_lora_job
 from hpccl.rtrl.jobconfig import OnlineRnnConfig
-from hpccl.schema import Loader, apply_override, load_yaml, ranged, suggest
+from hpccl.core.schema import Loader, apply_override, load_yaml, ranged, suggest
 
 BUILTIN_DATASETS = ("digits", "breast_cancer")   # breast_cancer: 2 classes, for kind: erm
 LEARNER_KINDS = ("incremental", "scratch", "rehearsal", "lorac", "finetune")
@@ -164,7 +164,7 @@ class CheckpointConfig:
     write_async: bool = True                         # YAML key 'async': written by a background thread
 
     def check(self, loader: Loader, path: str):
-        from hpccl.checkpoint import parse_every
+        from hpccl.core.schema import parse_every
         if self.every is False:
             self.every = "off"
         if parse_every(self.every) is None:
@@ -184,7 +184,7 @@ class LogConfig:
 
 
 # What a job is: a continual-learning run (scenario + learner), an ERM solve, or online
-# recurrent learning. Each kind has its runner (hpccl.run.JOB_RUNNERS) and its own section.
+# recurrent learning. Each kind has its runner (hpccl.continual.job.JOB_RUNNERS) and its own section.
 JOB_KINDS = ("continual", "erm", "online_rnn")
 
 
@@ -250,7 +250,7 @@ def check_data_file(cfg: "JobConfig") -> None:
         from hpccl.data.h5format import DatasetFile
         DatasetFile(cfg.data.path).close()
     elif cfg.kind == "erm" and not os.path.isfile(cfg.data.path):
-        from hpccl.errors import DatasetError
+        from hpccl.core.errors import DatasetError
         raise DatasetError(f"data file {cfg.data.path!r} (data.path) does not exist. An ERM job reads "
                            "an HDF5 file (e.g. from 'hpccl data convert libsvm') or a LIBSVM text "
                            "file (.bz2/.gz/.xz ok).")

@@ -9,13 +9,13 @@ time), and a pre-trained backbone is there. Each failure is an HpcclError, one p
 
 from __future__ import annotations
 
-from hpccl.errors import ConfigError
+from hpccl.core.errors import ConfigError
 
 
 def preflight(cfg, source: str) -> list[str]:
     """Raise on the first problem; return notes on what could only be partly checked."""
     from hpccl.config import check_data_file
-    from hpccl.lora.jobconfig import check_pretrained_file
+    from hpccl.continual.lora.jobconfig import check_pretrained_file
     check_pretrained_file(cfg, source)
     if cfg.kind != "continual":
         check_data_file(cfg)        # a continual job's file is checked whole below

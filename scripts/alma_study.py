@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from hpccl.alma.study import load_study  # noqa: E402
-from hpccl.errors import ConfigError  # noqa: E402
+from hpccl.core.errors import ConfigError  # noqa: E402
 from hpccl.analysis.report import summarize  # noqa: E402
 from hpccl.analysis.tables import render  # noqa: E402
 

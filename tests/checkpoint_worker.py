@@ -15,8 +15,8 @@ from types import SimpleNamespace
 
 import torch
 
-from hpccl import checkpoint
-from hpccl.runtime import mpi
+from hpccl.core import checkpoint
+from hpccl.core.runtime import mpi
 
 MPI = mpi()
 comm = MPI.COMM_WORLD
@@ -61,6 +61,6 @@ try:
         files = {"buffer.h5": failing_write} if rank == 1 else {}
         writer.save({"task": 2, "epoch": 0, "reason": "test"}, shared, {"r": rank}, files)
         writer.close()
-except Exception as e:                       # as hpccl.runtime.abort_on_error does
+except Exception as e:                       # as hpccl.core.runtime.abort_on_error does
     print(f"error on rank {rank}: {e}", file=sys.stderr, flush=True)
     comm.Abort(3)

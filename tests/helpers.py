@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def mpirun_cmd(np: int, args: list[str]) -> list[str]:
     """`mpirun -np N python -m hpccl ARGS...`, with the same flags `hpccl run -n` uses."""
-    from hpccl.launch import mpirun_command
+    from hpccl.core.launch import mpirun_command
     return mpirun_command(np, args)
 
 
@@ -67,7 +67,7 @@ def mpi_stack(name: str, ranks_per_node=None) -> MpiStack:
     """``openmpi`` (shared memory), ``openmpi-ucx`` or ``mpich``. Over UCX, windows served by
     OpenMPI's shared-memory component (every rank of the job on one machine) would skip the
     network: with one rank per node only osc/ucx is allowed."""
-    from hpccl.launch import mpirun_prefix
+    from hpccl.core.launch import mpirun_prefix
     if name == "openmpi":
         return MpiStack(name, sys.executable, {}, mpirun_prefix)
     if name == "openmpi-ucx":

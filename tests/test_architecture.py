@@ -1,7 +1,9 @@
 """The architecture, checked: the import contracts in .importlinter (the core knows no job
-kind, job kinds do not import one another, the continual kind is layered) and no import cycle
-between hpccl's modules."""
+kind, job kinds do not import one another, the continual kind is layered, the shared
+libraries know no kind), no import cycle between hpccl's modules nor between its top-level
+packages, and a job file loads without torch."""
 
+import glob
 import os
 import subprocess
 import sys
@@ -80,9 +82,34 @@ def test_no_import_cycles_between_modules():
 
 
 def test_every_registered_kind_names_functions_that_exist():
-    from hpccl import kinds
+    from hpccl.core import kinds
     assert set(kinds.KINDS) == {"continual", "megabatch", "erm", "online_rnn"}
     for kind in kinds.KINDS.values():
         for ref in (kind.runner, kind.summarize, kind.format, kind.plots):
             assert callable(kinds._load(ref)), (kind.name, ref)
         assert kind.resumable or "resume" in kind.no_resume
+
+
+def test_no_import_cycles_between_top_level_packages():
+    """hpccl.core, hpccl.continual, hpccl.alma, ..., hpccl.cli: each package a node."""
+    import grimp
+    graph = grimp.build_graph("hpccl")
+    top = lambda m: ".".join(m.split(".")[:2])      # noqa: E731
+    edges = {}
+    for m in graph.modules:
+        for d in graph.find_modules_directly_imported_by(m):
+            if top(m) != top(d) and "hpccl" not in (top(m), top(d)):   # the root: its version
+                edges.setdefault(top(m), set()).add(top(d))
+    assert "hpccl.core" in edges["hpccl.continual"] and import_cycles(_Graph(edges)) == []
+
+
+def test_loading_a_job_file_does_not_import_torch_or_mpi():
+    """``hpccl validate`` and ``hpccl submit`` run on login nodes: reading the schema of every
+    kind must stay light (the kinds' packages re-export lazily)."""
+    code = ("import sys; from hpccl.config import load_job; "
+            f"[load_job(p) for p in {sorted(glob.glob(os.path.join(ROOT, 'jobs', '*.yaml')))!r}]; "
+            "print(sorted(m for m in ('torch', 'mpi4py', 'h5py', 'horovod') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+

@@ -20,7 +20,7 @@ import pytest
 
 from helpers import ROOT, hpccl_cmd, mpirun_cmd, run_cmd, write_job
 from hpccl.data.h5format import write_dataset
-from hpccl.logs import read_h5
+from hpccl.core.logs import read_h5
 
 
 def vectors(tmp_path, name, edit=None, n=80, classes=4):

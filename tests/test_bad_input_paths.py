@@ -1,7 +1,7 @@
 """Bad output paths and time limits end with one paragraph on stderr, exit code 2 and no traceback,
 before any work and without leaving anything behind: ``hpccl data convert --out``, ``hpccl
 analyze --plot``, ``hpccl pretrain --out``, ``hpccl submit --walltime`` and a site's
-``default_walltime`` (hpccl.paths checks paths by creating and removing a probe; tests run as root,
+``default_walltime`` (hpccl.core.paths checks paths by creating and removing a probe; tests run as root,
 so "cannot be written" is a path below a regular file, or a directory of /proc)."""
 
 import os
@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from hpccl.errors import HpcclError
-from hpccl.paths import check_output_dir, check_output_file
+from hpccl.core.errors import HpcclError
+from hpccl.core.paths import check_output_dir, check_output_file
 
 from helpers import ROOT, hpccl_cmd, run_cmd
 
@@ -45,7 +45,7 @@ def places(tmp_path):
 
 def tiny_run(run_dir) -> str:
     """A complete one-rank run directory written with the real log writer (no training)."""
-    from hpccl.logs import H5Log
+    from hpccl.core.logs import H5Log
     os.makedirs(run_dir)
     log = H5Log(os.path.join(run_dir, "log.h5"), "run", {
         "name": "tiny", "learner": "incremental", "world_size": 1, "backend": "torch",
@@ -56,7 +56,7 @@ def tiny_run(run_dir) -> str:
     return str(run_dir)
 
 
-# --- hpccl.paths ------------------------------------------------------------------------------------
+# --- hpccl.core.paths ------------------------------------------------------------------------------------
 
 def test_path_checks_accept_writable_paths_and_create_nothing(places):
     before = snapshot(places)

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from hpccl.launch import mpirun_prefix
+from hpccl.core.launch import mpirun_prefix
 
 from helpers import MPICH_PYTHON, mpi_stack, run_cmd
 

@@ -29,7 +29,7 @@ def test_analyze_refuses_a_directory_that_is_not_a_run(tmp_path):
 
 
 def test_analyze_refuses_a_log_of_another_schema_version(tmp_path):
-    from hpccl.logs import H5Log
+    from hpccl.core.logs import H5Log
     log = H5Log(str(tmp_path / "log.h5"), "run")
     log.attrs["schema_version"] = 99
     log.flush()

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from hpccl.config import job_from_dict, load_job
-from hpccl.errors import ConfigError
+from hpccl.core.errors import ConfigError
 
 from helpers import ROOT, hpccl_cmd, run_cmd
 

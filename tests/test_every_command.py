@@ -1,4 +1,4 @@
-"""Every command works for every job kind (hpccl.kinds):
+"""Every command works for every job kind (hpccl.core.kinds):
 
 - every shipped job file through `hpccl validate` and, on every shipped site, `hpccl submit
   --dry-run`: the script is rendered, or, for the jobs whose data or pre-trained model the

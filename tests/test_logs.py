@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from hpccl.logs import SCHEMA_VERSION, H5Log, read_h5
+from hpccl.core.logs import SCHEMA_VERSION, H5Log, read_h5
 
 
 def test_roundtrip_tables_arrays_attrs(tmp_path):
@@ -83,7 +83,7 @@ def test_reopen_keeps_the_rows_asked_for_and_continues(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys, numpy as np
-    from hpccl.logs import H5Log
+    from hpccl.core.logs import H5Log
     log = H5Log(sys.argv[1], "rank", {"rank": 0})
     log.flush()
     open(sys.argv[1] + ".ready", "w").close()

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hpccl.metrics import average_accuracy, backward_transfer, forgetting, format_matrix
+from hpccl.continual.metrics import average_accuracy, backward_transfer, forgetting, format_matrix
 
 NAN = np.nan
 ACC = np.array([[0.9, NAN, NAN],

@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 import pytest
 
-from hpccl.logs import read_h5
+from hpccl.core.logs import read_h5
 
 from helpers import hpccl_cmd, interrupted_run, run_cmd, write_job
 

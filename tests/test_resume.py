@@ -12,7 +12,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from hpccl.logs import read_h5
+from hpccl.core.logs import read_h5
 
 from helpers import ROOT, hpccl_cmd, interrupted_run, run_cmd, write_job
 

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from hpccl.logs import read_h5
+from hpccl.core.logs import read_h5
 
 from helpers import ROOT, hpccl_cmd, mpirun_cmd, run_cmd, write_job
 

@@ -3,8 +3,8 @@ import pytest
 
 from hpccl.config import ScenarioConfig
 from hpccl.data.h5format import DatasetFile
-from hpccl.data.scenario import ClassIncremental
-from hpccl.errors import ConfigError
+from hpccl.continual.scenario import ClassIncremental
+from hpccl.core.errors import ConfigError
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4])

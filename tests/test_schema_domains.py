@@ -9,9 +9,9 @@ import typing
 import pytest
 
 from hpccl.config import JobConfig, job_from_dict
-from hpccl.errors import ConfigError
+from hpccl.core.errors import ConfigError
 from hpccl.sched.sites import SiteConfig
-from hpccl.schema import Loader
+from hpccl.core.schema import Loader
 
 BASE = {"name": "x", "data": {"builtin": "digits"}}
 SITE = {"scheduler": "slurm", "gpus_per_node": 4, "launcher": "srun",

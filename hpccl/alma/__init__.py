@@ -17,12 +17,12 @@ and the job around them (``scenario: megabatch``): jobconfig.py (learner options
 files for ``scripts/alma_study.py``).
 """
 
-from hpccl.alma.stream import MegaBatchStream, Schedule, Update, shard
-from hpccl.alma.learners import (ALMA_LEARNERS, AlmaLearner, FixedEnsemble, GrowingEnsemble, GrowingMoE,
-                                 MoELayer, MoENet, SingleModel, TrainSettings, make_alma_learner)
-from hpccl.alma.metrics import AnytimeMetrics, cumulative_error_rate, error_count, flops_per_sample, num_parameters
+from hpccl.core.exports import lazy_exports
 
-__all__ = ["MegaBatchStream", "Schedule", "Update", "shard", "ALMA_LEARNERS", "AlmaLearner", "SingleModel",
-           "GrowingEnsemble", "FixedEnsemble", "GrowingMoE", "MoELayer", "MoENet", "TrainSettings",
-           "make_alma_learner", "AnytimeMetrics", "cumulative_error_rate", "error_count",
-           "flops_per_sample", "num_parameters"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "hpccl.alma.stream": "MegaBatchStream Schedule Update shard",
+    "hpccl.alma.learners": ("ALMA_LEARNERS AlmaLearner FixedEnsemble GrowingEnsemble GrowingMoE "
+        "MoELayer MoENet SingleModel TrainSettings make_alma_learner"),
+    "hpccl.alma.metrics": ("AnytimeMetrics cumulative_error_rate error_count flops_per_sample "
+        "num_parameters"),
+})

@@ -78,11 +78,11 @@ from hpccl.alma.driver import run as drive
 from hpccl.alma.learners import Placement, TrainSettings, make_alma_learner
 from hpccl.alma.stream import MegaBatchStream, Schedule
 from hpccl.data.datasets import open_dataset
-from hpccl.errors import ConfigError, HpcclError
-from hpccl.learners.loop import lr_multiplier
+from hpccl.core.errors import ConfigError, HpcclError
+from hpccl.core.training import lr_multiplier
 from hpccl.models import build_model
-from hpccl.runtime import mpi, mpi_allreduce_mean, mpi_allreduce_sum
-from hpccl.session import RunSession
+from hpccl.core.runtime import mpi, mpi_allreduce_mean, mpi_allreduce_sum
+from hpccl.core.session import RunSession
 
 
 def _groups(cfg, world, source):

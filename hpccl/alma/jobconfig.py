@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from hpccl.errors import ConfigError
-from hpccl.schema import suggest
+from hpccl.core.errors import ConfigError
+from hpccl.core.schema import suggest
 
 # learner kind -> {option: (expected, validator)}; values pass straight to make_alma_learner
 # except 'start' (SingleModel's mode) and 'groups' (placement over rank groups, hpccl.alma.job).

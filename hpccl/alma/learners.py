@@ -41,11 +41,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from hpccl.alma.metrics import FlopMeter
-from hpccl.errors import HpcclError
-from hpccl.learners.loop import parameters_finite
+from hpccl.core.errors import HpcclError
+from hpccl.core.training import parameters_finite
 from hpccl.models.moe import MoELayer, MoENet  # noqa: F401 - re-exported
-from hpccl.optim import make_local_optimizer
-from hpccl.seeding import derive_seed, torch_generator
+from hpccl.core.optim import make_local_optimizer
+from hpccl.core.seeding import derive_seed, torch_generator
 
 # Serialises seeded model construction (see Learner.new_model); torch's RNG is process-wide.
 _GLOBAL_RNG_LOCK = threading.Lock()

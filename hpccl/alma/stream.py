@@ -4,7 +4,7 @@ schedule telling the learner at each arrival whether to update and on which samp
 
 Everything here is index arithmetic on global row numbers, identical on every rank (same
 seed, no communication); a rank then reads only its own rows (``shard``), as in
-``hpccl.data.scenario``.
+``hpccl.continual.scenario``.
 
 Conventions (decided here, documented for the integration):
 
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hpccl.seeding import numpy_rng
+from hpccl.core.seeding import numpy_rng
 
 
 def shard(indices: np.ndarray, rank: int, size: int) -> np.ndarray:

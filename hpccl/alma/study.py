@@ -15,8 +15,8 @@ import json
 import os
 from dataclasses import dataclass
 
-from hpccl.errors import ConfigError
-from hpccl.schema import load_yaml
+from hpccl.core.errors import ConfigError
+from hpccl.core.schema import load_yaml
 
 
 @dataclass

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import yaml
 
-from hpccl.errors import HpcclError
+from hpccl.core.errors import HpcclError
 
 
 @dataclass

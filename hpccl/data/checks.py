@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from hpccl.errors import ConfigError, DatasetError
+from hpccl.core.errors import ConfigError, DatasetError
 
 _BLOCK_BYTES = 64 << 20
 

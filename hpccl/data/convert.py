@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from hpccl.data.h5format import FORMAT_VERSION, write_dataset
-from hpccl.errors import DatasetError
+from hpccl.core.errors import DatasetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 BLOCK_ROWS = 256  # images decoded and written at a time when streaming

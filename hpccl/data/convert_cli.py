@@ -2,7 +2,7 @@
 
 ``add_convert_parser(subparsers)`` mounts the command; each format sets ``func`` so the main
 CLI runs ``args.func(args)``. Converters raise DatasetError for bad input, which the main CLI
-prints without a traceback; ``--out`` is checked (hpccl.paths) before a converter starts.
+prints without a traceback; ``--out`` is checked (hpccl.core.paths) before a converter starts.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def _checked_out(func):
     """``func`` after checking --out: a file path that can be written (not a directory, its
     folder creatable and writable), so that a bad --out fails before any reading or converting."""
     def run(args):
-        from hpccl.paths import check_output_file
+        from hpccl.core.paths import check_output_file
         check_output_file(args.out, "--out", "a path for the HDF5 file to write", "data.h5")
         return func(args)
     return run

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from hpccl.errors import DatasetError
+from hpccl.core.errors import DatasetError
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "test")
@@ -40,7 +40,7 @@ def write_dataset(path, train_x, train_y, test_x, test_y, num_classes: int, name
     if arrays["train"][0].shape[1:] != arrays["test"][0].shape[1:]:
         raise ValueError("train and test samples must have the same shape")
     # Refuse a directory, an unwritable folder or a path under a file before writing anything.
-    from hpccl.paths import check_output_file
+    from hpccl.core.paths import check_output_file
     check_output_file(path, "dataset file", "a path for the HDF5 file to write", "data.h5")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"

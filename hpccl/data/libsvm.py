@@ -25,7 +25,7 @@ from typing import Optional
 import numpy as np
 import scipy.sparse as sp
 
-from hpccl.errors import DatasetError
+from hpccl.core.errors import DatasetError
 
 
 def shard_bounds(n: int, size: int, rank: int) -> tuple[int, int]:

@@ -21,18 +21,16 @@ Communication of a DASVRDA stage (m = n/b inner steps): m + 1 allreduces, 8 (d +
 bytes per rank - see :mod:`hpccl.erm.solvers.dasvrda`; cost accounting ("passes") in
 :mod:`hpccl.erm.oracle`.
 """
-from hpccl.erm.losses import Logistic, Loss, SmoothedHinge, Squared, get_loss
-from hpccl.erm.oracle import Oracle
-from hpccl.data.libsvm import shard_bounds
-from hpccl.erm.problem import Problem, ProblemError
-from hpccl.erm.prox import L1, L2, ElasticNet, soft_threshold
-from hpccl.erm.reference import ReferenceSolution, reference_optimum
-from hpccl.erm.sampling import ShardSampler
-from hpccl.erm.solvers import SOLVERS, Result, StageRecord, solve
 
-__all__ = [
-    "Problem", "ProblemError", "shard_bounds", "solve", "SOLVERS", "Result", "StageRecord",
-    "reference_optimum", "ReferenceSolution", "Oracle", "ShardSampler",
-    "Loss", "Logistic", "Squared", "SmoothedHinge", "get_loss",
-    "ElasticNet", "L1", "L2", "soft_threshold",
-]
+from hpccl.core.exports import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "hpccl.erm.losses": "Logistic Loss SmoothedHinge Squared get_loss",
+    "hpccl.erm.oracle": "Oracle",
+    "hpccl.data.libsvm": "shard_bounds",
+    "hpccl.erm.problem": "Problem ProblemError",
+    "hpccl.erm.prox": "L1 L2 ElasticNet soft_threshold",
+    "hpccl.erm.reference": "ReferenceSolution reference_optimum",
+    "hpccl.erm.sampling": "ShardSampler",
+    "hpccl.erm.solvers": "SOLVERS Result StageRecord solve",
+})

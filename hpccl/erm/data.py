@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 import scipy.sparse as sp
 
-from hpccl.errors import DatasetError
+from hpccl.core.errors import DatasetError
 from hpccl.data.libsvm import shard_bounds
 
 

@@ -70,7 +70,7 @@ import scipy.sparse as sp
 
 from hpccl.erm.data import (cached_reference, load_shard, reference_key, resolve_path,
                             store_reference)
-from hpccl.session import RunSession
+from hpccl.core.session import RunSession
 
 
 def solver_options(erm_cfg, n: int) -> dict:

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from hpccl.errors import ConfigError
-from hpccl.schema import Loader, ranged, suggest
+from hpccl.core.errors import ConfigError
+from hpccl.core.schema import Loader, ranged, suggest
 
 ERM_SOLVERS = ("dasvrda", "svrg", "katyusha", "sgd", "fista")
 ERM_LOSSES = ("logistic", "squared", "smoothed_hinge")

@@ -21,7 +21,7 @@ from typing import Optional, Union
 import numpy as np
 import scipy.sparse as sp
 
-from hpccl.errors import HpcclError
+from hpccl.core.errors import HpcclError
 from hpccl.erm.losses import Loss, get_loss
 from hpccl.erm.prox import ElasticNet
 

@@ -4,6 +4,10 @@ Each builder below declares its options as keyword arguments with defaults; thos
 signatures are the single source of truth for ``model_option_names`` (what a config may set)
 and for the defaults. Builders check option values and raise :class:`ConfigError`, because
 the values come straight from a user's job file.
+
+The builders import their model's module (and torch) when called, not when this package is
+imported: checking a job file's model section (``hpccl validate``, ``hpccl submit`` on a
+login node) reads the signatures without importing torch.
 """
 
 from __future__ import annotations
@@ -11,19 +15,18 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from torch import nn
+from hpccl.core.errors import ConfigError
+from hpccl.core.exports import lazy_exports
 
-from hpccl.errors import ConfigError
-from hpccl.models.cnn import SmallCNN
-from hpccl.models.mlp import MLP
-from hpccl.models.moe import MoENet
-from hpccl.models.resnet import ResNet, resnet18, resnet50
-from hpccl.models.vit import VIT_PRESETS, VisionTransformer, load_pretrained
+__getattr__, _, _models = lazy_exports(__name__, {
+    "hpccl.models.mlp": "MLP", "hpccl.models.cnn": "SmallCNN", "hpccl.models.moe": "MoENet",
+    "hpccl.models.resnet": "ResNet", "hpccl.models.vit": "VisionTransformer"})
+__all__ = ["build_model", "MODEL_KINDS", "model_option_names", *_models]
 
-__all__ = ["build_model", "MODEL_KINDS", "model_option_names", "MLP", "MoENet", "SmallCNN", "ResNet",
-           "VisionTransformer"]
+if TYPE_CHECKING:
+    import torch
 
 STEMS = ("auto", "cifar", "imagenet")
 
@@ -50,6 +53,7 @@ def _build_mlp(input_shape, num_classes, hidden=(256, 256), dropout=0.0):
     hidden = tuple(_positive_int("mlp", "hidden", h) for h in hidden)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ConfigError(f"model option 'dropout' of 'mlp' must be a number in [0, 1), got {dropout!r}.")
+    from hpccl.models.mlp import MLP
     return MLP(input_shape, num_classes, hidden=hidden, dropout=float(dropout))
 
 
@@ -57,10 +61,11 @@ def _build_cnn(input_shape, num_classes, width=32):
     _image_shape("cnn", input_shape)
     if min(input_shape[1:]) < 4:
         raise ConfigError(f"model 'cnn' needs images of at least 4x4 pixels, got {tuple(input_shape)}.")
+    from hpccl.models.cnn import SmallCNN
     return SmallCNN(input_shape, num_classes, width=_positive_int("cnn", "width", width))
 
 
-def _resnet_builder(kind, fn):
+def _resnet_builder(kind):
     def build(input_shape, num_classes, stem="auto", width=64, zero_init_residual=False):
         _image_shape(kind, input_shape)
         if stem not in STEMS:
@@ -72,8 +77,10 @@ def _resnet_builder(kind, fn):
         if not isinstance(zero_init_residual, bool):
             raise ConfigError(f"model option 'zero_init_residual' of {kind!r} must be true or false, "
                               f"got {zero_init_residual!r}.")
-        return fn(input_shape, num_classes, stem=stem, width=_positive_int(kind, "width", width),
-                  zero_init_residual=zero_init_residual)
+        from hpccl.models import resnet
+        return getattr(resnet, kind)(input_shape, num_classes, stem=stem,
+                                     width=_positive_int(kind, "width", width),
+                                     zero_init_residual=zero_init_residual)
     build.__name__ = f"_build_{kind}"
     return build
 
@@ -82,6 +89,7 @@ def _build_vit(input_shape, num_classes, preset="base", patch_size=None, width=N
                mlp_ratio=None, pretrained=None, image_size=None):
     # Shape options left at None come from the preset (base: ViT-B/16). image_size: the side
     # the model works at (inputs are resized to it, e.g. 224 for CIFAR on a 224 checkpoint).
+    from hpccl.models.vit import VIT_PRESETS, VisionTransformer, load_pretrained
     _image_shape("vit", input_shape)
     if image_size is not None:
         input_shape = (input_shape[0], _positive_int("vit", "image_size", image_size),
@@ -114,16 +122,17 @@ def _build_vit(input_shape, num_classes, preset="base", patch_size=None, width=N
 
 def _build_moe(input_shape, num_classes, hidden=64, num_layers=2, num_experts=1):
     # ALMA's growing model: learner growing_moe splits experts as the stream goes on.
+    from hpccl.models.moe import MoENet
     return MoENet(input_shape, num_classes, hidden=_positive_int("moe", "hidden", hidden),
                   num_layers=_positive_int("moe", "num_layers", num_layers),
                   num_experts=_positive_int("moe", "num_experts", num_experts))
 
 
-MODEL_KINDS: dict[str, Callable[..., nn.Module]] = {
+MODEL_KINDS: dict[str, Callable[..., "torch.nn.Module"]] = {
     "mlp": _build_mlp,
     "cnn": _build_cnn,
-    "resnet18": _resnet_builder("resnet18", resnet18),
-    "resnet50": _resnet_builder("resnet50", resnet50),
+    "resnet18": _resnet_builder("resnet18"),
+    "resnet50": _resnet_builder("resnet50"),
     "vit": _build_vit,
     "moe": _build_moe,
 }
@@ -148,7 +157,7 @@ def model_option_defaults(kind: str) -> dict:
     return {k: p.default for k, p in params.items() if k not in ("input_shape", "num_classes")}
 
 
-def build_model(kind: str, input_shape, num_classes: int, **options) -> nn.Module:
+def build_model(kind: str, input_shape, num_classes: int, **options) -> "torch.nn.Module":
     """Build a freshly initialised model for samples of ``input_shape`` ((D,) or (C, H, W))."""
     builder = _builder(kind)
     unknown = set(options) - model_option_names(kind)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpccl.errors import HpcclError
+from hpccl.core.errors import HpcclError
 
 __all__ = ["VisionTransformer", "VIT_PRESETS", "vit_from_preset", "vit_b16", "load_pretrained"]
 

@@ -7,15 +7,14 @@ Modules: ``cell`` (EGRU + pseudo-derivative), ``rtrl`` (dense and sparse RTRL), 
 (reference), ``tasks`` (spiral, digits, arrays), ``trainer`` (OnlineTrainer), ``dist``
 (mpi4py ``allreduce_mean``).
 """
-from .bptt import BPTTLearner
-from .cell import EGRUCell, EGRUNet, pseudo_derivative, spike
-from .dist import mpi_allreduce_mean
-from .rtrl import ParamLayout, RTRLLearner
-from .tasks import SequenceTask, digits_task, from_arrays, spiral_task
-from .trainer import MODES, OnlineTrainer, evaluate, make_learner
 
-__all__ = [
-    "BPTTLearner", "EGRUCell", "EGRUNet", "pseudo_derivative", "spike", "mpi_allreduce_mean",
-    "ParamLayout", "RTRLLearner", "SequenceTask", "digits_task", "from_arrays", "spiral_task",
-    "MODES", "OnlineTrainer", "evaluate", "make_learner",
-]
+from hpccl.core.exports import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "hpccl.rtrl.bptt": "BPTTLearner",
+    "hpccl.rtrl.cell": "EGRUCell EGRUNet pseudo_derivative spike",
+    "hpccl.rtrl.dist": "mpi_allreduce_mean",
+    "hpccl.rtrl.rtrl": "ParamLayout RTRLLearner",
+    "hpccl.rtrl.tasks": "SequenceTask digits_task from_arrays spiral_task",
+    "hpccl.rtrl.trainer": "MODES OnlineTrainer evaluate make_learner",
+})

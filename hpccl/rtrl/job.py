@@ -59,7 +59,7 @@ of sequences of the same length, hence the same number of updates. Unless
 ``runtime.threads_per_rank`` is set, each rank uses one torch thread (per-step tensors are
 tiny). Resuming (``--resume``) is not supported for this kind.
 
-Logs (``log.h5``, rank 0; conventions of :class:`hpccl.run.RunRecorder`): root attributes
+Logs (``log.h5``, rank 0; conventions of :class:`hpccl.continual.job.RunRecorder`): root attributes
 ``schema_version``, ``kind=run``, ``job_kind=online_rnn``, ``status``, ``name``,
 ``config_yaml``, ``command_line``, ``world_size``, ``num_nodes``, ``hostnames``, ``backend``,
 ``device``, ``versions``, ``start_time``, ``mode``, ``task``, ``num_classes``,
@@ -99,8 +99,8 @@ from collections import deque
 import numpy as np
 import torch
 
-from hpccl.errors import ConfigError
-from hpccl.session import RunSession
+from hpccl.core.errors import ConfigError
+from hpccl.core.session import RunSession
 
 from .cell import EGRUNet
 from .dist import mpi_allreduce_mean
@@ -182,7 +182,7 @@ class _Interval:
 
 def run(cfg, run_dir: str, argv: list[str], world, resume: bool = False) -> dict:
     """One rank's part of an ``online_rnn`` job; returns the summary (same on every rank)."""
-    from hpccl.runtime import mpi
+    from hpccl.core.runtime import mpi
     MPI = mpi()
     session = RunSession(cfg, run_dir, argv, world, resume)
     rc = cfg.rnn

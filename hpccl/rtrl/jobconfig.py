@@ -10,8 +10,8 @@ import os
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from hpccl.errors import ConfigError
-from hpccl.schema import ranged
+from hpccl.core.errors import ConfigError
+from hpccl.core.schema import ranged
 
 TASKS = ("spiral", "digits", "file")
 MODES = ("rtrl_sparse", "rtrl_dense", "bptt")

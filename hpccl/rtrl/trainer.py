@@ -18,8 +18,8 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from hpccl.errors import HpcclError
-from hpccl.optim import make_local_optimizer
+from hpccl.core.errors import HpcclError
+from hpccl.core.optim import make_local_optimizer
 
 from .bptt import BPTTLearner
 from .cell import EGRUNet

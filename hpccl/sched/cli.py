@@ -9,7 +9,7 @@ import textwrap
 
 import yaml
 
-from hpccl.errors import ConfigError
+from hpccl.core.errors import ConfigError
 
 
 def _formatter(prog):
@@ -156,7 +156,7 @@ def _submit_one(args, site, gpus, walltime_s, account) -> int:
 
 
 def _submit_sweep(args, site, gpus, walltime_s, account) -> int:
-    from hpccl.errors import HpcclError
+    from hpccl.core.errors import HpcclError
     from hpccl.sched.submit import default_run_dir, load_job_for_site, submit, write_run_dir
     from hpccl.sched.sweeps import (MANIFEST_NAME, manifest, plan_sweep, write_manifest)
     base = load_job_for_site(args.job, args.set)

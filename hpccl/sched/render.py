@@ -17,7 +17,7 @@ from typing import Optional
 from hpccl.sched.sites import SiteConfig, format_walltime, parse_walltime
 
 # Exit code of a run that checkpointed on a warning signal and wants to be requeued
-# (the runner's hpccl.run.EXIT_REQUEUE; tests check the two agree).
+# (hpccl.core.checkpoint.EXIT_REQUEUE; tests check the two agree).
 EXIT_REQUEUE = 99
 
 SCRIPT_NAME = "job.sh"

@@ -27,8 +27,8 @@ from typing import Literal, Optional
 
 import yaml
 
-from hpccl.errors import ConfigError
-from hpccl.schema import Loader, load_yaml, ranged, suggest
+from hpccl.core.errors import ConfigError
+from hpccl.core.schema import Loader, load_yaml, ranged, suggest
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "site_configs"
 

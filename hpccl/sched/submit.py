@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from hpccl.errors import ConfigError, HpcclError
+from hpccl.core.errors import ConfigError, HpcclError
 from hpccl.sched.render import (JOB_COPY_NAME, SCRIPT_NAME, WRAPPER_NAME, ScriptPlan,
                                 render_affinity_wrapper, render_script)
 from hpccl.sched.sites import (Layout, QueueConfig, SiteConfig, format_walltime, parse_time_limit,
@@ -76,7 +76,7 @@ def resolve_account(site: SiteConfig, account: Optional[str], dry_run: bool) -> 
 
 def local_mpirun(ranks: int) -> str:
     """{local_mpirun}: the same local mpirun command ``hpccl run -n`` uses."""
-    from hpccl.launch import mpirun_prefix
+    from hpccl.core.launch import mpirun_prefix
     return shlex.join(mpirun_prefix(ranks))
 
 

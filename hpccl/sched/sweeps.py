@@ -30,7 +30,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from hpccl.errors import ConfigError
+from hpccl.core.errors import ConfigError
 from hpccl.sched.submit import Prepared, prepare
 
 MANIFEST_NAME = "manifest.json"
@@ -104,7 +104,7 @@ def plan_sweep(site, job_path: str, overrides, mode: str, gpus: list[int], wallt
                sweep_dir: str, queue: Optional[str] = None, account: Optional[str] = None,
                global_batch: Optional[int] = None, min_batch: int = 1) -> list[SweepPoint]:
     """Plan every point; raise one ConfigError listing all refused points (nothing written)."""
-    from hpccl.learners.loop import lr_multiplier
+    from hpccl.core.training import lr_multiplier
     from hpccl.sched.submit import load_job_for_site
     if mode not in ("weak", "strong"):
         raise ConfigError(f"--scaling: expected 'weak' or 'strong', found {mode!r}.")

@@ -8,8 +8,8 @@ import pytest
 
 from hpccl.alma.stream import MegaBatchStream, Schedule
 from hpccl.config import job_from_dict
-from hpccl.errors import ConfigError
-from hpccl.logs import read_h5
+from hpccl.core.errors import ConfigError
+from hpccl.core.logs import read_h5
 
 from helpers import hpccl_cmd, mpirun_cmd, run_cmd, write_job
 

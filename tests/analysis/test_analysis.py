@@ -8,10 +8,11 @@ import shutil
 import numpy as np
 import pytest
 
-from hpccl.analysis import model, scaling
+from hpccl.analysis import model
+from hpccl.sched import scaling
 from hpccl.analysis.report import format_report, summarize
-from hpccl.errors import HpcclError
-from hpccl.logs import H5Log
+from hpccl.core.errors import HpcclError
+from hpccl.core.logs import H5Log
 
 from helpers import hpccl_cmd, run_cmd
 
@@ -129,7 +130,7 @@ def test_compare_ranks_only_complete_runs_and_names_the_others(tmp_path, fmt):
 
 
 def test_compare_with_no_complete_run_says_so(tmp_path):
-    from hpccl.analysis.report import format_compare
+    from hpccl.continual.report import format_compare
     reports = [summarize(fake_run(tmp_path / "k", status="running", tasks_done=1))]
     text = format_compare(reports)
     assert text.startswith("no run to compare: none of the 1 run(s) is complete.")

@@ -11,7 +11,7 @@ from hpccl.data import convert
 from hpccl.data.convert import convert_cifar, convert_digits, convert_imagefolder, convert_synthetic
 from hpccl.data.convert_cli import add_convert_parser
 from hpccl.data.h5format import DatasetFile, write_dataset
-from hpccl.errors import DatasetError
+from hpccl.core.errors import DatasetError
 
 
 def raw(path, split):

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from hpccl.config import job_from_dict
-from hpccl.errors import ConfigError
-from hpccl.logs import read_h5
+from hpccl.core.errors import ConfigError
+from hpccl.core.logs import read_h5
 from helpers import hpccl_cmd, run_cmd
 
 LIBSVM_TRAIN = """\

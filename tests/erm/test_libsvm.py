@@ -4,7 +4,7 @@ import bz2
 import numpy as np
 import pytest
 
-from hpccl.errors import DatasetError
+from hpccl.core.errors import DatasetError
 from hpccl.erm import Problem, shard_bounds
 from hpccl.data.libsvm import read_libsvm, scan_libsvm
 

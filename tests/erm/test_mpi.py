@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpccl.launch import mpirun_prefix
+from hpccl.core.launch import mpirun_prefix
 
 WORKER = Path(__file__).with_name("mpi_worker.py")
 ROOT = Path(__file__).resolve().parents[2]

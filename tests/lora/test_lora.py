@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from hpccl.errors import ConfigError, HpcclError
-from hpccl.lora import (IPCTracker, LoRACViT, allreduce_bytes, evaluate_class_incremental, gram_penalty,
-                        mask_logits, orthogonality_penalty, pair_key, param_groups, train_step,
-                        trainable_parameters)
+from hpccl.core.errors import ConfigError, HpcclError
+from hpccl.continual.learners.masking import mask_logits
+from hpccl.continual.lora import (IPCTracker, LoRACViT, gram_penalty, orthogonality_penalty, pair_key, param_groups,
+                                  task_loss, trainable_parameters)
 from hpccl.models import build_model, model_option_names
 from hpccl.models.vit import VisionTransformer, load_pretrained, vit_b16
 
@@ -31,13 +31,24 @@ def data(n=24, classes=(0, 1, 2), seed=1):
     return x, y
 
 
+def train_step(model, opt, x, y, classes, ortho_weight=0.0, tracker=None) -> float:
+    """What one step of the lorac learner does (learners/loop.fit with its loss and hook)."""
+    opt.zero_grad()
+    loss = task_loss(model, classes, ortho_weight)(model(x), y)
+    loss.backward()
+    opt.step()
+    if tracker is not None:
+        tracker.update()
+    return float(loss.detach())
+
+
 def train_task(model, task, classes, steps=3, ortho=0.1, tracker=None, lr=1e-2):
     model.begin_task(task)
     if tracker is not None:
         tracker.reset()
     opt = torch.optim.Adam(param_groups(model, lr, omega_lr_scale=10.0))
     x, y = data(classes=classes, seed=task + 1)
-    losses = [train_step(model, opt, x, y, classes, ortho, tracker)["loss"] for _ in range(steps)]
+    losses = [train_step(model, opt, x, y, classes, ortho, tracker) for _ in range(steps)]
     model.end_task()
     return losses
 
@@ -188,21 +199,16 @@ def test_orthogonality_penalty():
     assert all(p.grad is not None for p in model.tasks[1].lora_A.values())
 
 
-def test_masking_evaluation_and_allreduce_bytes():
+def test_masking_and_what_a_task_trains():
     logits = torch.randn(2, 6, requires_grad=True)
     masked = mask_logits(logits, [1, 3])
     assert torch.isinf(masked[:, [0, 2, 4, 5]]).all() and torch.isfinite(masked[:, [1, 3]]).all()
     model = tiny_lorac()
     model.begin_task(0)
-    x, y = data(12, classes=(0, 1, 2))
-    res = evaluate_class_incremental(model, x, y, seen_classes=range(3))
-    assert 0 <= res["accuracy"] <= 1 and set(res["per_class"]) <= {0, 1, 2}
-    cost = allreduce_bytes(model)
+    trained = sum(p.numel() for _, p in trainable_parameters(model))
     lora = sum(p.numel() for p in model.tasks[0].parameters())
     head = sum(p.numel() for p in model.backbone.head.parameters())
-    assert cost["trainable_params"] == lora + head and cost["trainable_bytes"] == 4 * (lora + head)
-    assert cost["full_params"] == sum(p.numel() for p in model.backbone.parameters())
-    assert 0 < cost["fraction"] < 1
+    assert trained == lora + head < sum(p.numel() for p in model.backbone.parameters())
 
 
 def test_tiny_vit_trains_loss_decreases():

@@ -8,8 +8,8 @@ import pytest
 
 from hpccl.config import ScenarioConfig, job_from_dict, load_job
 from hpccl.data.h5format import DatasetFile
-from hpccl.data.scenario import ClassIncremental
-from hpccl.errors import ConfigError
+from hpccl.continual.scenario import ClassIncremental
+from hpccl.core.errors import ConfigError
 
 from helpers import ROOT
 

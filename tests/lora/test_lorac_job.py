@@ -16,8 +16,8 @@ import pytest
 import torch
 import yaml
 
-from hpccl.learners.lorac import state_digest
-from hpccl.logs import read_h5
+from hpccl.continual.lora.learner import state_digest
+from hpccl.core.logs import read_h5
 
 from helpers import ROOT, hpccl_cmd, run_cmd
 
@@ -64,7 +64,7 @@ def run_lorac(tmp_path, pretrained, name, *sets, np_=2):
 
 
 def expected_trainable(frozen_before_task, num_tasks, rank=RANK):
-    """Adapters + omegas + head per task, from the shapes alone (independent of hpccl.lora)."""
+    """Adapters + omegas + head per task, from the shapes alone (independent of hpccl.continual.lora)."""
     shapes = {"q": (WIDTH, WIDTH), "k": (WIDTH, WIDTH), "v": (WIDTH, WIDTH), "proj": (WIDTH, WIDTH),
               "fc1": (HIDDEN, WIDTH), "fc2": (WIDTH, HIDDEN)}
     pairs = [(f"{layer}_{m}", shapes[m]) for layer in range(DEPTH) for m in shapes]

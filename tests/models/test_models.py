@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hpccl.errors import ConfigError
+from hpccl.core.errors import ConfigError
 from hpccl.models import MODEL_KINDS, build_model, model_option_names
 
 SMALL = {"mlp": {"hidden": [16]}, "cnn": {"width": 4}, "resnet18": {"width": 4}, "resnet50": {"width": 4},

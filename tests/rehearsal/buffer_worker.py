@@ -9,9 +9,9 @@ import time
 
 import numpy as np
 
-from hpccl.rehearsal.sampler import GlobalSampler
-from hpccl.rehearsal.shard import Shard, ShardLayout
-from hpccl.runtime import mpi
+from hpccl.continual.rehearsal.sampler import GlobalSampler
+from hpccl.continual.rehearsal.shard import Shard, ShardLayout
+from hpccl.core.runtime import mpi
 
 MPI = mpi()
 comm = MPI.COMM_WORLD
@@ -81,7 +81,7 @@ elif scenario in ("torn", "torn-unchecked"):
     if scenario == "torn-unchecked":
         # Negative control: records copied without the sequence-number check, so the test
         # below shows it can see torn samples when the check is missing.
-        from hpccl.rehearsal.windows import ShardWindows
+        from hpccl.continual.rehearsal.windows import ShardWindows
 
         def unchecked(self, table, targets, slots, out):
             self._copy(self._plan(table, np.asarray(targets), np.asarray(slots)), out)

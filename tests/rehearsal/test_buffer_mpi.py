@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from helpers import run_cmd
-from hpccl.launch import mpirun_prefix
+from hpccl.core.launch import mpirun_prefix
 
 WORKER = os.path.join(os.path.dirname(__file__), "buffer_worker.py")
 # OpenMPI 4.1 serves these windows with its shared-memory one-sided component on one machine
@@ -88,7 +88,7 @@ def test_shards_are_64_byte_aligned_and_whole_records(classes, slots, shape):
     """Shards lie back to back in a node's shared memory, so a shard's size is the next shard's
     alignment: MPICH returns zeros for gets from 8-byte aligned window bases (found by
     test_mpi_stacks' mpich-2x2 invariants), and the node-wide gather needs whole records."""
-    from hpccl.rehearsal.shard import ShardLayout
+    from hpccl.continual.rehearsal.shard import ShardLayout
     lay = ShardLayout(classes, slots, shape)
     assert lay.nbytes % 64 == 0 and lay.nbytes % lay.record_bytes == 0
     assert lay.nbytes >= lay.records_offset + lay.capacity * lay.record_bytes

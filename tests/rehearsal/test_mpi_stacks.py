@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from hpccl.logs import read_h5
+from hpccl.core.logs import read_h5
 
 from helpers import MPICH_PYTHON, ROOT, mpi_stack, run_cmd
 

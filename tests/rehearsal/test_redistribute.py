@@ -4,7 +4,7 @@ the end-to-end resume on 4 -> 2 and 2 -> 4 ranks is tests/test_rescale.py)."""
 import numpy as np
 import pytest
 
-from hpccl.rehearsal.redistribute import plan
+from hpccl.continual.rehearsal.redistribute import plan
 
 
 def _counts(p, labels, classes):

@@ -14,8 +14,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from helpers import hpccl_cmd, run_cmd  # noqa: E402
 
 from hpccl.config import job_from_dict  # noqa: E402
-from hpccl.errors import ConfigError  # noqa: E402
-from hpccl.logs import read_h5  # noqa: E402
+from hpccl.core.errors import ConfigError  # noqa: E402
+from hpccl.core.logs import read_h5  # noqa: E402
 
 
 def write_rnn_job(path, **rnn) -> str:

@@ -21,8 +21,8 @@ import time
 import numpy as np
 
 from hpccl.cli import main
-from hpccl.launch import mpirun_prefix
-from hpccl.logs import read_h5
+from hpccl.core.launch import mpirun_prefix
+from hpccl.core.logs import read_h5
 
 from sched_helpers import resume_supported, write_tiny_job
 

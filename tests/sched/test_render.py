@@ -139,10 +139,7 @@ def test_extra_directives_from_a_site_override(isolated_sites):
 
 def test_local_mpirun_placeholder_and_exit_code_agree_with_the_runner():
     assert launcher_command(plan_for("slurm-local")).startswith("/usr/bin/mpirun -np 2")
-    try:
-        from hpccl.checkpoint import EXIT_REQUEUE as runner_code
-    except ImportError:
-        from hpccl.run import EXIT_REQUEUE as runner_code
+    from hpccl.core.checkpoint import EXIT_REQUEUE as runner_code
     assert runner_code == EXIT_REQUEUE == 99
 
 

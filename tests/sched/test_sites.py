@@ -3,7 +3,7 @@
 import pytest
 
 from hpccl.cli import main
-from hpccl.errors import ConfigError
+from hpccl.core.errors import ConfigError
 from hpccl.sched.sites import (available_sites, load_site, parse_time_limit, parse_walltime,
                                plan_layout, select_queue)
 

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from hpccl.analysis.report import summarize
-from hpccl.logs import read_h5
+from hpccl.core.logs import read_h5
 
 from helpers import ROOT
 from sched_helpers import hpccl, resume_supported, write_tiny_job

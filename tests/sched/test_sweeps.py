@@ -115,7 +115,7 @@ def test_every_point_is_submitted_and_the_manifest_records_job_ids(tmp_path, mon
 
 @pytest.mark.parametrize("text, error", [("1,2,x", "found 'x'"), ("0", ">= 1"), ("2,2", "appears twice")])
 def test_gpu_list_errors(text, error):
-    from hpccl.errors import ConfigError
+    from hpccl.core.errors import ConfigError
     with pytest.raises(ConfigError, match=error):
         parse_gpus(text)
 

@@ -1,0 +1,158 @@
+"""Gradient allreduce backends behind one small interface.
+
+Both average gradients over ranks before every optimizer step and start every replica from
+rank 0's parameters, so the same job gives the same losses on either (up to reduction order).
+
+- ``horovod``: ``hvd.DistributedOptimizer`` (allreduces start during backward as each
+  gradient is ready, and are awaited in ``step()``).
+- ``torch``: torch.distributed (gloo on CPU, nccl on GPU), rendezvous set up from MPI so no
+  torchrun is needed; gradients are flattened into one buffer and allreduced in ``step()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+import torch
+
+from hpccl.core.errors import ConfigError
+
+
+class GradientBackend:
+    name = "?"
+
+    def distributed_optimizer(self, model: torch.nn.Module, optimizer):
+        """Return an optimizer whose ``step()`` applies rank-averaged gradients, after
+        broadcasting the model and optimizer state from rank 0."""
+        raise NotImplementedError
+
+    def allreduced_parameters(self, optimizer) -> list:
+        """The parameters whose gradients one ``step()`` of ``optimizer`` allreduces."""
+        raise NotImplementedError
+
+    def step_bytes(self, optimizer) -> int:
+        """Gradient bytes one step allreduces per rank (what the wrapper really hooked)."""
+        return sum(p.numel() * p.element_size() for p in self.allreduced_parameters(optimizer))
+
+    def shutdown(self):
+        pass
+
+
+class HorovodBackend(GradientBackend):
+    name = "horovod"
+
+    def __init__(self, world):
+        try:
+            import horovod.torch as hvd
+        except ImportError as e:
+            raise ConfigError(
+                f"runtime.backend is 'horovod' but Horovod cannot be imported ({e}). HINT: run "
+                "scripts/setup.sh (it builds Horovod 0.28.1 with PyTorch+MPI+Gloo), load your "
+                "site's Horovod module, or set 'runtime.backend: torch'.") from None
+        self.hvd = hvd
+        from hpccl.core.mpi import require_thread_multiple
+        require_thread_multiple("runtime.backend 'horovod' (its background thread runs the "
+                                "allreduces)", "or set 'runtime.backend: torch'")
+        # Share our (THREAD_MULTIPLE) communicator rather than letting Horovod init MPI.
+        hvd.init(comm=world.comm)
+        if hvd.size() != world.size:
+            raise RuntimeError(f"Horovod sees {hvd.size()} ranks, MPI {world.size}")
+        self._count = 0
+
+    def distributed_optimizer(self, model, optimizer):
+        hvd = self.hvd
+        hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+        self._count += 1
+        # Distinct names per optimizer: a learner that rebuilds its model (scratch) gets
+        # fresh tensor names, so Horovod never mixes old and new parameters.
+        named = [(f"opt{self._count}.{n}", p) for n, p in model.named_parameters()]
+        return hvd.DistributedOptimizer(optimizer, named_parameters=named, op=hvd.Average)
+
+    def allreduced_parameters(self, optimizer):
+        # Horovod hooks (and allreduces, also when a gradient is missing) exactly these.
+        return list(optimizer._requires_update)
+
+    def shutdown(self):
+        self.hvd.shutdown()
+
+
+class _AllreduceOnStep:
+    """Wraps an optimizer: ``step()`` first averages all gradients over ranks in one call.
+
+    ``synchronize()`` and ``skip_synchronize()`` mirror Horovod's DistributedOptimizer, so
+    the training loop can clip the averaged gradients the same way on both backends.
+    """
+
+    def __init__(self, optimizer, params, dist):
+        self._opt, self._params, self._dist = optimizer, params, dist
+        self._skip = False
+
+    def synchronize(self):
+        grads = [p.grad for p in self._params if p.grad is not None]
+        if grads:
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            self._dist.all_reduce(flat)
+            flat /= self._dist.get_world_size()
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset:offset + g.numel()].view_as(g))
+                offset += g.numel()
+
+    @contextlib.contextmanager
+    def skip_synchronize(self):
+        self._skip = True
+        try:
+            yield
+        finally:
+            self._skip = False
+
+    def step(self, closure=None):
+        if not self._skip:
+            self.synchronize()
+        return self._opt.step(closure)
+
+    def __getattr__(self, name):  # zero_grad, param_groups, state_dict, ...
+        return getattr(self._opt, name)
+
+
+class TorchDistBackend(GradientBackend):
+    name = "torch"
+
+    def __init__(self, world):
+        import torch.distributed as dist
+        self.dist = dist
+        backend = "nccl" if world.device.type == "cuda" else "gloo"
+        if world.rank == 0:
+            host = "127.0.0.1" if world.num_nodes == 1 else socket.gethostbyname(socket.gethostname())
+            with socket.socket() as s:  # a free port; tiny race window, retried below
+                s.bind((host, 0))
+                port = s.getsockname()[1]
+            addr = (host, port)
+        else:
+            addr = None
+        host, port = world.bcast(addr)
+        dist.init_process_group(backend, init_method=f"tcp://{host}:{port}",
+                                rank=world.rank, world_size=world.size)
+
+    def distributed_optimizer(self, model, optimizer):
+        for tensor in model.state_dict().values():
+            self.dist.broadcast(tensor, src=0)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        return _AllreduceOnStep(optimizer, params, self.dist)
+
+    def allreduced_parameters(self, optimizer):
+        # synchronize() flattens the gradients of these that have one.
+        return [p for p in optimizer._params if p.requires_grad]
+
+    def shutdown(self):
+        if self.dist.is_initialized():
+            self.dist.destroy_process_group()
+
+
+BACKENDS = {"horovod": HorovodBackend, "torch": TorchDistBackend}
+
+
+def make_backend(name: str, world) -> GradientBackend:
+    return BACKENDS[name](world)

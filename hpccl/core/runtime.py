@@ -1,0 +1,176 @@
+"""The World a rank lives in: MPI rank and size, its node, its device, and the gradient
+allreduce backend (Horovod or torch.distributed) behind one small interface.
+
+Rank layout comes from MPI itself (``Split_type(COMM_TYPE_SHARED)`` groups the ranks of a
+node), so it is the same under mpirun, srun, and Cray/PALS mpiexec, with no launcher-specific
+environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from hpccl.core.errors import ConfigError
+
+
+from hpccl.core.mpi import mpi
+
+
+@dataclass
+class World:
+    comm: object                 # MPI.COMM_WORLD (or a sub-communicator)
+    rank: int
+    size: int
+    node_comm: object            # the ranks sharing this node's memory
+    local_rank: int
+    local_size: int
+    node_index: int              # which node, 0..num_nodes-1, in rank order
+    num_nodes: int
+    hostname: str
+    device: torch.device
+    backend: "GradientBackend | None" = field(default=None, repr=False)
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self):
+        self.comm.Barrier()
+
+    def bcast(self, obj, root: int = 0):
+        return self.comm.bcast(obj, root=root)
+
+    def allreduce_sum(self, values):
+        """Sum a small float64 array over ranks (metrics, counts): one MPI call."""
+        import numpy as np
+        MPI = mpi()
+        arr = np.ascontiguousarray(values, dtype=np.float64)
+        out = np.empty_like(arr)
+        self.comm.Allreduce(arr, out, op=MPI.SUM)
+        return out
+
+    def abort(self, code: int = 1):
+        self.comm.Abort(code)
+
+
+def _pick_device(kind: str, local_rank: int) -> torch.device:
+    if kind == "cpu" or (kind == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("runtime.device is 'cuda' but torch sees no GPU on this node "
+                          f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}). "
+                          "HINT: use 'device: auto' to fall back to the CPU.")
+    # One GPU per rank on its node; several ranks share a GPU only when oversubscribed.
+    index = local_rank % torch.cuda.device_count()
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def _set_threads(device: torch.device, local_size: int, threads: int | None):
+    if threads is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:
+            cores = os.cpu_count() or 1
+        # On CPU the ranks of a node share its cores; on GPU a couple of threads suffice.
+        threads = max(1, cores // max(1, local_size)) if device.type == "cpu" else min(4, cores)
+    torch.set_num_threads(threads)
+
+
+def init_world(runtime_cfg, comm=None) -> World:
+    """Initialise MPI, place this rank on a device, and start the allreduce backend."""
+    MPI = mpi()
+    comm = comm if comm is not None else MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    node_comm = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
+    local_rank, local_size = node_comm.Get_rank(), node_comm.Get_size()
+    # Number nodes by their lowest rank so node_index is the same on every launcher.
+    leader = node_comm.bcast(rank, root=0)
+    leaders = sorted(set(comm.allgather(leader)))
+    device = _pick_device(runtime_cfg.device, local_rank)
+    _set_threads(device, local_size, runtime_cfg.threads_per_rank)
+    world = World(comm=comm, rank=rank, size=size, node_comm=node_comm, local_rank=local_rank,
+                  local_size=local_size, node_index=leaders.index(leader), num_nodes=len(leaders),
+                  hostname=socket.gethostname(), device=device)
+    from hpccl.core.backends import make_backend
+    world.backend = make_backend(runtime_cfg.backend, world)
+    return world
+
+
+def shutdown_world(world: World):
+    if world.backend is not None:
+        world.backend.shutdown()
+        world.backend = None
+    world.node_comm.Free()
+
+
+def abort_on_error(fn):
+    """Run ``fn()``; if it raises on this rank, print the error tagged with the rank and abort
+    the whole MPI job, so other ranks blocked in a collective never hang."""
+    try:
+        return fn()
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - any failure must end all ranks
+        from hpccl.core.errors import CollectiveError, HpcclError
+        MPI = mpi()
+        rank = MPI.COMM_WORLD.Get_rank() if MPI.Is_initialized() else 0
+        size = MPI.COMM_WORLD.Get_size() if MPI.Is_initialized() else 1
+        if isinstance(exc, CollectiveError):     # every rank is here: no abort needed
+            if rank == 0:
+                sys.stderr.write(f"hpccl: error: {exc}\n")
+                sys.stderr.flush()
+            raise SystemExit(exc.exit_code) from None
+        if isinstance(exc, HpcclError):
+            text = f"hpccl: error on rank {rank}: {exc}\n"
+        else:
+            text = f"hpccl: rank {rank} failed:\n" + "".join(traceback.format_exception(exc))
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        if size > 1 and MPI.Is_initialized() and not MPI.Is_finalized():
+            # Give the launcher a moment to forward what was just written: MPICH's Hydra
+            # tears the job down on the first abort and was seen to drop every rank's message.
+            import time
+            time.sleep(0.5)
+            MPI.COMM_WORLD.Abort(1)
+        raise SystemExit(1)
+
+
+def _packed_allreduce(comm, tensors: list, dtype, divide_by: int = 1) -> list:
+    """Sum ``tensors`` over ``comm`` with one collective: packed into one CPU buffer of
+    ``dtype`` (default: the first tensor's), reduced in place through a numpy view, copied
+    back into each tensor (in place, cast to its own dtype and device)."""
+    MPI = mpi()
+    tensors = list(tensors)
+    if comm.Get_size() == 1 or not tensors:
+        return tensors
+    flat = torch.cat([t.detach().reshape(-1).to("cpu", dtype or tensors[0].dtype) for t in tensors])
+    comm.Allreduce(MPI.IN_PLACE, flat.numpy(), op=MPI.SUM)   # the numpy view shares memory
+    if divide_by != 1:
+        flat /= divide_by
+    off = 0
+    for t in tensors:
+        t.copy_(flat[off:off + t.numel()].view_as(t))
+        off += t.numel()
+    return tensors
+
+
+def mpi_allreduce_mean(comm=None) -> Callable[[list], list]:
+    """Return ``allreduce_mean(tensors)`` over ``comm`` (default ``MPI.COMM_WORLD``): the mean
+    over ranks of each tensor, in place, with one collective per call (not one per tensor)."""
+    comm = mpi().COMM_WORLD if comm is None else comm
+    return lambda tensors: _packed_allreduce(comm, tensors, None, comm.Get_size())
+
+
+def mpi_allreduce_sum(comm=None) -> Callable[[list], list]:
+    """Return ``allreduce_sum(tensors)`` over ``comm``: the sum over ranks of each tensor, in
+    place, reduced in float64 (counts and logit sums stay exact whatever the tensors' dtype)."""
+    comm = mpi().COMM_WORLD if comm is None else comm
+    return lambda tensors: _packed_allreduce(comm, tensors, torch.float64)

@@ -1,0 +1,274 @@
+"""A small typed loader: plain dicts (from YAML) into nested dataclasses, with errors that
+name the file, the key path, what was expected and what was found.
+
+Why not pydantic: its messages would need rewriting to name the file and suggest keys, and
+this needs ~150 lines with no dependency. Supported field types: bool, int, float, str,
+Literal[...], Optional[...], list[T], tuple[T, ...], dict, and nested dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import types
+import typing
+from typing import Any, Literal, Union
+
+import yaml
+
+from hpccl.core.errors import ConfigError
+
+
+class YamlLoader(yaml.SafeLoader):
+    """YAML as users write it: ``1e-3`` is a number. PyYAML follows YAML 1.1, where a float
+    needs a dot (``1.0e-3``) and ``1e-3`` is a string; YAML 1.2 and most tools read it as a
+    number."""
+
+
+YamlLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric key accepts: bounds, each open or closed. Declared on the field
+    (``ranged``), checked by the loader for every value a file or ``--set`` gives, and walked
+    by the tests, which try a value outside every declared bound."""
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, v) -> bool:
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        return not (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi))
+
+    def describe(self, kind: str) -> str:
+        lo, hi = _number(self.lo), _number(self.hi)
+        if self.lo is not None and self.hi is not None:
+            return f"{kind} in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{kind} {'>' if self.lo_open else '>='} {lo}"
+        if self.hi is not None:
+            return f"{kind} {'<' if self.hi_open else '<='} {hi}"
+        return kind
+
+
+def _number(v) -> str:
+    if v is None:
+        return ""
+    return str(int(v)) if isinstance(v, int) or (isinstance(v, float) and v.is_integer()) else f"{v:g}"
+
+
+def ranged(default=dataclasses.MISSING, *, ge=None, gt=None, le=None, lt=None):
+    """A dataclass field whose numeric value must lie in the given bounds (``ge``/``gt``
+    below, ``le``/``lt`` above); ``None`` stays allowed where the type is Optional."""
+    domain = Range(lo=gt if gt is not None else ge, hi=lt if lt is not None else le,
+                   lo_open=gt is not None, hi_open=lt is not None)
+    return dataclasses.field(default=default, metadata={"domain": domain})
+
+
+def load_yaml(stream):
+    """``yaml.safe_load`` with YAML 1.2's exponent floats: job files, ``--set`` values, site
+    and study files all read numbers the same way."""
+    return yaml.load(stream, Loader=YamlLoader)
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if tp is type(None):
+        return "null"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict or tp is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping (section)"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def domain_text(tp, domain: Range) -> str:
+    """'an integer >= 1 or null' for Optional[int] with ge=1, and so on."""
+    args = typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
+    kind = "an integer" if int in args else "a number"
+    text = domain.describe(kind)
+    others = [a for a in args if a not in (int, float, type(None))]
+    text += "".join(f" or {_type_name(a)}" for a in others)
+    return text + (" or null" if type(None) in args else "")
+
+
+def yaml_keys(cls) -> list[str]:
+    """The keys a user writes for a section (field names, with aliases such as 'async')."""
+    shown = {v: k for k, v in getattr(cls, "__aliases__", {}).items()}
+    return sorted(shown.get(f.name, f.name) for f in dataclasses.fields(cls)
+                  if f.name != getattr(cls, "__extra_keys__", None))
+
+
+def suggest(name: str, known) -> str:
+    close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+class Loader:
+    """Converts raw values into typed ones; ``source`` names the file in every error."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def error(self, path: str, expected: str, found: Any, hint: str = "") -> ConfigError:
+        shown = repr(found) if not isinstance(found, (dict, list)) else type(found).__name__
+        return ConfigError(f"{self.source}: key '{path}': expected {expected}, found {shown}.{hint}")
+
+    def convert(self, tp, value, path: str):
+        origin = typing.get_origin(tp)
+        if origin in (Union, types.UnionType):
+            args = typing.get_args(tp)
+            if value is None and type(None) in args:
+                return None
+            errors = []
+            for arg in args:
+                if arg is type(None):
+                    continue
+                try:
+                    return self.convert(arg, value, path)
+                except ConfigError as e:
+                    errors.append(e)
+            if len(errors) == 1:
+                raise errors[0]
+            raise self.error(path, _type_name(tp), value)
+        if origin is Literal:
+            choices = typing.get_args(tp)
+            if value not in choices:
+                raise self.error(path, _type_name(tp), value, suggest(value, [str(c) for c in choices]))
+            return value
+        if origin in (list, tuple):
+            if not isinstance(value, (list, tuple)):
+                raise self.error(path, _type_name(tp), value)
+            item = typing.get_args(tp)[0]
+            out = [self.convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+            return tuple(out) if origin is tuple else out
+        if origin is dict or tp is dict:
+            if not isinstance(value, dict):
+                raise self.error(path, "a mapping", value)
+            return dict(value)
+        if dataclasses.is_dataclass(tp):
+            return self.section(tp, value, path)
+        if tp is bool:
+            if not isinstance(value, bool):
+                raise self.error(path, "true/false", value)
+            return value
+        if tp is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise self.error(path, "an integer", value)
+            return value
+        if tp is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise self.error(path, "a number", value)
+            if not math.isfinite(value):
+                raise self.error(path, "a finite number", value)
+            return float(value)
+        if tp is str:
+            if not isinstance(value, str):
+                raise self.error(path, "a string", value)
+            return value
+        if tp is Any:
+            return value
+        raise TypeError(f"unsupported schema type {tp!r} at {path}")
+
+    def section(self, cls, value, path: str):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise self.error(path or "<top level>", "a mapping (section)", value)
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        extra_ok = getattr(cls, "__extra_keys__", None)  # name of a dict field taking unknown keys
+        aliases = getattr(cls, "__aliases__", {})         # YAML key -> field (e.g. async -> async_updates)
+        kwargs, extras = {}, {}
+        for written, raw in value.items():
+            key = aliases.get(written, written)
+            sub = f"{path}.{written}" if path else str(written)    # errors name the YAML key
+            if key not in fields or key == extra_ok:
+                if extra_ok:
+                    extras[key] = raw
+                    continue
+                where = f"section '{path}'" if path else "the top level"
+                known = yaml_keys(cls)
+                raise ConfigError(f"{self.source}: unknown key '{sub}' in {where}; known keys: "
+                                  f"{', '.join(known)}.{suggest(key, known)}")
+            kwargs[key] = self.convert(hints[key], raw, sub)
+            domain = fields[key].metadata.get("domain")
+            if domain is not None and isinstance(kwargs[key], (int, float)) \
+                    and not isinstance(kwargs[key], bool) and kwargs[key] not in domain:
+                raise self.error(sub, domain_text(hints[key], domain), raw)
+        for name in fields:
+            # Absent sections are built (and checked) like written ones, from an empty mapping.
+            if name not in kwargs and dataclasses.is_dataclass(hints[name]):
+                kwargs[name] = self.section(hints[name], {}, f"{path}.{name}" if path else name)
+        missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING and n not in kwargs and n != extra_ok]
+        if missing:
+            raise ConfigError(f"{self.source}: section '{path or '<top level>'}' is missing required "
+                              f"key '{missing[0]}' ({_type_name(hints[missing[0]])}).")
+        if extra_ok:
+            kwargs[extra_ok] = extras
+        obj = cls(**kwargs)
+        check = getattr(obj, "check", None)
+        if check is not None:
+            check(self, path)
+        return obj
+
+
+def apply_override(raw: dict, dotted: str, value, source: str, root_cls) -> None:
+    """Set ``a.b.c = value`` in a raw dict, refusing paths the schema does not know."""
+    keys = dotted.split(".")
+    node, cls = raw, root_cls
+    for i, key in enumerate(keys):
+        known = {f.name for f in dataclasses.fields(cls)} if cls is not None else None
+        extra = getattr(cls, "__extra_keys__", None) if cls is not None else None
+        # The raw dict keeps the key as written (``async``), so errors name it; the schema
+        # knows it by its field (``async_updates``).
+        field_name = getattr(cls, "__aliases__", {}).get(key, key) if cls is not None else key
+        if known is not None and field_name not in known and not extra:
+            prefix = ".".join(keys[:i]) or "<top level>"
+            shown = yaml_keys(cls)
+            raise ConfigError(f"{source}: unknown key '{'.'.join(keys[:i + 1])}' in section "
+                              f"'{prefix}'; known keys: {', '.join(shown)}.{suggest(key, shown)}")
+        if i == len(keys) - 1:
+            node[key] = value
+            return
+        child = node.get(key)
+        if isinstance(child, str):  # shorthand such as `learner: rehearsal`
+            child = {"kind": child}
+        node[key] = child if isinstance(child, dict) else {}
+        node = node[key]
+        nxt = typing.get_type_hints(cls).get(field_name) if cls is not None and field_name in known else None
+        cls = nxt if nxt is not None and dataclasses.is_dataclass(nxt) else None
+
+
+# checkpoint.every: N epochs, a duration, 'task' or 'off' (parsed here, so a job file is
+# checked without importing the checkpoint machinery and torch).
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|m|h)\s*$")
+_UNIT_S = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600}
+
+
+def parse_every(value):
+    """``checkpoint.every`` as (kind, amount): ("epochs", N), ("seconds", S), ("task", 0) or
+    ("off", 0); None when the value means nothing."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return ("epochs", value) if value >= 1 else None
+    if value in ("task", "off"):
+        return (value, 0)
+    m = _DURATION.match(str(value))
+    if m and float(m.group(1)) > 0:
+        return ("seconds", float(m.group(1)) * _UNIT_S[m.group(2)])
+    return None
