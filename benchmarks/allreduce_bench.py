@@ -1,5 +1,6 @@
-"""Horovod allreduce of a ResNet-18-sized gradient next to a raw MPI.Allreduce of the same
-bytes on the same ranks (and torch.distributed/gloo for reference), as ratios.
+"""The gradient backends' allreduce of a ResNet-18-sized gradient (Horovod, torch.distributed
+with gloo, hpccl's ``mpi`` backend: the World's collectives, packed through mpi4py) next to a
+raw MPI.Allreduce of the same bytes on the same ranks, as ratios.
 
     python benchmarks/allreduce_bench.py -n 4          # re-launches itself under mpirun
     mpirun -np 8 python benchmarks/allreduce_bench.py  # or inside any MPI launch
@@ -65,6 +66,9 @@ def main():
     world.backend.shutdown()
     world.backend = None
 
+    grads = [torch.from_numpy(send.copy())]
+    t_coll = bench(lambda: world.collectives.sum_tensors(grads, exact=False), args.reps, comm)
+
     from hpccl.core.backends import TorchDistBackend
     tb = TorchDistBackend(world)
     t_gloo = bench(lambda: tb.dist.all_reduce(tensor), args.reps, comm)
@@ -76,7 +80,7 @@ def main():
               f"{world.num_nodes} node(s); median of {args.reps}, slowest rank")
         print(f"{'method':<28}{'time (ms)':>12}{'algbw (GB/s)':>14}{'ratio to MPI':>14}")
         for name, t in (("MPI.Allreduce (baseline)", t_mpi), ("horovod.allreduce", t_hvd),
-                        ("torch.distributed (gloo)", t_gloo)):
+                        ("torch.distributed (gloo)", t_gloo), ("hpccl mpi backend", t_coll)):
             print(f"{name:<28}{t * 1e3:12.2f}{mb / 1e3 / t:14.2f}{t / t_mpi:14.2f}")
 
 

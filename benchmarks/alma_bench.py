@@ -62,7 +62,7 @@ def main() -> int:
                         "patience": args.epochs},
            "model": {"kind": "mlp", "hidden": [int(h) for h in args.hidden.split(",")]},
            "train": {"epochs": args.epochs, "batch_size": 16, "lr": 0.02, "lr_scaling": "linear"},
-           "runtime": {"backend": "torch"}, "log": {"progress": "off"}}
+           "log": {"progress": "off"}}
     layouts = {"one group": 1, f"{args.members} groups": args.members}
     results = {name: [] for name in layouts}
     with tempfile.TemporaryDirectory() as tmp:

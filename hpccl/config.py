@@ -71,17 +71,28 @@ class ScenarioConfig:
 
 
 @dataclass
-class ModelConfig:
-    """``kind`` plus that model's own options, given flat (e.g. ``hidden: [128, 128]``)."""
+class _KindWithOptions:
+    """A section naming a ``kind`` and giving that kind's own options flat beside it: every key
+    but ``kind`` lands in ``options``, for the subclass's ``check`` to judge."""
     __extra_keys__ = "options"
-    kind: str = "mlp"
+    kind: str
     options: dict = field(default_factory=dict)
+
+    def _check_kind(self, loader: Loader, path: str, kinds) -> None:
+        """ConfigError unless ``kind`` is one of ``kinds`` (listed in the order given)."""
+        if self.kind not in kinds:
+            raise loader.error(f"{path}.kind", "one of " + ", ".join(map(repr, kinds)),
+                               self.kind, suggest(self.kind, kinds))
+
+
+@dataclass
+class ModelConfig(_KindWithOptions):
+    """``kind`` plus that model's own options, given flat (e.g. ``hidden: [128, 128]``)."""
+    kind: str = "mlp"
 
     def check(self, loader: Loader, path: str):
         from hpccl.models import MODEL_KINDS, model_option_names
-        if self.kind not in MODEL_KINDS:
-            raise loader.error(f"{path}.kind", "one of " + ", ".join(map(repr, sorted(MODEL_KINDS))),
-                               self.kind, suggest(self.kind, MODEL_KINDS))
+        self._check_kind(loader, path, sorted(MODEL_KINDS))
         known = model_option_names(self.kind)
         for key in self.options:
             if key not in known:
@@ -91,18 +102,13 @@ class ModelConfig:
 
 
 @dataclass
-class LearnerConfig:
+class LearnerConfig(_KindWithOptions):
     """``kind`` plus, for the ALMA learners, their options given flat (e.g. ``init: copy``)."""
-    __extra_keys__ = "options"
     kind: str = "incremental"
-    options: dict = field(default_factory=dict)
 
     def check(self, loader: Loader, path: str):
         from hpccl.alma.jobconfig import ALMA_LEARNER_KINDS
-        kinds = LEARNER_KINDS + ALMA_LEARNER_KINDS
-        if self.kind not in kinds:
-            raise loader.error(f"{path}.kind", "one of " + ", ".join(map(repr, kinds)),
-                               self.kind, suggest(self.kind, kinds))
+        self._check_kind(loader, path, LEARNER_KINDS + ALMA_LEARNER_KINDS)
         if self.options and self.kind not in ALMA_LEARNER_KINDS:
             key = next(iter(self.options))
             raise ConfigError(f"{loader.source}: unknown key '{path}.{key}' in section '{path}': "
@@ -149,7 +155,9 @@ class RehearsalConfig:
 
 @dataclass
 class RuntimeConfig:
-    backend: Literal["horovod", "torch"] = "horovod"
+    # Gradient allreduce: horovod | torch | mpi for continual jobs (default horovod); the
+    # kinds that run their own MPI collectives (megabatch, erm, online_rnn) take mpi only.
+    backend: Optional[Literal["horovod", "torch", "mpi"]] = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads_per_rank: Optional[int] = ranged(None, ge=1, le=1024)   # torch threads; default: cores of the node / ranks on it
 
@@ -194,15 +202,18 @@ class JobConfig:
     kind: Literal["continual", "erm", "online_rnn"] = "continual"
     data: Optional[DataConfig] = None        # required by continual and erm jobs
     seed: int = ranged(0, ge=0, lt=2**63)
+    # the continual kind (scenario, model and train also serve megabatch jobs)
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     rehearsal: RehearsalConfig = field(default_factory=RehearsalConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)            # learner: lorac
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)  # hpccl pretrain
+    # the other kinds, each its own section
     erm: ErmConfig = field(default_factory=ErmConfig)
     rnn: OnlineRnnConfig = field(default_factory=OnlineRnnConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    # every kind
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -226,11 +237,24 @@ class JobConfig:
             raise ConfigError(f"{loader.source}: key 'learner.kind': {self.learner.kind!r} is an ALMA "
                               "learner for mega-batch streams; set 'scenario: {kind: megabatch}' or use "
                               f"one of {', '.join(map(repr, LEARNER_KINDS))}.")
+        self._resolve_backend(loader)
         check_lora_job(self, loader.source)
         if self.learner.kind == "rehearsal" and self.rehearsal.candidates > self.train.batch_size:
             raise ConfigError(f"{loader.source}: key 'rehearsal.candidates': expected at most "
                               f"train.batch_size ({self.train.batch_size}) candidates per mini-batch, "
                               f"found {self.rehearsal.candidates}.")
+
+    def _resolve_backend(self, loader: Loader):
+        """ALMA, ERM and online RNN jobs allreduce with MPI collectives on communicators of their
+        own (rank groups, replicated solver iterates), not through a gradient backend; a job
+        that asks them for another backend would be told one thing and get another."""
+        own_mpi = self.kind != "continual" or self.scenario.kind == "megabatch"
+        if self.runtime.backend is None:
+            self.runtime.backend = "mpi" if own_mpi else "horovod"
+        elif own_mpi and self.runtime.backend != "mpi":
+            what = "'scenario: megabatch'" if self.kind == "continual" else f"'{self.kind}'"
+            raise loader.error("runtime.backend", f"'mpi' for {what} jobs, whose collectives go through "
+                               "MPI directly (or no key: mpi is their default)", self.runtime.backend)
 
 
 def _shorthand(raw: dict) -> dict:
@@ -239,21 +263,6 @@ def _shorthand(raw: dict) -> dict:
         if isinstance(raw.get(key), str):
             raw[key] = {"kind": raw[key]}
     return raw
-
-
-def check_data_file(cfg: "JobConfig") -> None:
-    """Fail before any rank starts when the job's data file cannot be what its kind reads:
-    an hpccl HDF5 dataset (continual), or an HDF5 or LIBSVM text file (erm)."""
-    if cfg.data is None or cfg.data.path is None:
-        return
-    if cfg.kind == "continual":
-        from hpccl.data.h5format import DatasetFile
-        DatasetFile(cfg.data.path).close()
-    elif cfg.kind == "erm" and not os.path.isfile(cfg.data.path):
-        from hpccl.core.errors import DatasetError
-        raise DatasetError(f"data file {cfg.data.path!r} (data.path) does not exist. An ERM job reads "
-                           "an HDF5 file (e.g. from 'hpccl data convert libsvm') or a LIBSVM text "
-                           "file (.bz2/.gz/.xz ok).")
 
 
 def parse_set(item: str) -> tuple[str, object]:

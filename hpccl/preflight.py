@@ -13,16 +13,21 @@ from hpccl.core.errors import ConfigError
 
 
 def preflight(cfg, source: str) -> list[str]:
-    """Raise on the first problem; return notes on what could only be partly checked."""
-    from hpccl.config import check_data_file
+    """Raise on the first problem; return notes on what could only be partly checked. What a
+    job reads is its kind's to say (``hpccl.core.kinds``: ``inputs``)."""
+    from hpccl.core import kinds
+    return kinds.of_job(cfg).check_inputs(cfg, source)
+
+
+def check_dataset_job(cfg, source: str) -> list[str]:
+    """The inputs of a job that trains a model on an hpccl dataset (continual, megabatch): the
+    file's contents fit the scenario, the model builds for its samples, a pre-trained backbone
+    is there."""
     from hpccl.continual.lora.jobconfig import check_pretrained_file
-    check_pretrained_file(cfg, source)
-    if cfg.kind != "continual":
-        check_data_file(cfg)        # a continual job's file is checked whole below
-        return []
     from hpccl.data.checks import check_contents
     from hpccl.data.datasets import materialize_builtin
     from hpccl.data.h5format import DatasetFile
+    check_pretrained_file(cfg, source)
     path = cfg.data.path if cfg.data.path is not None else materialize_builtin(cfg.data.builtin)
     ds = DatasetFile(path)
     try:

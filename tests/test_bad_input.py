@@ -196,7 +196,7 @@ def test_run_refuses_an_out_it_cannot_write_before_starting(tmp_path, out, fragm
 def test_diverging_training_of_other_kinds_fails_the_job(tmp_path, job, sets, message):
     out = tmp_path / "run"
     r = run_cmd(hpccl_cmd("run", os.path.join(ROOT, "jobs", job), "-n", "2", "--out", str(out),
-                          "--set", "runtime.backend=torch", *[x for s in sets for x in ("--set", s)]),
+                          *[x for s in sets for x in ("--set", s)]),
                 timeout=180)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert message in r.stderr

@@ -31,6 +31,13 @@ def test_defaults_and_shorthand():
     assert cfg.train.batch_size == 32 and cfg.runtime.backend == "horovod"
 
 
+def test_each_kind_gets_the_backend_it_honours():
+    assert load({**BASE, "runtime": {"backend": "mpi"}}).runtime.backend == "mpi"   # a gradient backend
+    assert load({"name": "x", "kind": "online_rnn"}).runtime.backend == "mpi"       # its collectives
+    alma = load({**BASE, "scenario": {"kind": "megabatch"}, "learner": "single"})
+    assert alma.runtime.backend == "mpi"
+
+
 def test_overrides_apply_and_are_typed():
     cfg = load(BASE, ["train.lr=0.5", "train.epochs=3", "model.hidden=[8, 8]", "learner=scratch"])
     assert cfg.train.lr == 0.5 and cfg.train.epochs == 3
@@ -43,7 +50,11 @@ def test_overrides_apply_and_are_typed():
     ({**BASE, "train": {"lr": "fast"}}, [], ["key 'train.lr'", "expected a number", "'fast'"]),
     ({**BASE, "train": {"epochs": 1.5}}, [], ["key 'train.epochs'", "an integer", "1.5"]),
     ({**BASE, "train": {"batch_size": 0}}, [], ["train.batch_size", "an integer >= 1", "found 0"]),
-    ({**BASE, "runtime": {"backend": "mpi"}}, [], ["runtime.backend", "'horovod'", "'torch'", "'mpi'"]),
+    ({**BASE, "runtime": {"backend": "nccl"}}, [], ["runtime.backend", "'horovod'", "'torch'", "'mpi'", "'nccl'"]),
+    ({"name": "x", "kind": "online_rnn", "runtime": {"backend": "torch"}}, [],
+     ["key 'runtime.backend'", "expected 'mpi' for 'online_rnn' jobs", "found 'torch'"]),
+    ({**BASE, "scenario": {"kind": "megabatch"}, "learner": "single"}, ["runtime.backend=horovod"],
+     ["key 'runtime.backend'", "'scenario: megabatch'", "found 'horovod'"]),
     ({**BASE, "rehearsal": {"async": "maybe"}}, [], ["key 'rehearsal.async'", "true/false", "'maybe'"]),
     (BASE, ["checkpoint.async=maybe"], ["key 'checkpoint.async'", "true/false"]),
     ({**BASE, "model": {"kind": "resnet19"}}, [], ["model.kind", "resnet18", "Did you mean 'resnet18'"]),

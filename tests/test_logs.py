@@ -7,7 +7,6 @@ import time
 
 import h5py
 import numpy as np
-import pytest
 
 from hpccl.core.logs import SCHEMA_VERSION, H5Log, read_h5
 

@@ -81,7 +81,7 @@ from hpccl.data.datasets import open_dataset
 from hpccl.core.errors import ConfigError, HpcclError
 from hpccl.core.training import lr_multiplier
 from hpccl.models import build_model
-from hpccl.core.runtime import mpi, mpi_allreduce_mean, mpi_allreduce_sum
+from hpccl.core.collectives import Collectives
 from hpccl.core.session import RunSession
 
 
@@ -139,18 +139,18 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
     settings = TrainSettings(lr=t.lr * lr_multiplier(t, g_size), batch_size=t.batch_size, max_epochs=t.epochs,
                              patience=sc.patience, optimizer=t.optimizer, momentum=t.momentum,
                              weight_decay=t.weight_decay, seed=cfg.seed)
-    placement = Placement(group=group, num_groups=num_groups, cross_sum=mpi_allreduce_sum(cross_comm),
-                          cross_bcast=lambda obj, root: cross_comm.bcast(obj, root=root))
+    across = Collectives(cross_comm)        # the ranks of the same place in every group
+    placement = Placement(group=group, num_groups=num_groups, cross_sum=across.sum_tensors,
+                          cross_bcast=across.bcast)
     learner = make_alma_learner(cfg.learner.kind, make_model, settings,
-                                allreduce_mean=mpi_allreduce_mean(group_comm) if g_size > 1 else None,
+                                allreduce_mean=Collectives(group_comm).mean_tensors if g_size > 1 else None,
                                 world_size=g_size, rank=g_rank, placement=placement, **_learner_options(cfg))
     schedule = Schedule(MegaBatchStream(info.num_train, sc.num_megabatches, cfg.seed), wait=sc.wait,
                         replay=sc.replay, flush=sc.flush)
-    MPI = mpi()
 
     session.open_logs(rank_attrs={"group": group, "group_rank": g_rank, "test_rows": len(test_idx)},
                       run_attrs={
-            "backend": "mpi", "scenario": "megabatch", "learner": cfg.learner.kind,
+            "scenario": "megabatch", "learner": cfg.learner.kind,
             "learner_options": dict(cfg.learner.options), "model": cfg.model.kind,
             "num_megabatches": sc.num_megabatches, "wait": sc.wait, "replay": sc.replay,
             "val_share": sc.val_share, "patience": sc.patience, "groups": num_groups,
@@ -201,10 +201,10 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
     session.at_close(lambda ok: ok and (group_comm.Free(), cross_comm.Free()))
     with session.running():
         metrics = drive(schedule, learner, read_rows, x_test, y_test, val_share=sc.val_share, rank=g_rank,
-                        size=g_size, allreduce_sum=lambda values: list(world.allreduce_sum(values)),
-                        allreduce_max=lambda v: world.comm.allreduce(v, op=MPI.MAX),
+                        size=g_size, allreduce_sum=lambda values: list(world.collectives.sum(values)),
+                        allreduce_max=world.collectives.max,
                         on_arrival=on_arrival, replicas=num_groups)
-        wall = world.comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
+        wall = world.collectives.max(time.perf_counter() - start)
         summary = {"cer": metrics.cer, "cer_normalized": metrics.cer_normalized,
                    "final_error": metrics.final_error, "train_flops": metrics.flops[-1],
                    "parameters": metrics.parameters[-1], "updates": int(sum(metrics.updated)),

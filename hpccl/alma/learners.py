@@ -43,9 +43,14 @@ from torch import nn
 from hpccl.alma.metrics import FlopMeter
 from hpccl.core.errors import HpcclError
 from hpccl.core.training import parameters_finite
-from hpccl.models.moe import MoELayer, MoENet  # noqa: F401 - re-exported
+from hpccl.models.moe import MoELayer, MoENet
 from hpccl.core.optim import make_local_optimizer
 from hpccl.core.seeding import derive_seed, torch_generator
+
+# MoELayer and MoENet are re-exported: the MoE learner's building blocks, importable with it.
+__all__ = ["ALMA_LEARNERS", "AlmaLearner", "AllreduceMean", "FixedEnsemble", "GrowingEnsemble", "GrowingMoE",
+           "MoELayer", "MoENet", "Placement", "SingleModel", "TrainSettings", "ensemble_logits",
+           "make_alma_learner", "train_early_stopping"]
 
 # Serialises seeded model construction (see Learner.new_model); torch's RNG is process-wide.
 _GLOBAL_RNG_LOCK = threading.Lock()
@@ -168,6 +173,13 @@ def _register(name):
     return deco
 
 
+def _one_of(option: str, value, allowed: tuple):
+    """``value``, when it is one of ``allowed``; a ValueError naming ``option`` otherwise."""
+    if value not in allowed:
+        raise ValueError(f"{option} must be {' or '.join(map(repr, allowed))}, got {value!r}")
+    return value
+
+
 @dataclass
 class Placement:
     """Where an ensemble's members live when the ranks are split into ``num_groups`` equal
@@ -237,9 +249,7 @@ class AlmaLearner:
 class SingleModel(AlmaLearner):
     def __init__(self, make_model, settings=None, mode: str = "finetune", **kw):
         super().__init__(make_model, settings, **kw)
-        if mode not in ("finetune", "reinit"):
-            raise ValueError(f"mode must be 'finetune' or 'reinit', got {mode!r}")
-        self.mode = mode
+        self.mode = _one_of("mode", mode, ("finetune", "reinit"))
         self.model = self.new_model("single", 0)
 
     def update(self, x_train, y_train, x_val, y_val, index):
@@ -285,9 +295,7 @@ class _Ensemble(AlmaLearner):
 class GrowingEnsemble(_Ensemble):
     def __init__(self, make_model, settings=None, init: str = "fresh", **kw):
         super().__init__(make_model, settings, **kw)
-        if init not in ("copy", "fresh"):
-            raise ValueError(f"init must be 'copy' or 'fresh', got {init!r}")
-        self.init = init
+        self.init = _one_of("init", init, ("copy", "fresh"))
         self.members: list = []   # None where another rank group holds the member
         self._untrained = self.new_model("member", 0)   # what answers before the first update
         self.num_outputs = _num_outputs(self._untrained)

@@ -14,6 +14,8 @@ import os
 
 import numpy as np
 
+from hpccl.analysis.plots import pyplot, write_figures
+from hpccl.analysis.report import run_heading
 from hpccl.analysis.tables import render
 
 
@@ -81,15 +83,17 @@ def _run_name(s) -> str:
     return f"{os.path.basename(os.path.dirname(path))}/{base}" if base.startswith("seed") else base
 
 
+def _plot_label(s) -> str:
+    return f"{_run_name(s)}: {_label(s)}, w={s['wait']}, replay={s['replay']:g} (CER {s['cer']:.2f})"
+
+
 def _pct(x) -> str:
     return f"{x * 100:.1f}" if x is not None and math.isfinite(x) else "-"
 
 
 def format_alma_block(s: dict) -> str:
-    lines = [f"== {s['run_dir']}: {s['name']} (megabatch, {_label(s)}, {s['world_size']} ranks"
-             + (f" in {s['groups']} groups" if s["groups"] > 1 else "") + f", {s['device']}, {s['status']})"]
-    if s.get("note"):
-        lines.append(f"note: {s['note']}")
+    groups = f" in {s['groups']} groups" if s["groups"] > 1 else ""
+    lines = run_heading(s, f"megabatch, {_label(s)}, {s['world_size']} ranks{groups}, {s['device']}")
     lines.append(f"stream: {s['num_train']} samples in M={s['num_megabatches']} mega-batches, wait {s['wait']}, "
                  f"replay {s['replay']:g}, validation share {s['val_share']:g}; {s['updates']} updates; "
                  f"model {s['model']}")
@@ -134,27 +138,13 @@ def format_alma_report(alma: list[dict], fmt: str = "text", compare: bool = Fals
     return "\n\n".join(parts)
 
 
-def plot_alma(summaries: list[dict], out_dir: str) -> list[str]:
-    """``alma_error.png``: test error after every arrival (markers at updates), and
-    ``alma_error_vs_flops.png``: final error and CER against training FLOPs, one point per run."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = [s for s in summaries if is_alma(s) and s["errors"]]
-    if not runs:
-        return []
-    os.makedirs(out_dir, exist_ok=True)
-
-    def label(s):
-        return f"{_run_name(s)}: {_label(s)}, w={s['wait']}, replay={s['replay']:g} (CER {s['cer']:.2f})"
-
-    paths = []
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+def error_curves(runs: list[dict]):
+    """Test error after every arrival, markers at the updates."""
+    fig, ax = pyplot().subplots(figsize=(8, 4.8))
     for s in runs:
         t = np.arange(1, len(s["errors"]) + 1)
         e = np.asarray(s["errors"]) * 100
-        line, = ax.step(t, e, where="post", label=label(s))
+        line, = ax.step(t, e, where="post", label=_plot_label(s))
         upd = np.asarray(s["updated"], dtype=bool)
         ax.plot(t[upd], e[upd], "o", ms=3, color=line.get_color())
     ax.set_xlabel("arrival (mega-batches seen)")
@@ -162,14 +152,14 @@ def plot_alma(summaries: list[dict], out_dir: str) -> list[str]:
     ax.set_yscale("log")
     ax.set_title("anytime error (area under the curve = CER)")
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    paths.append(os.path.join(out_dir, "alma_error.png"))
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    return fig
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+
+def error_vs_flops(runs: list[dict]):
+    """Final error and CER against training FLOPs, one point per run."""
+    fig, axes = pyplot().subplots(1, 2, figsize=(10, 4.2))
     for s in runs:
-        axes[0].scatter(s["train_flops"], s["final_error"] * 100, label=label(s))
+        axes[0].scatter(s["train_flops"], s["final_error"] * 100, label=_plot_label(s))
         axes[1].scatter(s["train_flops"], s["cer"])
     for ax, what in zip(axes, ("final error %", "CER")):
         ax.set_xscale("log")
@@ -177,8 +167,14 @@ def plot_alma(summaries: list[dict], out_dir: str) -> list[str]:
         ax.set_ylabel(what)
     axes[0].legend(fontsize=6)
     fig.suptitle("error against training compute")
-    fig.tight_layout()
-    paths.append(os.path.join(out_dir, "alma_error_vs_flops.png"))
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-    return paths
+    return fig
+
+
+FIGURES = (("alma_error.png", error_curves), ("alma_error_vs_flops.png", error_vs_flops))
+
+
+def plot_alma(summaries: list[dict], out_dir: str) -> list[str]:
+    """``alma_error.png``: test error after every arrival (markers at updates), and
+    ``alma_error_vs_flops.png``: final error and CER against training FLOPs, one point per run."""
+    runs = [s for s in summaries if is_alma(s) and s["errors"]]
+    return write_figures(out_dir, FIGURES, runs) if runs else []

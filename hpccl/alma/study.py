@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from hpccl.core.errors import ConfigError
 from hpccl.core.schema import load_yaml
@@ -43,8 +44,7 @@ class Study:
 
 def load_study(path: str) -> Study:
     try:
-        with open(path) as f:
-            raw = load_yaml(f)
+        raw = load_yaml(Path(path).read_text())
     except OSError as e:
         raise ConfigError(f"study file {path!r} cannot be read ({e.strerror}).") from None
     if not isinstance(raw, dict) or "job" not in raw or not isinstance(raw.get("studies"), dict):

@@ -14,6 +14,22 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: str) -> str:
+    """Lay ``fig`` out, write it to ``path`` as a PNG and close it; ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    # pyplot keeps every figure it made alive until closed: a long analysis would pile them up.
+    pyplot().close(fig)
+    return path
+
+
+def write_figures(out_dir: str, figures, runs) -> list[str]:
+    """Draw and save each ``(file name, draw)`` of ``figures`` in ``out_dir`` (made when missing),
+    ``draw(runs)`` returning the figure; the paths written, in that order."""
+    os.makedirs(out_dir, exist_ok=True)
+    return [save_figure(draw(runs), os.path.join(out_dir, name)) for name, draw in figures]
+
+
 def scaling_curves(sweep, path):
     plt = pyplot()
     pts = [p for p in sweep["points"] if p["epoch_s"] is not None]
@@ -36,9 +52,7 @@ def scaling_curves(sweep, path):
         ax.set_xticks(gpus, [str(g) for g in gpus])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def check_plot_paths(out_dir, names=(), what: str = "--plot") -> None:

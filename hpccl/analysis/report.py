@@ -39,6 +39,15 @@ def summarize(run_dir: str) -> dict:
     return kinds.of_log(run["attrs"]).summary(run_dir, run, ranks)
 
 
+def run_heading(s: dict, details: str) -> list[str]:
+    """The first lines of a run's text block: ``== RUN_DIR: NAME (DETAILS, STATUS)``, then its
+    note when it has one."""
+    lines = [f"== {s['run_dir']}: {s['name']} ({details}, {s['status']})"]
+    if s.get("note"):
+        lines.append(f"note: {s['note']}")
+    return lines
+
+
 def _jsonable(obj):
     if isinstance(obj, dict):
         return {k: _jsonable(v) for k, v in obj.items()}

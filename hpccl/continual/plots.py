@@ -7,15 +7,14 @@ import os
 import numpy as np
 
 from hpccl.continual.report import TIMER_PARTS
-from hpccl.analysis.plots import pyplot, check_plot_paths
+from hpccl.analysis.plots import pyplot, check_plot_paths, write_figures
 
 def _label(s: dict) -> str:
     return f"{os.path.basename(os.path.normpath(s['run_dir']))} ({s['learner']}, {s['world_size']} ranks)"
 
 
-def accuracy_per_task(reports, path):
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+def accuracy_per_task(reports):
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     for s in reports:
         if "average_accuracy" in s:
             acc = np.array(s["average_accuracy"]) * 100
@@ -24,14 +23,11 @@ def accuracy_per_task(reports, path):
            title="Accuracy after each task")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
-def accuracy_vs_time(reports, path):
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+def accuracy_vs_time(reports):
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     for s in reports:
         if "final_average_accuracy" in s:
             ax.scatter(s["train_time_s"], s["final_average_accuracy"] * 100, s=60)
@@ -40,14 +36,11 @@ def accuracy_vs_time(reports, path):
     ax.set(xlabel="training time (s)", ylabel="final average accuracy (%)", ylim=(0, 101),
            title="Accuracy versus training time")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
-def time_breakdown(reports, path):
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(reports), figsize=(4 * len(reports), 4), squeeze=False)
+def time_breakdown(reports):
+    fig, axes = pyplot().subplots(1, len(reports), figsize=(4 * len(reports), 4), squeeze=False)
     for ax, s in zip(axes[0], reports):
         ranks = s["timers"]["per_rank"]
         bottom = np.zeros(len(ranks))
@@ -58,9 +51,7 @@ def time_breakdown(reports, path):
         ax.set(xlabel="rank", ylabel="seconds", title=_label(s))
     axes[0][0].legend(fontsize=8)
     fig.suptitle("Where iteration time went, per rank")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 RUN_PLOTS = (("accuracy_per_task.png", accuracy_per_task), ("accuracy_vs_time.png", accuracy_vs_time),
@@ -69,10 +60,4 @@ RUN_PLOTS = (("accuracy_per_task.png", accuracy_per_task), ("accuracy_vs_time.pn
 
 def write_run_plots(reports, out_dir) -> list[str]:
     check_plot_paths(out_dir, [name for name, _ in RUN_PLOTS])
-    os.makedirs(out_dir, exist_ok=True)
-    paths = []
-    for name, fn in RUN_PLOTS:
-        path = os.path.join(out_dir, name)
-        fn(reports, path)
-        paths.append(path)
-    return paths
+    return write_figures(out_dir, RUN_PLOTS, reports)

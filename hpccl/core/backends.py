@@ -7,6 +7,7 @@ rank 0's parameters, so the same job gives the same losses on either (up to redu
   gradient is ready, and are awaited in ``step()``).
 - ``torch``: torch.distributed (gloo on CPU, nccl on GPU), rendezvous set up from MPI so no
   torchrun is needed; gradients are flattened into one buffer and allreduced in ``step()``.
+- ``mpi``: the same flattened buffer, allreduced by mpi4py on the World's communicator.
 """
 
 from __future__ import annotations
@@ -49,11 +50,11 @@ class HorovodBackend(GradientBackend):
             raise ConfigError(
                 f"runtime.backend is 'horovod' but Horovod cannot be imported ({e}). HINT: run "
                 "scripts/setup.sh (it builds Horovod 0.28.1 with PyTorch+MPI+Gloo), load your "
-                "site's Horovod module, or set 'runtime.backend: torch'.") from None
+                "site's Horovod module, or set 'runtime.backend: mpi' (or torch).") from None
         self.hvd = hvd
         from hpccl.core.mpi import require_thread_multiple
         require_thread_multiple("runtime.backend 'horovod' (its background thread runs the "
-                                "allreduces)", "or set 'runtime.backend: torch'")
+                                "allreduces)", "or set 'runtime.backend: mpi' (or torch)")
         # Share our (THREAD_MULTIPLE) communicator rather than letting Horovod init MPI.
         hvd.init(comm=world.comm)
         if hvd.size() != world.size:
@@ -151,7 +152,41 @@ class TorchDistBackend(GradientBackend):
             self.dist.destroy_process_group()
 
 
-BACKENDS = {"horovod": HorovodBackend, "torch": TorchDistBackend}
+class _CollectivesAsDist:
+    """What ``_AllreduceOnStep`` needs of torch.distributed, done by the World's collectives."""
+
+    def __init__(self, collectives):
+        self._coll = collectives
+
+    def all_reduce(self, tensor):
+        self._coll.sum_tensors([tensor], exact=False)     # in place, in the gradients' dtype
+
+    def get_world_size(self) -> int:
+        return self._coll.size
+
+
+class MpiBackend(GradientBackend):
+    """Gradients averaged by one MPI_Allreduce per step through mpi4py, on the World's own
+    communicator: no second runtime beside MPI (no Horovod build, no TCP rendezvous), so it
+    runs wherever mpi4py does (Cray MPICH, HPC-X, OpenMPI). It does not overlap the allreduce
+    with the backward pass as Horovod does, and a CUDA gradient travels through host memory."""
+    name = "mpi"
+
+    def __init__(self, world):
+        self.world = world
+
+    def distributed_optimizer(self, model, optimizer):
+        state = model.state_dict()
+        for key, value in self.world.bcast({k: v.cpu() for k, v in state.items()}).items():
+            state[key].copy_(value)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        return _AllreduceOnStep(optimizer, params, _CollectivesAsDist(self.world.collectives))
+
+    def allreduced_parameters(self, optimizer):
+        return [p for p in optimizer._params if p.requires_grad]
+
+
+BACKENDS = {"horovod": HorovodBackend, "torch": TorchDistBackend, "mpi": MpiBackend}
 
 
 def make_backend(name: str, world) -> GradientBackend:

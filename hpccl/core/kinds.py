@@ -13,6 +13,8 @@ the CLI does not import torch to print help):
   plots        (summaries, out_dir) -> [figure paths]
   plot_names   the file names ``plots`` writes (checked before any output), or None
   describe     cfg -> one line for ``hpccl validate`` and ``hpccl submit``
+  inputs       (cfg, job file) -> notes: the files the job reads, checked before any rank
+               starts or anything is queued (``hpccl run``, ``validate``, ``submit``); None: none
   resumable    whether it writes checkpoints; if not, ``no_resume`` says why, and
                ``hpccl run --resume`` refuses before starting any rank
 """
@@ -42,6 +44,10 @@ class JobKind:
     resumable: bool = False
     no_resume: str = ""
     plot_names: Optional[str] = None     # "module:attribute" of a list of (name, ...) pairs
+    inputs: Optional[str] = None
+
+    def check_inputs(self, cfg, source: str) -> list[str]:
+        return [] if self.inputs is None else _load(self.inputs)(cfg, source)
 
     def run(self, cfg, run_dir, argv, world, resume=False) -> dict:
         return _load(self.runner)(cfg, run_dir, argv, world, resume)
@@ -92,18 +98,19 @@ register(JobKind(
     name="continual", runner="hpccl.continual.job:run", resumable=True,
     summarize="hpccl.continual.report:summarize_continual", format="hpccl.continual.report:format_continual",
     plots="hpccl.continual.plots:write_run_plots", plot_names="hpccl.continual.plots:RUN_PLOTS",
+    inputs="hpccl.preflight:check_dataset_job",
     describe=lambda cfg: (f"learner {cfg.learner.kind}, model {cfg.model.kind}, "
                           f"{cfg.scenario.num_tasks} tasks")))
 
 
 def _kind_package(name: str, package: str, summarize: str, format: str, plots: str, no_resume: str,
-                  describe) -> JobKind:
+                  describe, inputs: Optional[str] = None) -> JobKind:
     """A kind whose runner is ``hpccl.PACKAGE.job:run`` and whose analysis is in
     ``hpccl.PACKAGE.report``; none of them keeps checkpoints yet."""
     report = f"hpccl.{package}.report"
     return register(JobKind(name=name, runner=f"hpccl.{package}.job:run", no_resume=no_resume,
                             summarize=f"{report}:{summarize}", format=f"{report}:{format}",
-                            plots=f"{report}:{plots}", describe=describe))
+                            plots=f"{report}:{plots}", describe=describe, inputs=inputs))
 
 
 _kind_package("megabatch", "alma", "summarize_alma", "format_alma_report", "plot_alma",
@@ -111,10 +118,11 @@ _kind_package("megabatch", "alma", "summarize_alma", "format_alma_report", "plot
               "the error curve up to the last arrival. Start a new run.",
               lambda cfg: (f"learner {cfg.learner.kind}, model {cfg.model.kind}, "
                            f"{cfg.scenario.num_megabatches} mega-batches, wait {cfg.scenario.wait}, "
-                           f"replay {cfg.scenario.replay:g}"))
+                           f"replay {cfg.scenario.replay:g}"),
+              inputs="hpccl.preflight:check_dataset_job")
 _kind_package("erm", "erm", "erm_summary", "format_erm_reports", "plot_erm",
               "ERM runs keep no checkpoint and cannot be resumed; start a new run (a solve restarts "
-              "in seconds to minutes).", lambda cfg: "kind erm")
+              "in seconds to minutes).", lambda cfg: "kind erm", inputs="hpccl.erm.data:check_input")
 _kind_package("online_rnn", "rtrl", "summarize_rnn", "format_rnn_report", "plot_rnn",
               "online_rnn jobs cannot be resumed (they write no checkpoint); start a new run instead.",
               lambda cfg: "kind online_rnn")

@@ -1,5 +1,6 @@
-"""The World a rank lives in: MPI rank and size, its node, its device, and the gradient
-allreduce backend (Horovod or torch.distributed) behind one small interface.
+"""The World a rank lives in: MPI rank and size, its node, its device, the collectives on
+its communicator, and the gradient allreduce backend (Horovod, torch.distributed or MPI)
+behind one small interface.
 
 Rank layout comes from MPI itself (``Split_type(COMM_TYPE_SHARED)`` groups the ranks of a
 node), so it is the same under mpirun, srun, and Cray/PALS mpiexec, with no launcher-specific
@@ -13,14 +14,16 @@ import socket
 import sys
 import traceback
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
+from hpccl.core.collectives import Collectives
 from hpccl.core.errors import ConfigError
-
-
 from hpccl.core.mpi import mpi
+
+if TYPE_CHECKING:
+    from hpccl.core.backends import GradientBackend
 
 
 @dataclass
@@ -36,6 +39,11 @@ class World:
     hostname: str
     device: torch.device
     backend: "GradientBackend | None" = field(default=None, repr=False)
+    collectives: Collectives = field(default=None, repr=False)   # on ``comm``; see core/collectives.py
+
+    def __post_init__(self):
+        if self.collectives is None:
+            self.collectives = Collectives(self.comm)
 
     @property
     def is_root(self) -> bool:
@@ -49,12 +57,7 @@ class World:
 
     def allreduce_sum(self, values):
         """Sum a small float64 array over ranks (metrics, counts): one MPI call."""
-        import numpy as np
-        MPI = mpi()
-        arr = np.ascontiguousarray(values, dtype=np.float64)
-        out = np.empty_like(arr)
-        self.comm.Allreduce(arr, out, op=MPI.SUM)
-        return out
+        return self.collectives.sum(values)
 
     def abort(self, code: int = 1):
         self.comm.Abort(code)
@@ -141,36 +144,3 @@ def abort_on_error(fn):
             time.sleep(0.5)
             MPI.COMM_WORLD.Abort(1)
         raise SystemExit(1)
-
-
-def _packed_allreduce(comm, tensors: list, dtype, divide_by: int = 1) -> list:
-    """Sum ``tensors`` over ``comm`` with one collective: packed into one CPU buffer of
-    ``dtype`` (default: the first tensor's), reduced in place through a numpy view, copied
-    back into each tensor (in place, cast to its own dtype and device)."""
-    MPI = mpi()
-    tensors = list(tensors)
-    if comm.Get_size() == 1 or not tensors:
-        return tensors
-    flat = torch.cat([t.detach().reshape(-1).to("cpu", dtype or tensors[0].dtype) for t in tensors])
-    comm.Allreduce(MPI.IN_PLACE, flat.numpy(), op=MPI.SUM)   # the numpy view shares memory
-    if divide_by != 1:
-        flat /= divide_by
-    off = 0
-    for t in tensors:
-        t.copy_(flat[off:off + t.numel()].view_as(t))
-        off += t.numel()
-    return tensors
-
-
-def mpi_allreduce_mean(comm=None) -> Callable[[list], list]:
-    """Return ``allreduce_mean(tensors)`` over ``comm`` (default ``MPI.COMM_WORLD``): the mean
-    over ranks of each tensor, in place, with one collective per call (not one per tensor)."""
-    comm = mpi().COMM_WORLD if comm is None else comm
-    return lambda tensors: _packed_allreduce(comm, tensors, None, comm.Get_size())
-
-
-def mpi_allreduce_sum(comm=None) -> Callable[[list], list]:
-    """Return ``allreduce_sum(tensors)`` over ``comm``: the sum over ranks of each tensor, in
-    place, reduced in float64 (counts and logit sums stay exact whatever the tensors' dtype)."""
-    comm = mpi().COMM_WORLD if comm is None else comm
-    return lambda tensors: _packed_allreduce(comm, tensors, torch.float64)

@@ -1,13 +1,15 @@
 """``hpccl data convert {digits,cifar,imagefolder,synthetic,libsvm}``: argparse wiring for convert.py.
 
 ``add_convert_parser(subparsers)`` mounts the command; each format sets ``func`` so the main
-CLI runs ``args.func(args)``. Converters raise DatasetError for bad input, which the main CLI
-prints without a traceback; ``--out`` is checked (hpccl.core.paths) before a converter starts.
+CLI runs ``args.func(args)``, and that function's docstring is the format's --help text.
+Converters raise DatasetError for bad input, which the main CLI prints without a traceback;
+``--out`` is checked (hpccl.core.paths) before a converter starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 
 from hpccl.data import convert
@@ -37,14 +39,36 @@ def _summary(path: str) -> str:
 
 
 def _run_digits(args):
+    """Write scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes) as float32
+    [N, 1, 8, 8] in [0, 1], with a seeded stratified train/test split.
+
+    example:
+      hpccl data convert digits --out data/digits.h5
+    """
     print(_summary(convert.convert_digits(args.out, test_fraction=args.test_fraction, seed=args.seed)))
 
 
 def _run_cifar(args):
+    """Write CIFAR-10 or CIFAR-100 from the extracted 'python version' folder (auto-detected:
+    data_batch_1..5 + test_batch, or train + test) as uint8 [N, 3, 32, 32].
+
+    example:
+      tar xzf cifar-10-python.tar.gz
+      hpccl data convert cifar --src cifar-10-batches-py --out data/cifar10.h5
+    """
     print(_summary(convert.convert_cifar(args.src, args.out)))
 
 
 def _run_imagefolder(args):
+    """Write an ImageNet-style folder tree SRC/train/<class>/*.jpg (and SRC/val/<class>/*.jpg)
+    as uint8 [N, 3, SIZE, SIZE]: short side resized to --resize, center crop --size.
+    Class ids are the sorted folder names. Images are streamed in blocks, so memory
+    stays small whatever the size. Without a val folder, --test-fraction of each class
+    is held out.
+
+    example:
+      hpccl data convert imagefolder --src /scratch/imagenet --out imagenet224.h5 --workers 16
+    """
     bar = None
 
     def progress(n, total):
@@ -66,12 +90,27 @@ def _run_imagefolder(args):
 
 
 def _run_synthetic(args):
+    """Write learnable synthetic data: each class is a random N(0,1) prototype and samples are
+    prototype + NOISE * N(0,1), float32. Streamed, so it can be made as large as needed.
+
+    example:
+      hpccl data convert synthetic --num-classes 100 --shape 3,32,32 --train-per-class 500 --out data/synth.h5
+    """
     print(_summary(convert.convert_synthetic(
         args.out, num_classes=args.num_classes, shape=args.shape, train_per_class=args.train_per_class,
         test_per_class=args.test_per_class, seed=args.seed, noise=args.noise)))
 
 
 def _run_libsvm(args):
+    """Write a LIBSVM file ('label index:value ...', 1-based; .bz2/.gz/.xz read directly) as
+    HDF5 with the samples sparse: /train/x is a CSR group (data float64, indices int32,
+    indptr int64, attr shape [N, D]); /train/y int64 0/1 for two label values (smaller -> 0),
+    else the raw float64 labels. --test fills /test the same way. ERM jobs (kind: erm)
+    read it with data: {path: FILE}, every rank only its rows.
+
+    example:
+      hpccl data convert libsvm --src ../shared/data/libsvm/a9a.bz2 --test ../shared/data/libsvm/a9a.t.bz2 --out data/a9a.h5
+    """
     import h5py
 
     path = convert.convert_libsvm(args.src, args.out, test=args.test, name=args.name)
@@ -92,8 +131,9 @@ def _checked_out(func):
     return run
 
 
-def _add(sub, name, summary, description, func):
-    p = sub.add_parser(name, help=summary, description=description, formatter_class=_FORMATTER)
+def _add(sub, name, summary, func):
+    """The subcommand ``name``, running ``func``; the docstring of ``func`` is its --help text."""
+    p = sub.add_parser(name, help=summary, description=inspect.getdoc(func), formatter_class=_FORMATTER)
     p.add_argument("--out", required=True, metavar="PATH", help="HDF5 file to write (replaced if it exists)")
     p.set_defaults(func=_checked_out(func))
     return p
@@ -112,28 +152,14 @@ def add_convert_parser(subparsers) -> argparse.ArgumentParser:
                     "  hpccl data convert libsvm --src a9a.bz2 --test a9a.t.bz2 --out data/a9a.h5")
     sub = parser.add_subparsers(dest="convert_format", metavar="FORMAT", required=True)
 
-    p = _add(sub, "digits", "scikit-learn's 8x8 digits (bundled, no download)",
-             "Write scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes) as float32\n"
-             "[N, 1, 8, 8] in [0, 1], with a seeded stratified train/test split.\n\n"
-             "example:\n  hpccl data convert digits --out data/digits.h5", _run_digits)
+    p = _add(sub, "digits", "scikit-learn's 8x8 digits (bundled, no download)", _run_digits)
     p.add_argument("--test-fraction", type=float, default=0.2, help="share held out for test (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
 
-    p = _add(sub, "cifar", "CIFAR-10/100 python pickle folder",
-             "Write CIFAR-10 or CIFAR-100 from the extracted 'python version' folder (auto-detected:\n"
-             "data_batch_1..5 + test_batch, or train + test) as uint8 [N, 3, 32, 32].\n\n"
-             "example:\n  tar xzf cifar-10-python.tar.gz\n"
-             "  hpccl data convert cifar --src cifar-10-batches-py --out data/cifar10.h5", _run_cifar)
+    p = _add(sub, "cifar", "CIFAR-10/100 python pickle folder", _run_cifar)
     p.add_argument("--src", required=True, metavar="DIR", help="extracted CIFAR folder")
 
-    p = _add(sub, "imagefolder", "ImageNet-style class folders (streamed)",
-             "Write an ImageNet-style folder tree SRC/train/<class>/*.jpg (and SRC/val/<class>/*.jpg)\n"
-             "as uint8 [N, 3, SIZE, SIZE]: short side resized to --resize, center crop --size.\n"
-             "Class ids are the sorted folder names. Images are streamed in blocks, so memory\n"
-             "stays small whatever the size. Without a val folder, --test-fraction of each class\n"
-             "is held out.\n\n"
-             "example:\n  hpccl data convert imagefolder --src /scratch/imagenet --out imagenet224.h5 --workers 16",
-             _run_imagefolder)
+    p = _add(sub, "imagefolder", "ImageNet-style class folders (streamed)", _run_imagefolder)
     p.add_argument("--src", required=True, metavar="DIR", help="folder holding train/ (and val/)")
     p.add_argument("--size", type=int, default=224, help="crop size in pixels (default 224)")
     p.add_argument("--resize", type=int, default=None,
@@ -145,11 +171,7 @@ def add_convert_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
     p.add_argument("--name", default=None, help="dataset name (default: the folder's name)")
 
-    p = _add(sub, "synthetic", "Gaussian-cluster data for scaling studies",
-             "Write learnable synthetic data: each class is a random N(0,1) prototype and samples are\n"
-             "prototype + NOISE * N(0,1), float32. Streamed, so it can be made as large as needed.\n\n"
-             "example:\n  hpccl data convert synthetic --num-classes 100 --shape 3,32,32 "
-             "--train-per-class 500 --out data/synth.h5", _run_synthetic)
+    p = _add(sub, "synthetic", "Gaussian-cluster data for scaling studies", _run_synthetic)
     p.add_argument("--num-classes", type=int, default=10, help="number of classes (default 10)")
     p.add_argument("--shape", type=_shape, default=(3, 32, 32), help="sample shape D or C,H,W (default 3,32,32)")
     p.add_argument("--train-per-class", type=int, default=100, help="training samples a class (default 100)")
@@ -157,14 +179,7 @@ def add_convert_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=1.0, help="noise std relative to prototypes (default 1.0)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
-    p = _add(sub, "libsvm", "LIBSVM text file (sparse, for ERM jobs)",
-             "Write a LIBSVM file ('label index:value ...', 1-based; .bz2/.gz/.xz read directly) as\n"
-             "HDF5 with the samples sparse: /train/x is a CSR group (data float64, indices int32,\n"
-             "indptr int64, attr shape [N, D]); /train/y int64 0/1 for two label values (smaller -> 0),\n"
-             "else the raw float64 labels. --test fills /test the same way. ERM jobs (kind: erm)\n"
-             "read it with data: {path: FILE}, every rank only its rows.\n\n"
-             "example:\n  hpccl data convert libsvm --src ../shared/data/libsvm/a9a.bz2 "
-             "--test ../shared/data/libsvm/a9a.t.bz2 --out data/a9a.h5", _run_libsvm)
+    p = _add(sub, "libsvm", "LIBSVM text file (sparse, for ERM jobs)", _run_libsvm)
     p.add_argument("--src", required=True, metavar="FILE", help="LIBSVM training file")
     p.add_argument("--test", default=None, metavar="FILE", help="LIBSVM test file (optional)")
     p.add_argument("--name", default=None, help="dataset name (default: the file's name)")

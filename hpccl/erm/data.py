@@ -55,6 +55,16 @@ def _map_labels(y, values, binary, where):
     return np.where(y > 0, 1.0, -1.0), values
 
 
+def check_input(cfg, source: str) -> list[str]:
+    """Before any rank starts: the data file an ERM job names exists (its format is read, and
+    refused with its own message, when the ranks load their shards)."""
+    if cfg.data.path is not None and not os.path.isfile(cfg.data.path):
+        raise DatasetError(f"data file {cfg.data.path!r} (data.path) does not exist. An ERM job reads "
+                           "an HDF5 file (e.g. from 'hpccl data convert libsvm') or a LIBSVM text "
+                           "file (.bz2/.gz/.xz ok).")
+    return []
+
+
 def read_h5_shard(path, split, rank, size, binary=True, label_values=None) -> Shard:
     try:
         f = h5py.File(path, "r")

@@ -37,7 +37,7 @@ Job file::
       row_normalize: false         # scale every sample to unit L2 norm
       split: train                 # which split of an HDF5 file to fit (train | test)
       verify_sync: false           # check after every stage that all ranks hold identical iterates
-    runtime: {backend: torch}      # the ERM solvers use MPI directly; the backend is unused
+    runtime: {backend: mpi}        # the ERM solvers allreduce with MPI (the default and only choice)
     log: {dir: runs, progress: lines}
 
 Labels: two values for logistic / smoothed_hinge (the smaller one becomes -1, e.g. 0/1, -1/+1,
@@ -109,7 +109,6 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
     session.open_logs(rank_attrs={"rows": problem.n_local, "offset": shard.offset, "nnz": _nnz(shard.X),
                                   "read_time_s": shard.read_time_s},
                       run_attrs={
-            "backend": "mpi",   # the solvers call MPI directly
             "solver": ecfg.solver, "loss": ecfg.loss, "l1": ecfg.l1, "l2": ecfg.l2, "n": shard.n,
             "dim": shard.dim, "nnz": nnz, "data_source": path, "data_format": shard.fmt,
             "shard_sizes": sizes, "seed": cfg.seed,

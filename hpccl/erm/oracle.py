@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hpccl.erm.comm import Collective
+from hpccl.core.collectives import Collectives
 from hpccl.erm.problem import Problem, ProblemError
 from hpccl.erm.sampling import Batch, ShardSampler
 
@@ -31,13 +31,13 @@ from hpccl.erm.sampling import Batch, ShardSampler
 class Oracle:
     def __init__(self, problem: Problem, comm=None):
         self.problem = problem
-        self.coll = Collective(comm)
+        self.coll = Collectives(comm)
         self.X, self.y, self.loss = problem.X, problem.y, problem.loss
         self.reg = problem.regularizer
         self.dim = problem.dim
 
         # Shard layout: one allgather at set-up (untracked).
-        info = self.coll.allgather_untracked((problem.n_local, problem.dim, problem.offset))
+        info = self.coll.allgather((problem.n_local, problem.dim, problem.offset))
         sizes = [s for s, _, _ in info]
         dims = {d for _, d, _ in info}
         if len(dims) != 1:
@@ -56,9 +56,9 @@ class Oracle:
 
         # Per-sample smoothness L_i, their max and mean (global).
         self.L_local = problem.sample_smoothness()
-        self.L_max = self.coll.max_untracked(self.L_local.max() if self.L_local.size else 0.0)
+        self.L_max = self.coll.max(self.L_local.max() if self.L_local.size else 0.0)
         self._L_local_total = float(np.cumsum(self.L_local)[-1]) if self.L_local.size else 0.0
-        self._L_totals = self.coll.allgather_untracked(self._L_local_total)
+        self._L_totals = self.coll.allgather(self._L_local_total)
         self.L_mean = float(np.sum(self._L_totals)) / self.n
         if not self.L_max > 0:
             raise ProblemError("all samples are zero vectors: nothing to fit")
@@ -94,7 +94,7 @@ class Oracle:
         buf = np.empty(self.dim + 1)
         buf[: self.dim] = self.X.T @ deriv
         buf[self.dim] = self.loss.value(t, self.y).sum()
-        buf = self.coll.allreduce_sum(buf)
+        buf = self.coll.sum(buf, counted=True)
         self.grad_evals += self.n
         if keep_snapshot:
             self._snap_deriv = deriv
@@ -111,7 +111,7 @@ class Oracle:
         else:  # this rank owns none of the batch; it still joins the allreduce
             local = np.zeros(self.dim)
         self.grad_evals += batch.size
-        return self.coll.allreduce_sum(local)
+        return self.coll.sum(local, counted=True)
 
     def stochastic_gradient(self, x: np.ndarray, batch: Batch) -> np.ndarray:
         """(1/b) sum_i w_i grad f_i(x)."""
@@ -123,7 +123,7 @@ class Oracle:
         else:
             local = np.zeros(self.dim)
         self.grad_evals += batch.size
-        return self.coll.allreduce_sum(local)
+        return self.coll.sum(local, counted=True)
 
     def value(self, x: np.ndarray) -> float:
         """P(x) as part of a method (FISTA's backtracking): one allreduce of one float.
@@ -131,7 +131,7 @@ class Oracle:
         Counted as n evaluations: it is a pass over the data even without gradients.
         """
         s = np.array([self.loss.value(self.X @ x, self.y).sum()])
-        s = self.coll.allreduce_sum(s)
+        s = self.coll.sum(s, counted=True)
         self.grad_evals += self.n
         return float(s[0]) / self.n + self.reg.value(x)
 
@@ -139,7 +139,7 @@ class Oracle:
     def objective(self, x: np.ndarray) -> float:
         """P(x); an untracked allreduce of one float, not counted in passes."""
         s = np.array([self.loss.value(self.X @ x, self.y).sum()])
-        return float(self.coll.sum_untracked(s)[0]) / self.n + self.reg.value(x)
+        return float(self.coll.sum(s)[0]) / self.n + self.reg.value(x)
 
     def gradient_untracked(self, x: np.ndarray):
         """(grad F(x), P(x)) for the reference solver and checks; not counted."""
@@ -147,5 +147,5 @@ class Oracle:
         buf = np.empty(self.dim + 1)
         buf[: self.dim] = self.X.T @ self.loss.deriv(t, self.y)
         buf[self.dim] = self.loss.value(t, self.y).sum()
-        buf = self.coll.sum_untracked(buf)
+        buf = self.coll.sum(buf)
         return buf[: self.dim] / self.n, buf[self.dim] / self.n + self.reg.value(x)

@@ -49,7 +49,7 @@ def newton_polish(oracle: Oracle, x: np.ndarray, max_iter: int = 50) -> np.ndarr
 
     def smooth_obj(xS):
         t = XS @ xS
-        v = oracle.coll.sum_untracked(np.array([loss.value(t, y_lab).sum()]))[0] / n
+        v = oracle.coll.sum(np.array([loss.value(t, y_lab).sum()]))[0] / n
         return v + reg.l1 * float(s @ xS) + 0.5 * reg.l2 * float(xS @ xS)
 
     xS = x[S].copy()
@@ -62,7 +62,7 @@ def newton_polish(oracle: Oracle, x: np.ndarray, max_iter: int = 50) -> np.ndarr
         w = loss.deriv2(t, y_lab)
         H = XS.T @ (XS * w[:, None]) if isinstance(XS, np.ndarray) else (XS.T @ XS.multiply(w[:, None])).toarray()
         buf[k:] = np.asarray(H).ravel()
-        buf = oracle.coll.sum_untracked(buf)
+        buf = oracle.coll.sum(buf)
         grad = buf[:k] / n + reg.l1 * s + reg.l2 * xS
         H = buf[k:].reshape(k, k) / n + reg.l2 * np.eye(k)
         try:

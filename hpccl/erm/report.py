@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 
 import numpy as np
+
+from hpccl.analysis.plots import pyplot, write_figures
+from hpccl.analysis.report import run_heading
 
 TARGETS = (1e-4, 1e-6, 1e-8)
 
@@ -89,10 +93,7 @@ def format_compare(reports: list, fmt: str = "text") -> str:
 
 
 def format_block(s: dict) -> str:
-    lines = [f"== {s['run_dir']}: {s['name']} (erm, solver {s['solver']}, {s['world_size']} ranks, "
-             f"{s['status']})"]
-    if s.get("note"):
-        lines.append(f"note: {s['note']}")
+    lines = run_heading(s, f"erm, solver {s['solver']}, {s['world_size']} ranks")
     lines.append(f"problem: {s['loss']} loss, l1 {s['l1']:g}, l2 {s['l2']:g}; n {s['n']}, d {s['dim']}, "
                  f"{s['nnz']} nonzeros; shards {s['shard_sizes']}; data {s['data_source']}")
     if s["f_star"] is not None:
@@ -130,40 +131,36 @@ def format_erm_reports(erm: list, fmt: str = "text", compare: bool = False) -> s
     return "\n\n".join(parts)
 
 
+def subopt_curves(runs: list, xkey: str, xlabel: str):
+    """P(x) - P* (log scale) against ``xkey`` of the history, a line per run."""
+    floor = 1e-16   # a log axis cannot show the exact optimum, P - P* = 0
+    fig, ax = pyplot().subplots(figsize=(6.4, 4.2))
+    for s in runs:
+        h = s["history"]
+        x = np.asarray(h[xkey], dtype=float)
+        y = np.maximum(np.asarray(h["subopt"], dtype=float), floor)
+        label = f"{s['solver']} ({os.path.basename(os.path.normpath(s['run_dir']))}, {s['world_size']} ranks)"
+        ax.plot(x, y, marker=".", markersize=3, label=label)
+    for t in TARGETS:
+        ax.axhline(t, color="grey", lw=0.5, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("P(x) - P*")
+    names = sorted({str(s["name"]) for s in runs})
+    ax.set_title(f"ERM suboptimality: {', '.join(names)}" if names else "ERM suboptimality")
+    if runs:
+        ax.legend(fontsize=7)
+    ax.grid(True, which="major", alpha=0.3)
+    return fig
+
+
+FIGURES = (("erm_subopt_vs_passes.png", partial(subopt_curves, xkey="passes", xlabel="passes over the data")),
+           ("erm_subopt_vs_time.png", partial(subopt_curves, xkey="time_s", xlabel="solver time (s, rank 0)")))
+
+
 def plot_erm(summaries: list, out_dir: str) -> list:
     """Suboptimality vs passes and vs solver time (log y), one line per ERM run; returns the
     paths written (``erm_subopt_vs_passes.png``, ``erm_subopt_vs_time.png``). Non-ERM
     summaries are skipped; runs without a reference optimum have nothing to plot."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     runs = [s for s in summaries if s.get("job_kind") == "erm" and s.get("f_star") is not None]
-    os.makedirs(out_dir, exist_ok=True)
-    paths = []
-    floor = 1e-16
-    for xkey, xlabel, fname in (("passes", "passes over the data", "erm_subopt_vs_passes.png"),
-                                ("time_s", "solver time (s, rank 0)", "erm_subopt_vs_time.png")):
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for s in runs:
-            h = s["history"]
-            x = np.asarray(h[xkey], dtype=float)
-            y = np.maximum(np.asarray(h["subopt"], dtype=float), floor)
-            label = f"{s['solver']} ({os.path.basename(os.path.normpath(s['run_dir']))}, {s['world_size']} ranks)"
-            ax.plot(x, y, marker=".", markersize=3, label=label)
-        for t in TARGETS:
-            ax.axhline(t, color="grey", lw=0.5, ls=":")
-        ax.set_yscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("P(x) - P*")
-        names = sorted({str(s["name"]) for s in runs})
-        ax.set_title(f"ERM suboptimality: {', '.join(names)}" if names else "ERM suboptimality")
-        if runs:
-            ax.legend(fontsize=7)
-        ax.grid(True, which="major", alpha=0.3)
-        fig.tight_layout()
-        path = os.path.join(out_dir, fname)
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
-    return paths
+    return write_figures(out_dir, FIGURES, runs)

@@ -17,7 +17,23 @@ def _conv1x1(cin, cout, stride=1):
     return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
 
 
-class BasicBlock(nn.Module):
+class _ResidualBlock(nn.Module):
+    """relu(branch(x) + shortcut), the shortcut being x itself or, where the block changes the
+    shape, ``downsample(x)``; a subclass builds the modules and says what its branch does."""
+
+    def branch(self, x):
+        raise NotImplementedError
+
+    def last_bn(self):
+        """The branch's last BatchNorm: zeroed, it makes the block start as the identity."""
+        raise NotImplementedError
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(self.branch(x) + identity)
+
+
+class BasicBlock(_ResidualBlock):
     expansion = 1
 
     def __init__(self, cin, planes, stride=1, downsample=None):
@@ -32,14 +48,12 @@ class BasicBlock(nn.Module):
     def last_bn(self):
         return self.bn2
 
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
+    def branch(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        return self.bn2(self.conv2(out))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_ResidualBlock):
     # Stride on the 3x3 conv (ResNet v1.5, as torchvision does).
     expansion = 4
 
@@ -57,12 +71,10 @@ class Bottleneck(nn.Module):
     def last_bn(self):
         return self.bn3
 
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
+    def branch(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        return self.bn3(self.conv3(out))
 
 
 class ResNet(nn.Module):
@@ -97,7 +109,7 @@ class ResNet(nn.Module):
             # Each residual branch starts as zero, so every block starts as the identity
             # (helps large-batch training, Goyal et al. 2017).
             for m in self.modules():
-                if isinstance(m, (BasicBlock, Bottleneck)):
+                if isinstance(m, _ResidualBlock):
                     nn.init.zeros_(m.last_bn().weight)
 
     def _make_layer(self, block, planes, blocks, stride=1):

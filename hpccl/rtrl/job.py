@@ -13,7 +13,7 @@ A job file::
       lr: 0.01
       num_sequences: 600      # per rank
       eval_every: 100
-    runtime: {backend: torch}
+    runtime: {backend: mpi}   # the default and only choice: updates averaged with MPI
 
 Keys of the ``rnn`` section (defaults in brackets); no ``data`` section is needed.
 
@@ -53,8 +53,8 @@ Learning
 Parallelism: every rank runs its own stream (its shard of the training examples, shuffled
 with a seed made of the job seed and the rank); all ranks start from the same network (job
 seed) and at every update the gradient sums and loss counts are averaged over ranks with one
-MPI allreduce on ``world.comm`` (:func:`hpccl.rtrl.dist.mpi_allreduce_mean`, whatever
-``runtime.backend`` says), so the replicas stay identical. Every rank runs the same number
+MPI allreduce on ``world.comm`` (``world.collectives.mean_tensors``; ``runtime.backend`` is
+``mpi`` for this kind), so the replicas stay identical. Every rank runs the same number
 of sequences of the same length, hence the same number of updates. Unless
 ``runtime.threads_per_rank`` is set, each rank uses one torch thread (per-step tensors are
 tiny). Resuming (``--resume``) is not supported for this kind.
@@ -103,7 +103,6 @@ from hpccl.core.errors import ConfigError
 from hpccl.core.session import RunSession
 
 from .cell import EGRUNet
-from .dist import mpi_allreduce_mean
 from .tasks import SequenceTask, digits_task, from_arrays, spiral_task
 from .trainer import OnlineTrainer, evaluate
 
@@ -182,8 +181,6 @@ class _Interval:
 
 def run(cfg, run_dir: str, argv: list[str], world, resume: bool = False) -> dict:
     """One rank's part of an ``online_rnn`` job; returns the summary (same on every rank)."""
-    from hpccl.core.runtime import mpi
-    MPI = mpi()
     session = RunSession(cfg, run_dir, argv, world, resume)
     rc = cfg.rnn
     if cfg.runtime.threads_per_rank is None:
@@ -197,7 +194,7 @@ def run(cfg, run_dir: str, argv: list[str], world, resume: bool = False) -> dict
                   learn_threshold=rc.learn_threshold, input_gain=rc.input_gain)
     trainer = OnlineTrainer(net, rc.mode, update_every=rc.update_every, lr=rc.lr,
                             optimizer=rc.optimizer, loss_at=rc.loss_at,
-                            allreduce_mean=mpi_allreduce_mean(world.comm) if world.size > 1 else None,
+                            allreduce_mean=world.collectives.mean_tensors if world.size > 1 else None,
                             grad_clip=rc.grad_clip, track_nnz=rc.track_nnz,
                             acc_window=rc.acc_window, spmm=rc.spmm)
     test_x, test_y = test.x[world.rank::world.size], test.y[world.rank::world.size]
@@ -242,7 +239,7 @@ def run(cfg, run_dir: str, argv: list[str], world, resume: bool = False) -> dict
         acc_local = evaluate(net, test_x, test_y) * len(test_y) if len(test_y) else 0.0
         v = interval.v
         tot = world.allreduce_sum([acc_local] + [v[f] for f in _Interval.FIELDS])
-        mem = world.comm.allreduce(interval.mem, op=MPI.MAX)
+        mem = world.collectives.max(interval.mem)
         s = dict(zip(_Interval.FIELDS, tot[1:]))
         test_acc = float(tot[0]) / max(n_test, 1)
         n, steps = max(s["n"], 1.0), max(s["steps"], 1.0)
@@ -289,8 +286,7 @@ def run(cfg, run_dir: str, argv: list[str], world, resume: bool = False) -> dict
         masked_max = float(cell.U.detach()[:, off].abs().max()) if bool(off.any()) else 0.0
         flat = _flat_params(net)
         ref = world.comm.bcast(flat if world.is_root else None, root=0)
-        replica_diff = world.comm.allreduce(float(np.max(np.abs(flat - ref))) if flat.size else 0.0,
-                                            op=MPI.MAX)
+        replica_diff = world.collectives.max(float(np.max(np.abs(flat - ref))) if flat.size else 0.0)
         if world.is_root and rc.save_state:
             torch.save({"state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
                         "rnn": dataclasses.asdict(rc), "input_size": train.input_size,

@@ -12,6 +12,9 @@ import os
 
 import numpy as np
 
+from hpccl.analysis.plots import pyplot, write_figures
+from hpccl.analysis.report import run_heading
+
 CURVE_POINTS = 200   # per-sequence curves in a summary are thinned to at most this many points
 
 
@@ -105,10 +108,7 @@ def _num(x, fmt="{:.3f}") -> str:
 
 
 def format_rnn_block(s: dict) -> str:
-    lines = [f"== {s['run_dir']}: {s['name']} (online_rnn {s['mode']}, {s['world_size']} ranks, "
-             f"{s['device']}, {s['status']})"]
-    if s.get("note"):
-        lines.append(f"note: {s['note']}")
+    lines = run_heading(s, f"online_rnn {s['mode']}, {s['world_size']} ranks, {s['device']}")
     lines.append(f"task {s['task']} (T={s['seq_len']}, {s['num_classes']} classes, chance "
                  f"{_pct(s['chance_accuracy'])}%), EGRU {s['hidden']} units, weight density "
                  f"{_num(s['weight_density'], '{:.2f}')}, activity sparse {s['activity_sparse']}")
@@ -174,58 +174,50 @@ def format_rnn_report(rnn: list[dict], fmt: str = "text", compare: bool = False)
     return "\n\n".join(parts)
 
 
+def _plot_label(s) -> str:
+    return f"{os.path.basename(os.path.normpath(s['run_dir']))} ({s['mode']})"
+
+
+def accuracy_curves(runs: list[dict]):
+    """Running stream accuracy, and test accuracy where it was evaluated, over the stream."""
+    fig, ax = pyplot().subplots(figsize=(7, 4.5))
+    for s in runs:
+        c = s["curves"]
+        line, = ax.plot(c["sequence"], np.asarray(c["acc_window"]) * 100, label=f"{_plot_label(s)} stream")
+        ev = s.get("evals")
+        if ev:
+            ax.plot(ev["sequence"], np.asarray(ev["test_accuracy"], dtype=float) * 100, "o--",
+                    color=line.get_color(), label=f"{_plot_label(s)} test")
+    chance = runs[0].get("chance_accuracy")
+    if chance is not None and math.isfinite(chance):
+        ax.axhline(chance * 100, color="grey", lw=0.8, ls=":", label="chance")
+    ax.set(xlabel="sequences (per rank)", ylabel="accuracy %", title="online accuracy over the stream")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def activity_curves(runs: list[dict]):
+    """Fraction of active units and of influence-matrix non-zeros over the stream."""
+    fig, ax = pyplot().subplots(figsize=(7, 4.5))
+    for s in runs:
+        c = s["curves"]
+        line, = ax.plot(c["sequence"], c["activity"], label=f"{_plot_label(s)} activity")
+        nnz = np.asarray(c["influence_nnz"], dtype=float)
+        if np.isfinite(nnz).any():
+            ax.plot(c["sequence"], nnz, "--", color=line.get_color(), label=f"{_plot_label(s)} influence nnz")
+    ax.set(ylim=(0, 1.02), xlabel="sequences (per rank)", ylabel="fraction",
+           title="activity (active units) and influence-matrix non-zeros")
+    ax.legend(fontsize=7)
+    return fig
+
+
+FIGURES = (("rnn_accuracy.png", accuracy_curves), ("rnn_activity.png", activity_curves))
+
+
 def plot_rnn(summaries: list[dict], out_dir: str) -> list[str]:
     """Write ``rnn_accuracy.png`` (running stream accuracy and test accuracy over the
     stream) and ``rnn_activity.png`` (fraction of active units and influence-matrix
     non-zeros over the stream) for the online_rnn summaries among ``summaries``; return
     the paths written (none when there is no such summary)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     runs = [s for s in summaries if is_rnn(s) and s.get("curves")]
-    if not runs:
-        return []
-    os.makedirs(out_dir, exist_ok=True)
-
-    def label(s):
-        return f"{os.path.basename(os.path.normpath(s['run_dir']))} ({s['mode']})"
-
-    paths = []
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for s in runs:
-        c = s["curves"]
-        line, = ax.plot(c["sequence"], np.asarray(c["acc_window"]) * 100, label=f"{label(s)} stream")
-        ev = s.get("evals")
-        if ev:
-            ax.plot(ev["sequence"], np.asarray(ev["test_accuracy"], dtype=float) * 100, "o--",
-                    color=line.get_color(), label=f"{label(s)} test")
-    chance = runs[0].get("chance_accuracy")
-    if chance is not None and math.isfinite(chance):
-        ax.axhline(chance * 100, color="grey", lw=0.8, ls=":", label="chance")
-    ax.set_xlabel("sequences (per rank)")
-    ax.set_ylabel("accuracy %")
-    ax.set_title("online accuracy over the stream")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(os.path.join(out_dir, "rnn_accuracy.png"))
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for s in runs:
-        c = s["curves"]
-        line, = ax.plot(c["sequence"], c["activity"], label=f"{label(s)} activity")
-        nnz = np.asarray(c["influence_nnz"], dtype=float)
-        if np.isfinite(nnz).any():
-            ax.plot(c["sequence"], nnz, "--", color=line.get_color(), label=f"{label(s)} influence nnz")
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("sequences (per rank)")
-    ax.set_ylabel("fraction")
-    ax.set_title("activity (active units) and influence-matrix non-zeros")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(os.path.join(out_dir, "rnn_activity.png"))
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-    return paths
+    return write_figures(out_dir, FIGURES, runs) if runs else []

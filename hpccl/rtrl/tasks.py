@@ -22,6 +22,8 @@ import torch
 
 @dataclass
 class SequenceTask:
+    """N labelled sequences of T steps of D inputs; ``seq_len`` (T) and ``input_size`` (D) are
+    read off ``x`` when the task is made."""
     x: np.ndarray          # [N, T, D] float
     y: np.ndarray          # [N] int
     num_classes: int
@@ -36,17 +38,10 @@ class SequenceTask:
             raise ValueError(f"y must be [N] with N={self.x.shape[0]}, got {self.y.shape}")
         if self.y.min() < 0 or self.y.max() >= self.num_classes:
             raise ValueError("labels must lie in [0, num_classes)")
+        _, self.seq_len, self.input_size = self.x.shape
 
     def __len__(self) -> int:
         return self.x.shape[0]
-
-    @property
-    def seq_len(self) -> int:
-        return self.x.shape[1]
-
-    @property
-    def input_size(self) -> int:
-        return self.x.shape[2]
 
     def split(self, test_fraction: float = 0.2, seed: int = 0):
         """(train, test) tasks from a seeded permutation."""

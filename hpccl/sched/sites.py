@@ -362,12 +362,9 @@ def load_site(name: str, env=os.environ) -> SiteConfig:
 
 def site_as_dict(site: SiteConfig) -> dict:
     """The resolved site as YAML-ready data (only the section of its own scheduler)."""
-    d = dataclasses.asdict(site)
-    d.pop("extends", None)
-    for section in ("slurm", "pbs"):
-        if site.scheduler != section:
-            d.pop(section)
-    return d
+    # 'extends' is already merged in: shown, it would read as a further layer to apply.
+    left_out = {"extends", "slurm", "pbs"} - {site.scheduler}
+    return {key: value for key, value in dataclasses.asdict(site).items() if key not in left_out}
 
 
 # --- layout and queues ---------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ TRAIN = {"epochs": 4, "batch_size": 16, "lr": 0.05, "momentum": 0.9}
 
 def alma_job(tmp_path, name, **sections):
     sections = {"scenario": SCENARIO, "train": TRAIN, "learner": {"kind": "single"},
-                "model": {"kind": "mlp", "hidden": [32]}, **sections}
+                "model": {"kind": "mlp", "hidden": [32]}, "runtime": {}, **sections}
     return write_job(tmp_path / f"{name}.yaml", **sections)
 
 

@@ -3,7 +3,6 @@ ranks, the efficiency arithmetic, every output format, and the plots."""
 
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest

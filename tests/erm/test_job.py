@@ -33,7 +33,7 @@ def _job(tmp_path, data, **erm):
     spec = {"name": "ermt", "kind": "erm", "seed": 0, "data": data,
             "erm": {"solver": "dasvrda", "l1": 1e-4, "l2": 1e-3, "epochs": 300,
                     "target_subopt": 1e-8, "reference_cache": False, **erm},
-            "runtime": {"backend": "torch"}, "log": {"dir": str(tmp_path), "progress": "lines"}}
+            "log": {"dir": str(tmp_path), "progress": "lines"}}
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(spec))
     return str(path)

@@ -98,10 +98,10 @@ def both_backends(pretrained, tmp_path_factory):
     # SGD: Horovod initialises a new Adam's state with one zero-gradient step (bias
     # correction then differs from torch's); with SGD the two backends must agree.
     return {b: run_lorac(tmp, pretrained, b, f"runtime.backend={b}", "train.optimizer=sgd",
-                         "train.lr=0.02") for b in ("horovod", "torch")}
+                         "train.lr=0.02") for b in ("horovod", "torch", "mpi")}
 
 
-@pytest.mark.parametrize("backend", ["horovod", "torch"])
+@pytest.mark.parametrize("backend", ["horovod", "torch", "mpi"])
 def test_only_trainable_parameters_are_allreduced_and_the_backbone_never_changes(both_backends, pretrained,
                                                                                    backend):
     out, log = both_backends[backend]
@@ -144,8 +144,10 @@ def test_only_trainable_parameters_are_allreduced_and_the_backbone_never_changes
     assert saved[2]["structure"]["frozen_at"].count(-1) == 12 - 7
 
 
-def test_backends_give_the_same_losses(both_backends):
-    (_, h), (_, t) = both_backends["horovod"], both_backends["torch"]
+@pytest.mark.parametrize("other", ["torch", "mpi"])
+def test_backends_give_the_same_losses(both_backends, other):
+    (_, h), (_, t) = both_backends["horovod"], both_backends[other]
+    assert t["attrs"]["backend"] == other
     np.testing.assert_allclose(h["epochs/loss"], t["epochs/loss"], rtol=1e-4)
     np.testing.assert_allclose(h["eval/top1"], t["eval/top1"], atol=1e-6)
     assert list(h["tasks/ipc_frozen_keys"]) == list(t["tasks/ipc_frozen_keys"])

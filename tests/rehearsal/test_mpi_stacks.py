@@ -64,7 +64,9 @@ def test_buffer_invariants(tmp_path, name, mode, rpn):
 @pytest.mark.parametrize("name, mode, rpn", LAYOUTS)
 def test_check_and_rehearsal_quickstart(tmp_path, name, mode, rpn):
     stack = stack_or_fail(name, rpn)
-    sets = ["--set", "runtime.backend=torch", "--set", f"rehearsal.ranks_per_node={rpn or 'null'}"]
+    # MPICH (Cray's family) with the gradient backend that is MPI itself; the others with torch.
+    backend = "mpi" if name == "mpich" else "torch"
+    sets = ["--set", f"runtime.backend={backend}", "--set", f"rehearsal.ranks_per_node={rpn or 'null'}"]
     # 4 s busy phases (limit 2 s): 4 ranks and their threads share 2 cores here, and a served
     # read was seen to take 1 s; a read that waits for its owner takes the whole 4 s.
     r = run_cmd(stack.hpccl("check", f"{ROOT}/jobs/quickstart.yaml", "-n", "4", *sets,
@@ -82,7 +84,9 @@ def test_check_and_rehearsal_quickstart(tmp_path, name, mode, rpn):
     assert summary["status"] == "complete" and summary["world_size"] == 4
     assert summary["final_average_accuracy"] >= 0.85, summary["final_average_accuracy"]
     assert all(b["buffer_stored"] > 0 for b in summary["buffer"])
-    versions = json.loads(read_h5(str(out / "log.h5"))["attrs"]["versions"])
+    attrs = read_h5(str(out / "log.h5"))["attrs"]
+    assert attrs["backend"] == backend
+    versions = json.loads(attrs["versions"])
     assert ("MPICH" in versions["mpi_vendor"]) == (name == "mpich"), versions["mpi_vendor"]
 
 

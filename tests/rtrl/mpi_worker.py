@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from hpccl.rtrl import EGRUNet, OnlineTrainer, RTRLLearner, mpi_allreduce_mean, spiral_task
+from hpccl.core.collectives import Collectives
+from hpccl.rtrl import EGRUNet, OnlineTrainer, RTRLLearner, spiral_task
 
 
 def flat_params(net):
@@ -46,7 +47,7 @@ def main() -> int:
 
     net = make()
     tr = OnlineTrainer(net, "rtrl_sparse", lr=lr, optimizer="sgd",
-                       allreduce_mean=mpi_allreduce_mean(comm))
+                       allreduce_mean=Collectives(comm).mean_tensors)
     tr.run(stream(1))
     err = float((flat_params(net) - expected).abs().max())
     if err > 1e-12:
@@ -56,7 +57,7 @@ def main() -> int:
     # 2. longer run: parameters stay identical across ranks
     net = make()
     tr = OnlineTrainer(net, "rtrl_sparse", update_every=5, lr=0.01,
-                       allreduce_mean=mpi_allreduce_mean(comm))
+                       allreduce_mean=Collectives(comm).mean_tensors)
     tr.run(stream(30))
     p = flat_params(net).numpy()
     ps = comm.allgather(p)

@@ -24,7 +24,7 @@ def write_rnn_job(path, **rnn) -> str:
            "rnn": {"task": "spiral", "num_examples": 1024, "hidden": 16, "weight_sparsity": 0.5,
                    "input_gain": 3.0, "mode": "rtrl_sparse", "lr": 0.01, "num_sequences": 240,
                    "eval_every": 80, **rnn},
-           "runtime": {"backend": "torch", "device": "cpu"},
+           "runtime": {"device": "cpu"},
            "log": {"dir": str(os.path.dirname(path)), "progress": "lines"}}
     with open(path, "w") as f:
         yaml.safe_dump(job, f)

@@ -160,7 +160,7 @@ def _horovod(backend: str, uses_cuda: bool) -> Finding:
         import horovod.torch as hvd
     except ImportError as e:
         return Finding("horovod", FAIL, f"cannot import horovod.torch ({e}). HINT: scripts/setup.sh, "
-                       "or runtime.backend: torch")
+                       "or runtime.backend: mpi (or torch)")
     if uses_cuda and not hvd.nccl_built():
         return Finding("horovod", FAIL, "Horovod was built without NCCL ops; GPU tensors would go "
                        "through MPI on the host. HINT: rebuild with HOROVOD_GPU_OPERATIONS=NCCL "
@@ -182,7 +182,7 @@ def run_check(cfg, busy_s: float = 2.0, timeout_s: float = 10.0) -> int:
     continual = cfg is None or cfg.kind == "continual"
     uses_buffer = cfg is None or (continual and cfg.learner.kind == "rehearsal")
     reh = cfg.rehearsal if cfg is not None else None
-    backend = cfg.runtime.backend if cfg is not None and continual else "torch"
+    backend = cfg.runtime.backend if cfg is not None else "torch"
     device = cfg.runtime.device if cfg is not None else "auto"
     needs = []
     if backend == "horovod":

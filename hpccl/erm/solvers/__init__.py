@@ -100,7 +100,7 @@ def solve(problem: Problem, solver: str = "dasvrda", comm=None, epochs: float = 
 
 def _verify_sync(oracle: Oracle, x: np.ndarray, stage: int) -> None:
     h = hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()
-    hashes = oracle.coll.allgather_untracked(h)
+    hashes = oracle.coll.allgather(h)
     if len(set(hashes)) != 1:
         raise RuntimeError(f"iterates diverged across ranks at stage {stage}: {hashes}")
 

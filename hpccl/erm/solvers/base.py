@@ -13,6 +13,7 @@ calls the callback and stops.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -91,9 +92,34 @@ class Solver:
         raise NotImplementedError
 
 
+class MinibatchSolver(Solver):
+    """A stochastic method whose stages are ``m`` steps on mini-batches of ``b`` samples
+    (options ``batch_size``, default 1, and ``m``, default ``stage_passes`` passes over the
+    data), drawn uniformly or, with option ``importance``, in proportion to the L_i.
+
+    ``L`` is the smoothness constant the mini-batch gradients obey under that sampling: the
+    mean L_i with importance sampling, the largest L_i without; step sizes derive from it."""
+    OPTIONS: Tuple[str, ...] = ()
+
+    def __init__(self, oracle: Oracle, x0: np.ndarray, seed: int, options: Dict[str, Any],
+                 stage_passes: int):
+        super().__init__(oracle, x0, seed)
+        check_options(self.name, options, self.OPTIONS)
+        self.importance = bool(options.get("importance", False))
+        self.L = oracle.L_mean if self.importance else oracle.L_max
+        self.b = int(options.get("batch_size") or 1)
+        self.m = int(options.get("m") or max(1, math.ceil(stage_passes * oracle.n / self.b)))
+
+
 def default_batch_size(n: int) -> int:
     """b = floor(sqrt(n)), the DASVRDA paper's mini-batch size."""
     return max(1, int(np.floor(np.sqrt(n))))
+
+
+def step_size(options: Dict[str, Any], default: float) -> float:
+    """Option ``eta`` (else ``default``) times option ``step_scale`` (default 1)."""
+    eta = options.get("eta")
+    return (default if eta is None else float(eta)) * float(options.get("step_scale", 1.0))
 
 
 def check_options(name: str, options: Dict[str, Any], allowed) -> None:

@@ -19,25 +19,18 @@ passes instead of 2).
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from hpccl.erm.solvers.base import Solver, check_options
+from hpccl.erm.solvers.base import MinibatchSolver
 
 
-class Katyusha(Solver):
+class Katyusha(MinibatchSolver):
     name = "katyusha"
     OPTIONS = ("batch_size", "m", "L", "step_scale", "importance", "tau2")
 
     def __init__(self, oracle, x0, seed=0, **options):
-        super().__init__(oracle, x0, seed)
-        check_options(self.name, options, self.OPTIONS)
-        self.importance = bool(options.get("importance", False))
-        L = options.get("L") or (oracle.L_mean if self.importance else oracle.L_max)
-        self.L = float(L) / float(options.get("step_scale", 1.0))
-        self.b = int(options.get("batch_size") or 1)
-        self.m = int(options.get("m") or max(1, math.ceil(2 * oracle.n / self.b)))
+        super().__init__(oracle, x0, seed, options, stage_passes=2)
+        self.L = float(options.get("L") or self.L) / float(options.get("step_scale", 1.0))
         self.tau2 = float(options.get("tau2", 0.5))
         self.params = dict(batch_size=self.b, m=self.m, L=self.L, tau2=self.tau2,
                            importance=self.importance)

@@ -12,24 +12,18 @@ from __future__ import annotations
 
 import math
 
-from hpccl.erm.solvers.base import Solver, check_options
+from hpccl.erm.solvers.base import MinibatchSolver, step_size
 
 
-class ProxSGD(Solver):
+class ProxSGD(MinibatchSolver):
     name = "sgd"
     OPTIONS = ("batch_size", "eta", "step_scale", "importance", "m")
 
     def __init__(self, oracle, x0, seed=0, **options):
-        super().__init__(oracle, x0, seed)
-        check_options(self.name, options, self.OPTIONS)
-        self.importance = bool(options.get("importance", False))
-        L = oracle.L_mean if self.importance else oracle.L_max
-        self.b = int(options.get("batch_size") or 1)
-        self.m = int(options.get("m") or max(1, math.ceil(oracle.n / self.b)))
-        eta = options.get("eta")
-        self.eta0 = (1.0 / L if eta is None else float(eta)) * float(options.get("step_scale", 1.0))
+        super().__init__(oracle, x0, seed, options, stage_passes=1)
+        self.eta0 = step_size(options, 1.0 / self.L)
         self.mu = oracle.reg.strong_convexity
-        self.params = dict(batch_size=self.b, m=self.m, eta0=self.eta0, L=L,
+        self.params = dict(batch_size=self.b, m=self.m, eta0=self.eta0, L=self.L,
                            importance=self.importance)
 
     def stages(self):

@@ -13,31 +13,22 @@ Communication per stage: (m + 1) allreduces, as for DASVRDA.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from hpccl.erm.solvers.base import Solver, check_options
+from hpccl.erm.solvers.base import MinibatchSolver, step_size
 
 
-class ProxSVRG(Solver):
+class ProxSVRG(MinibatchSolver):
     name = "svrg"
     OPTIONS = ("batch_size", "m", "eta", "step_scale", "importance", "snapshot")
 
     def __init__(self, oracle, x0, seed=0, **options):
-        super().__init__(oracle, x0, seed)
-        check_options(self.name, options, self.OPTIONS)
-        self.importance = bool(options.get("importance", False))
-        L = oracle.L_mean if self.importance else oracle.L_max
-        self.b = int(options.get("batch_size") or 1)
-        self.m = int(options.get("m") or max(1, math.ceil(2 * oracle.n / self.b)))
-        eta = options.get("eta")
-        self.eta = (1.0 / (4.0 * L) if eta is None else float(eta)) * float(
-            options.get("step_scale", 1.0))
+        super().__init__(oracle, x0, seed, options, stage_passes=2)
+        self.eta = step_size(options, 1.0 / (4.0 * self.L))
         self.snapshot = options.get("snapshot", "last")
         if self.snapshot not in ("last", "average"):
             raise ValueError(f"snapshot must be 'last' or 'average', got {self.snapshot!r}")
-        self.params = dict(batch_size=self.b, m=self.m, eta=self.eta, L=L,
+        self.params = dict(batch_size=self.b, m=self.m, eta=self.eta, L=self.L,
                            importance=self.importance, snapshot=self.snapshot)
 
     def stages(self):

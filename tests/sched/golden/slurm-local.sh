@@ -39,8 +39,10 @@ cd "$SUBMIT_DIR" || exit 1   # relative paths resolve as they did at submission
 
 # --- start or resume --------------------------------------------------------------------------
 # A start after the run finished (e.g. a requeue after a node failure) has nothing to do.
+# (Log strings are fixed-length UTF-8, which h5py returns as bytes.)
 if [[ -f "$RUN_DIR/log.h5" ]] && "$PYTHON" -c 'import sys, h5py
-sys.exit(h5py.File(sys.argv[1], "r").attrs.get("status") != "complete")' "$RUN_DIR/log.h5" 2>/dev/null; then
+s = h5py.File(sys.argv[1], "r").attrs.get("status", b"")
+sys.exit((s.decode() if isinstance(s, bytes) else s) != "complete")' "$RUN_DIR/log.h5" 2>/dev/null; then
   log "the run is already complete (log.h5); nothing to do"
   exit 0
 fi
