@@ -88,6 +88,7 @@ def test_every_registered_kind_names_functions_that_exist():
         for ref in (kind.runner, kind.summarize, kind.format, kind.plots, kind.inputs):
             assert ref is None and kind is kinds.KINDS["online_rnn"] or callable(kinds._load(ref)), (kind.name, ref)
         assert kind.resumable or "resume" in kind.no_resume
+        assert all(name.endswith(".png") for name in kind.figure_names()), kind.name
 
 
 def test_no_import_cycles_between_top_level_packages():

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from hpccl.analysis.report import run_heading
 from hpccl.analysis.tables import render
 from hpccl.continual.metrics import average_accuracy, backward_transfer, forgetting, format_matrix
 from hpccl.core.timers import PHASES
@@ -193,10 +194,7 @@ def format_continual(reports: list[dict], fmt: str = "text", compare: bool = Fal
         return format_compare(reports, fmt)
     blocks = []
     for s in reports:
-        lines = [f"== {s['run_dir']}: {s['name']} ({s['learner']}, {s['world_size']} ranks, "
-                 f"{s['backend']}, {s['status']})"]
-        if s.get("note"):
-            lines.append(f"note: {s['note']}")
+        lines = run_heading(s, f"{s['learner']}, {s['world_size']} ranks, {s['backend']}")
         if "accuracy_matrix" in s:
             lines.append(format_matrix(np.array(s["accuracy_matrix"])))
             lines.append(f"final average accuracy {s['final_average_accuracy'] * 100:.1f}% "

@@ -106,11 +106,12 @@ register(JobKind(
 def _kind_package(name: str, package: str, summarize: str, format: str, plots: str, no_resume: str,
                   describe, inputs: Optional[str] = None) -> JobKind:
     """A kind whose runner is ``hpccl.PACKAGE.job:run`` and whose analysis is in
-    ``hpccl.PACKAGE.report``; none of them keeps checkpoints yet."""
+    ``hpccl.PACKAGE.report`` (its figures in ``FIGURES``); none of them keeps checkpoints yet."""
     report = f"hpccl.{package}.report"
     return register(JobKind(name=name, runner=f"hpccl.{package}.job:run", no_resume=no_resume,
                             summarize=f"{report}:{summarize}", format=f"{report}:{format}",
-                            plots=f"{report}:{plots}", describe=describe, inputs=inputs))
+                            plots=f"{report}:{plots}", plot_names=f"{report}:FIGURES",
+                            describe=describe, inputs=inputs))
 
 
 _kind_package("megabatch", "alma", "summarize_alma", "format_alma_report", "plot_alma",
