@@ -10,12 +10,16 @@ import numpy as np
 import torch
 
 from hpccl.continual.metrics import topk_correct
+from hpccl.data.pipeline import InputPipeline
 
 
-def evaluate(predict, x, y, task_ids, num_tasks: int, world, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def evaluate(predict, x, y, task_ids, num_tasks: int, world, batch_size: int,
+             inputs=None) -> tuple[np.ndarray, np.ndarray]:
+    """``inputs``: stored samples -> the model's input (default: InputPipeline on the device)."""
+    inputs = inputs or InputPipeline(world.device)
     counts = np.zeros((3, num_tasks))  # top-1 hits, top-5 hits, samples; per task
     for start in range(0, len(x), batch_size):
-        xb = x[start:start + batch_size].to(world.device)
+        xb = inputs(x[start:start + batch_size])
         yb = y[start:start + batch_size].to(world.device)
         hits = topk_correct(predict(xb), yb)
         tb = task_ids[start:start + batch_size]

@@ -103,7 +103,7 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
                       progress=progress, run_dir=run_dir, on_epoch=on_epoch,
                       stop_requested=signals.requested)
     spec = DataSpec(input_shape=scenario.sample_shape, num_classes=scenario.num_classes,
-                    num_train=dataset.info.num_train)
+                    num_train=dataset.info.num_train, dtype=str(scenario.dtype))
     learner = make_learner(cfg, world, spec, ctx)
     if log is not None and not resume:
         log.set_attrs(sample_shape=list(scenario.sample_shape),
@@ -183,7 +183,8 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
                 raise checkpoint.Preempted()
             train_time += sw.seconds
             x, y, task_ids = scenario.test_upto(t)
-            a1, a5 = evaluate(learner.predict, x, y, task_ids, t + 1, world, cfg.train.eval_batch_size)
+            a1, a5 = evaluate(learner.predict, x, y, task_ids, t + 1, world, cfg.train.eval_batch_size,
+                              ctx.inputs)
             top1[t, :t + 1], top5[t, :t + 1] = a1, a5
             samples = int(world.allreduce_sum([stats["samples"]])[0])
             facts = learner.rank_facts()

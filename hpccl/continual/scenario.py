@@ -32,6 +32,7 @@ class ClassIncremental:
         info = dataset.info
         self.num_classes = info.num_classes
         self.sample_shape = info.sample_shape
+        self.dtype = info.dtype          # the samples keep it (data/pipeline.py converts on the device)
         num_tasks = scenario_cfg.num_tasks
         # scenario.classes: a subset (e.g. the classes a backbone was not pre-trained on).
         pool = scenario_classes(scenario_cfg, info, source)
@@ -55,7 +56,7 @@ class ClassIncremental:
         """Task t with this rank's shard of its training data, read from the file."""
         indices = np.flatnonzero(np.isin(self._train_y, self.task_classes[t]))
         mine = self._shard(indices, ("train_shard", t))
-        x, y = self.dataset.read("train", mine)
+        x, y = self.dataset.read("train", mine, native=True)
         return Task(index=t, classes=self.task_classes[t], x=torch.from_numpy(x),
                     y=torch.from_numpy(y), global_size=len(indices))
 
@@ -64,7 +65,7 @@ class ClassIncremental:
         while len(self._test_cache) <= t:
             k = len(self._test_cache)
             indices = np.flatnonzero(np.isin(self._test_y, self.task_classes[k]))
-            x, y = self.dataset.read("test", self._shard(indices, ("test_shard", k)))
+            x, y = self.dataset.read("test", self._shard(indices, ("test_shard", k)), native=True)
             self._test_cache.append((torch.from_numpy(x), torch.from_numpy(y)))
         xs, ys = zip(*self._test_cache[:t + 1])
         y = torch.cat(ys)

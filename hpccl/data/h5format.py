@@ -130,8 +130,10 @@ class DatasetFile:
             self._fail(f"/{split}/y has labels outside 0..{self.info.num_classes - 1}")
         return y
 
-    def read(self, split: str, indices) -> tuple[np.ndarray, np.ndarray]:
-        """Rows ``indices`` of a split as (float32 x, int64 y), in the order given."""
+    def read(self, split: str, indices, native: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``indices`` of a split as (x, int64 y), in the order given. x is float32 (uint8
+        scaled to [0, 1]); ``native``: x as stored (uint8 stays uint8: 4x fewer bytes in host
+        memory and in the rehearsal buffer; ``hpccl.data.pipeline`` converts on the device)."""
         indices = np.asarray(indices, dtype=np.int64)
         order = np.argsort(indices, kind="stable")
         sorted_idx = indices[order]
@@ -148,6 +150,8 @@ class DatasetFile:
         out_y = np.empty_like(y)
         out_x[order] = x
         out_y[order] = y
+        if native:
+            return out_x, out_y
         if out_x.dtype == np.uint8:
             out_x = out_x.astype(np.float32) / 255.0
         return out_x.astype(np.float32, copy=False), out_y

@@ -21,8 +21,8 @@ group = {"remote": lambda: comm.Split(rank, rank), "pairs": lambda: comm.Split(r
          "shared": lambda: comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)}[mode]()
 
 
-def make_shard(classes, slots, shape, seed=0):
-    layout = ShardLayout(classes, slots, shape)
+def make_shard(classes, slots, shape, seed=0, dtype=np.float32):
+    layout = ShardLayout(classes, slots, shape, dtype)
     shard = Shard(comm, group, layout, np.random.default_rng([seed, rank]))
     return shard, GlobalSampler(shard, np.random.default_rng([seed + 1, rank]))
 
@@ -129,6 +129,49 @@ elif scenario == "tiny":
                         "contents": sorted(contents)}, root=0)
     result(info)
     shard.free()
+
+elif scenario == "uint8":
+    # Images keep their uint8 bytes: in the slots, through draws (loads or gets), through the
+    # shard file. Each sample's bytes encode its rank and index, so a draw can be checked.
+    tmp = sys.argv[4]
+    shard, sampler = make_shard(4, 8, (3, 4, 4), seed=3, dtype=np.uint8)
+    rng = np.random.default_rng(rank)
+    x = rng.integers(0, 256, size=(24, 3, 4, 4), dtype=np.uint8)
+    x[:, 0, 0, 0], x[:, 0, 0, 1] = rank, np.arange(24)
+    y = np.arange(24) % 4
+    shard.insert(x, y)
+    comm.Barrier()
+    exact = dtype_ok = 0
+    mine = {}
+    for r, xs in enumerate(comm.allgather(x)):
+        for i, s in enumerate(xs):
+            mine[(r, i)] = s
+    for _ in range(200):
+        xs, ys = sampler.sample(3)
+        dtype_ok += xs.dtype == np.uint8
+        exact += sum(np.array_equal(s, mine[(int(s[0, 0, 0]), int(s[0, 0, 1]))]) for s in xs)
+    path = f"{tmp}/shard{rank}.h5"
+    shard.save(path)
+    held = [shard.samples_of_class(c).copy() for c in range(4)]
+    other, _ = make_shard(4, 8, (3, 4, 4), seed=9, dtype=np.uint8)
+    other.load(path)
+    restored = all(np.array_equal(other.samples_of_class(c), held[c]) for c in range(4))
+    import h5py
+    with h5py.File(path, "r") as f:
+        file_dtype = str(f["x"].dtype)
+    as_float, _ = make_shard(4, 8, (3, 4, 4), seed=9)
+    try:
+        as_float.load(path)
+        refused = ""
+    except Exception as e:                              # noqa: BLE001 - the message is checked
+        refused = str(e)
+    info = comm.gather({"exact": int(exact), "dtype_ok": int(dtype_ok), "restored": restored,
+                        "file_dtype": file_dtype, "refused": refused,
+                        "record_bytes": shard.layout.record_bytes,
+                        "float_record_bytes": as_float.layout.record_bytes}, root=0)
+    result(info)
+    for s in (shard, other, as_float):
+        s.free()
 
 elif scenario == "restart":
     tmp = sys.argv[4]

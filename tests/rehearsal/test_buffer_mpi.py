@@ -92,3 +92,17 @@ def test_shards_are_64_byte_aligned_and_whole_records(classes, slots, shape):
     lay = ShardLayout(classes, slots, shape)
     assert lay.nbytes % 64 == 0 and lay.nbytes % lay.record_bytes == 0
     assert lay.nbytes >= lay.records_offset + lay.capacity * lay.record_bytes
+
+
+@pytest.mark.parametrize("mode", ["shared", "remote"])
+def test_uint8_samples_round_trip_exactly_through_draws_and_shard_files(tmp_path, mode):
+    """uint8 images stay uint8: draws (shared-memory loads or MPI gets) and the shard's HDF5
+    file give back the stored bytes exactly, in a record a quarter of float32's size; a
+    float32 buffer refuses a uint8 file instead of casting it."""
+    for info in run_worker(2, "uint8", mode, tmp_path, str(tmp_path)):
+        assert info["dtype_ok"] == 200 and info["exact"] == 600, info
+        assert info["restored"] and info["file_dtype"] == "uint8"
+        assert "(uint8)" in info["refused"] and "(float32)" in info["refused"]
+        # 8-byte label + 48 sample bytes (aligned to 8) vs 8 + 192
+        assert info["record_bytes"] == 56 and info["float_record_bytes"] == 200
+

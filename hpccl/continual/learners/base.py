@@ -24,6 +24,7 @@ class DataSpec:
     input_shape: tuple
     num_classes: int
     num_train: int
+    dtype: str = "float32"          # of the samples as stored (uint8 images stay uint8)
 
 
 def register(name: str):

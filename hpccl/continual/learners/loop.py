@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from hpccl.core.errors import TrainingDiverged
+from hpccl.data.pipeline import InputPipeline
 from hpccl.core.optim import make_local_optimizer
 from hpccl.core.seeding import torch_generator
 from hpccl.core.training import lr_at, parameters_finite
@@ -32,6 +33,11 @@ class LoopContext:
     stop_requested: Callable[[], int] = lambda: 0   # this rank got a stop signal (preemption)
     checkpoint_due: Callable[[], int] = lambda: 0   # at an epoch end: a periodic checkpoint is due
     save_checkpoint: Optional[Callable[[dict], None]] = None   # (resume point) mid-task, collective
+    inputs: Optional[Callable] = None     # stored samples -> the model's input on the device
+
+    def __post_init__(self):
+        if self.inputs is None:
+            self.inputs = InputPipeline(self.world.device)
 
 
 def make_optimizer(model, train, world):
@@ -121,7 +127,7 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
             with timers.phase("data_load"):
                 if rehearsal is not None:
                     xb, yb = rehearsal.mix(xb, yb, reps)
-                xb = xb.to(device, non_blocking=True)
+                xb = ctx.inputs(xb)
                 yb = yb.to(device, non_blocking=True)
             lr = lr_at(train, world.size, epoch + it / iters)
             with timers.phase("forward_backward"):

@@ -17,7 +17,7 @@ class RehearsalLearner(IncrementalLearner):
     def __init__(self, cfg, world, data, loop_ctx):
         super().__init__(cfg, world, data, loop_ctx)
         self.buffer = RehearsalBuffer(world, cfg.rehearsal, data.num_classes, data.input_shape,
-                                      data.num_train, cfg.seed)
+                                      data.num_train, cfg.seed, dtype=data.dtype)
 
     def learn_task(self, task, tasks_so_far, resume=None):
         if resume is None:

@@ -77,7 +77,7 @@ def pretrain(cfg, out: str, world, source: str = "job") -> dict:
     def predict(xb):
         model.eval()
         return model(xb)
-    top1, _ = evaluate(predict, x, y, task_ids, 1, world, train.eval_batch_size)
+    top1, _ = evaluate(predict, x, y, task_ids, 1, world, train.eval_batch_size, ctx.inputs)
     result = {"classes": classes, "test_accuracy": float(top1[0]), "train_time_s": sw.seconds,
               "epochs": train.epochs, "ranks": world.size, "model": {"kind": cfg.model.kind, **options},
               "seed": cfg.seed, "dataset": info.path, "out": out}

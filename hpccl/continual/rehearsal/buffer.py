@@ -110,12 +110,13 @@ class RehearsalThread:
 
 
 class RehearsalBuffer:
-    def __init__(self, world, cfg, num_classes: int, sample_shape, num_train: int, seed: int):
+    def __init__(self, world, cfg, num_classes: int, sample_shape, num_train: int, seed: int,
+                 dtype="float32"):
         self.cfg, self.world = cfg, world
         self.r, self.c = cfg.representatives, cfg.candidates
         K = slots_per_class(cfg, num_classes, num_train, world.size)
         self._group = buffer_group(world, cfg.ranks_per_node)
-        self.shard = Shard(world.comm, self._group, ShardLayout(num_classes, K, sample_shape),
+        self.shard = Shard(world.comm, self._group, ShardLayout(num_classes, K, sample_shape, dtype),
                            numpy_rng(seed, "reservoir", world.rank))
         self.sampler = GlobalSampler(self.shard, numpy_rng(seed, "rehearsal_draw", world.rank))
         self._pick = numpy_rng(seed, "candidates", world.rank)
@@ -202,7 +203,7 @@ class RehearsalBuffer:
     def _candidates(self, xb, yb):
         n = len(yb)
         pick = self._pick.choice(n, size=min(self.c, n), replace=False) if self.c < n else np.arange(n)
-        return xb[pick].numpy().astype(np.float32, copy=True), yb[pick].numpy().copy()
+        return xb[pick].numpy().copy(), yb[pick].numpy().copy()     # in the samples' own dtype
 
     def _refresh_then_fetch(self):
         self.sampler.refresh()      # every total, once a task: the snapshot starts exact

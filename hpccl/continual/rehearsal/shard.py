@@ -205,11 +205,12 @@ class Shard:
         lay = self.layout
         with h5py.File(path, "r") as f:
             found = (int(f.attrs["num_classes"]), int(f.attrs["slots_per_class"]),
-                     tuple(int(s) for s in f.attrs["sample_shape"]))
-            if found != (lay.num_classes, lay.slots, lay.sample_shape):
+                     tuple(int(s) for s in f.attrs["sample_shape"]), f["x"].dtype)
+            if found != (lay.num_classes, lay.slots, lay.sample_shape, lay.dtype):
                 raise HpcclError(f"rehearsal shard file {path!r} holds {found[0]} classes x "
-                                 f"{found[1]} slots of shape {found[2]}, but this buffer has "
-                                 f"{lay.num_classes} x {lay.slots} of shape {lay.sample_shape}.")
+                                 f"{found[1]} slots of shape {found[2]} ({found[3]}), but this buffer "
+                                 f"has {lay.num_classes} x {lay.slots} of shape {lay.sample_shape} "
+                                 f"({lay.dtype}).")
             x, y, slot = f["x"][...], f["y"][...], f["slot"][...]
             seen = f["seen_per_class"][...]
             at = f["record"][...] if "record" in f else np.arange(len(y))

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The GPU check of issue #15, for a one-GPU machine: offline, with a CUDA build of torch,
+# h5py and mpi4py installed, no Horovod (so the torch backend, one rank). Runs the quickstart
+# with device cuda and benchmarks/throughput.py, then prints one table. About 3 minutes on an
+# H100/H200; everything it writes goes to a temporary directory.
+#
+#   scripts/gpu_check.sh                      # python3 on PATH, device cuda
+#   PYTHON=.venv/bin/python GPU_CHECK_DEVICE=cpu scripts/gpu_check.sh   # a dry run without a GPU
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+DEVICE=${GPU_CHECK_DEVICE:-cuda}
+PRESET=${GPU_CHECK_PRESET:-$([[ $DEVICE == cuda ]] && echo gpu || echo cpu)}
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} HPCCL_DATA_CACHE=$WORK/data PYTHONUNBUFFERED=1
+
+"$PY" - "$DEVICE" <<'PYEOF' || exit 1
+import sys
+missing = []
+for name in ("torch", "numpy", "h5py", "mpi4py", "yaml", "sklearn"):
+    try:
+        __import__(name)
+    except ImportError:
+        missing.append(name)
+if missing:
+    sys.exit(f"gpu_check: missing Python packages: {', '.join(missing)} (carry them as wheels)")
+import torch
+if sys.argv[1] == "cuda" and not torch.cuda.is_available():
+    sys.exit(f"gpu_check: torch {torch.__version__} sees no CUDA device")
+PYEOF
+
+status=0
+echo "== quickstart (jobs/quickstart.yaml, 1 rank, torch backend, device $DEVICE)"
+timeout 300 "$PY" -m hpccl run jobs/quickstart.yaml --set runtime.backend=torch \
+    --set runtime.device="$DEVICE" --set log.progress=lines --out "$WORK/quickstart" || status=1
+"$PY" -m hpccl analyze "$WORK/quickstart" --format json > "$WORK/quickstart.json" 2>/dev/null || status=1
+
+echo "== benchmarks/throughput.py --preset $PRESET --device $DEVICE"
+timeout 420 "$PY" benchmarks/throughput.py --preset "$PRESET" --device "$DEVICE" \
+    --json "$WORK/throughput.json" || status=1
+
+"$PY" - "$WORK" "$DEVICE" <<'PYEOF'
+import json, os, sys
+work, device = sys.argv[1:3]
+import torch
+gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+rows = [("machine", f"torch {torch.__version__}, CUDA {torch.version.cuda}, GPU {gpu}, device {device}")]
+try:
+    q = json.load(open(os.path.join(work, "quickstart.json")))
+    rows.append(("quickstart", f"{q['status']}, final accuracy {q['final_average_accuracy'] * 100:.2f}%, "
+                               f"{q['samples_per_s']:.0f} samples/s, train time {q['train_time_s']:.1f} s"))
+except (OSError, KeyError, ValueError) as e:
+    rows.append(("quickstart", f"FAILED ({e})"))
+try:
+    t = json.load(open(os.path.join(work, "throughput.json")))
+    for r in t["rows"]:
+        rows.append((f"throughput {r['model']}",
+                     f"plain {r['plain']:.0f}/s, hpccl {r['hpccl']:.0f}/s ({r['hpccl'] / r['plain']:.3f}, goal 0.95), "
+                     f"rehearsal b={t['b']} r={t['r']} {r['rehearsal']:.0f}/s "
+                     f"({r['rehearsal'] / r['plain']:.3f}, goal {t['target_rehearsal']:.3f})"))
+except (OSError, KeyError, ValueError) as e:
+    rows.append(("throughput", f"FAILED ({e})"))
+width = max(len(k) for k, _ in rows)
+print("\n== gpu_check")
+print("\n".join(f"| {k:<{width}} | {v} |" for k, v in rows))
+PYEOF
+exit $status
