@@ -27,22 +27,31 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 PRESETS = {   # model, image side, samples per epoch
+    "tiny": [("resnet18", 32, 112), ("resnet50", 32, 56)],     # does it run (seconds)
     "cpu": [("resnet18", 32, 448), ("resnet50", 64, 112)],
     "gpu": [("resnet18", 32, 14336), ("resnet50", 224, 3584)],
 }
 
 
-def _plain_epoch(model, opt, x, y, b, device):
+def _plain_epoch(model, opt, x, y, b, device, dtype, scaler):
     import torch
     import torch.nn.functional as F
     model.train()
     for i in range(0, len(x) - b + 1, b):
         xb = x[i:i + b].to(device, non_blocking=True).float().div_(255)
+        if device.type == "cuda":
+            xb = xb.contiguous(memory_format=torch.channels_last)
         yb = y[i:i + b].to(device, non_blocking=True)
         opt.zero_grad()
-        loss = F.cross_entropy(model(xb), yb)
-        loss.backward()
-        opt.step()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = F.cross_entropy(model(xb), yb)
+        if scaler:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
     if device.type == "cuda":
         torch.cuda.synchronize()
 
@@ -55,6 +64,7 @@ def main():
     p.add_argument("--reps", type=int, default=7, help="r, representatives per step")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args()
 
@@ -67,11 +77,12 @@ def main():
     from hpccl.core.progress import Progress
     from hpccl.core.runtime import init_world, shutdown_world
     from hpccl.core.timers import IterationTimers
-    from hpccl.models import build_model
+    from hpccl.models import build_model, place_model
 
     world = init_world(RuntimeConfig(backend="mpi", device=args.device))
     device, b = world.device, args.batch
-    train = TrainConfig(epochs=1, batch_size=b, lr=0.01, momentum=0.9)
+    train = TrainConfig(epochs=1, batch_size=b, lr=0.01, momentum=0.9, precision=args.precision)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
     rows = []
     for kind, side, n in PRESETS[args.preset]:
         n = max(b, n // b * b)
@@ -82,10 +93,11 @@ def main():
 
         def fresh():
             torch.manual_seed(0)
-            return build_model(kind, shape, args.classes).to(device)
+            return place_model(build_model(kind, shape, args.classes), device)
 
         plain_model = fresh()
         plain_opt = torch.optim.SGD(plain_model.parameters(), lr=0.01, momentum=0.9)
+        scaler = torch.amp.GradScaler(device.type) if args.precision == "fp16" else None
         timers = IterationTimers(device)
         ctx = LoopContext(world=world, train=train, seed=0, timers=timers,
                           progress=Progress("off", enabled=False))
@@ -98,7 +110,7 @@ def main():
         buffer = RehearsalBuffer(world, reh_cfg, args.classes, shape, n, 0, dtype="uint8")
         buffer.begin_task(0)
         variants = {
-            "plain": lambda: _plain_epoch(plain_model, plain_opt, x, y, b, device),
+            "plain": lambda: _plain_epoch(plain_model, plain_opt, x, y, b, device, dtype, scaler),
             "hpccl": lambda: fit(hp_model, hp_opt, x, y, n, ctx, 0, 1),
             "rehearsal": lambda: fit(reh_model, reh_opt, x, y, n, ctx, 0, 1, rehearsal=buffer),
         }
@@ -117,7 +129,7 @@ def main():
     if world.is_root:
         target = 0.95 * b / (b + args.reps)
         print(f"training throughput, samples/s (new samples), b = {b}, r = {args.reps}, device "
-              f"{device}, fp32, best of {args.repeats} epochs; goals: hpccl >= 0.95, rehearsal "
+              f"{device}, {args.precision}, best of {args.repeats} epochs; goals: hpccl >= 0.95, rehearsal "
               f">= {target:.3f} x plain")
         print(f"{'model':<20}{'plain':>10}{'hpccl':>10}{'ratio':>8}{'rehearsal':>11}{'ratio':>8}")
         for name, rate in rows:
@@ -126,7 +138,7 @@ def main():
         if args.json:
             import json
             with open(args.json, "w") as f:
-                json.dump({"device": str(device), "b": b, "r": args.reps, "target_rehearsal": target,
+                json.dump({"device": str(device), "precision": args.precision, "b": b, "r": args.reps, "target_rehearsal": target,
                            "rows": [{"model": name, **rate} for name, rate in rows]}, f, indent=2)
     shutdown_world(world)
 

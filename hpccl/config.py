@@ -128,6 +128,7 @@ class TrainConfig:
     weight_decay: float = ranged(0.0, ge=0)
     grad_clip_norm: Optional[float] = ranged(None, gt=0)   # clip the averaged gradient's L2 norm (null: off)
     eval_batch_size: int = ranged(256, ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"   # autocast of forward and loss; fp16 scales the loss
 
 
 

@@ -31,14 +31,22 @@ if sys.argv[1] == "cuda" and not torch.cuda.is_available():
 PYEOF
 
 status=0
+echo "== the CUDA-only tests (tests/test_cuda_paths.py, tests/rtrl/test_gradients.py::test_cuda_matches_cpu)"
+timeout 300 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda_paths.py \
+    tests/rtrl/test_gradients.py::test_cuda_matches_cpu -rs > "$WORK/cuda_tests.txt" 2>&1 || status=1
+tail -3 "$WORK/cuda_tests.txt"
+
 echo "== quickstart (jobs/quickstart.yaml, 1 rank, torch backend, device $DEVICE)"
 timeout 300 "$PY" -m hpccl run jobs/quickstart.yaml --set runtime.backend=torch \
     --set runtime.device="$DEVICE" --set log.progress=lines --out "$WORK/quickstart" || status=1
 "$PY" -m hpccl analyze "$WORK/quickstart" --format json > "$WORK/quickstart.json" 2>/dev/null || status=1
 
-echo "== benchmarks/throughput.py --preset $PRESET --device $DEVICE"
-timeout 420 "$PY" benchmarks/throughput.py --preset "$PRESET" --device "$DEVICE" \
-    --json "$WORK/throughput.json" || status=1
+PRECISIONS=${GPU_CHECK_PRECISIONS:-$([[ $DEVICE == cuda ]] && echo "fp32 bf16" || echo fp32)}
+for precision in $PRECISIONS; do
+  echo "== benchmarks/throughput.py --preset $PRESET --device $DEVICE --precision $precision"
+  timeout 300 "$PY" benchmarks/throughput.py --preset "$PRESET" --device "$DEVICE" --precision "$precision" \
+      --json "$WORK/throughput-$precision.json" || status=1
+done
 
 "$PY" - "$WORK" "$DEVICE" <<'PYEOF'
 import json, os, sys
@@ -46,21 +54,28 @@ work, device = sys.argv[1:3]
 import torch
 gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
 rows = [("machine", f"torch {torch.__version__}, CUDA {torch.version.cuda}, GPU {gpu}, device {device}")]
+tests = open(os.path.join(work, "cuda_tests.txt")).read().strip().splitlines()
+rows.append(("CUDA-only tests", tests[-1].strip("= ") if tests else "FAILED (no output)"))
 try:
     q = json.load(open(os.path.join(work, "quickstart.json")))
     rows.append(("quickstart", f"{q['status']}, final accuracy {q['final_average_accuracy'] * 100:.2f}%, "
                                f"{q['samples_per_s']:.0f} samples/s, train time {q['train_time_s']:.1f} s"))
 except (OSError, KeyError, ValueError) as e:
     rows.append(("quickstart", f"FAILED ({e})"))
-try:
-    t = json.load(open(os.path.join(work, "throughput.json")))
-    for r in t["rows"]:
-        rows.append((f"throughput {r['model']}",
-                     f"plain {r['plain']:.0f}/s, hpccl {r['hpccl']:.0f}/s ({r['hpccl'] / r['plain']:.3f}, goal 0.95), "
-                     f"rehearsal b={t['b']} r={t['r']} {r['rehearsal']:.0f}/s "
-                     f"({r['rehearsal'] / r['plain']:.3f}, goal {t['target_rehearsal']:.3f})"))
-except (OSError, KeyError, ValueError) as e:
-    rows.append(("throughput", f"FAILED ({e})"))
+import glob
+results = sorted(glob.glob(os.path.join(work, "throughput-*.json")))
+for path in results:
+    try:
+        t = json.load(open(path))
+        for r in t["rows"]:
+            rows.append((f"throughput {r['model']} {t['precision']}",
+                         f"plain {r['plain']:.0f}/s, hpccl {r['hpccl']:.0f}/s ({r['hpccl'] / r['plain']:.3f}, goal 0.95), "
+                         f"rehearsal b={t['b']} r={t['r']} {r['rehearsal']:.0f}/s "
+                         f"({r['rehearsal'] / r['plain']:.3f}, goal {t['target_rehearsal']:.3f})"))
+    except (OSError, KeyError, ValueError) as e:
+        rows.append((f"throughput ({os.path.basename(path)})", f"FAILED ({e})"))
+if not results:
+    rows.append(("throughput", "FAILED (no result)"))
 width = max(len(k) for k, _ in rows)
 print("\n== gpu_check")
 print("\n".join(f"| {k:<{width}} | {v} |" for k, v in rows))

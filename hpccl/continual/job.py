@@ -169,7 +169,7 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
     session.at_close(lambda ok: signals.restore())
     with session.running():
         for t in range(T):
-            task = scenario.task(t) if t >= first_task or cfg.learner.kind == "scratch" else None
+            task = scenario.task(t) if t >= first_task or learner.needs_past_tasks else None
             tasks.append(task)
             if t < first_task:
                 continue
@@ -209,6 +209,8 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
                 raise checkpoint.Preempted()
             if t + 1 < T and due > 0:
                 save_checkpoint(t + 1, None, 0.0, "periodic")
+            if not learner.needs_past_tasks:
+                tasks[t] = task = None      # released before the next task is read
     summary = {"final_average_accuracy": float(average_accuracy(top1)[-1]),
                "forgetting": float(forgetting(top1)[-1]), "backward_transfer": backward_transfer(top1),
                "train_time_s": train_time, "accuracy_matrix": top1}

@@ -73,6 +73,8 @@ def _pick_device(kind: str, local_rank: int) -> torch.device:
     # One GPU per rank on its node; several ranks share a GPU only when oversubscribed.
     index = local_rank % torch.cuda.device_count()
     torch.cuda.set_device(index)
+    # Fixed shapes batch after batch: let cuDNN time its algorithms once and keep the fastest.
+    torch.backends.cudnn.benchmark = True
     return torch.device("cuda", index)
 
 

@@ -18,5 +18,9 @@ class InputPipeline:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
         if x.dtype == torch.uint8:
-            return x.to(torch.float32).div_(255.0)
-        return x if x.dtype == torch.float32 else x.to(torch.float32)
+            x = x.to(torch.float32).div_(255.0)
+        elif x.dtype != torch.float32:
+            x = x.to(torch.float32)
+        if x.dim() == 4 and self.device.type == "cuda":     # images: what channels_last models take
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x

@@ -170,3 +170,15 @@ def build_model(kind: str, input_shape, num_classes: int, **options) -> "torch.n
         raise ConfigError(f"model input shape must be (D,) or (C, H, W), got {input_shape}.")
     _positive_int(kind, "num_classes", num_classes)
     return builder(input_shape, int(num_classes), **options)
+
+
+def place_model(model, device) -> "torch.nn.Module":
+    """The model on ``device``; on a GPU, a network with convolutions in channels_last (NHWC)
+    memory format, which cuDNN's tensor-core convolutions want (inputs follow:
+    ``hpccl.data.pipeline``), so no layout transpose runs around every convolution."""
+    import torch
+    model = model.to(device)
+    if torch.device(device).type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+

@@ -77,9 +77,24 @@ def test_uneven_pseudo_nodes_train_to_the_end(tmp_path):
     from helpers import hpccl_cmd
     job = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "jobs", "quickstart.yaml")
     r = run_cmd(hpccl_cmd("run", job, "-n", "3", "--set", "rehearsal.ranks_per_node=2", "--set",
-                          "train.epochs=1", "--set", "runtime.backend=torch", "--out", str(tmp_path / "run")),
+                          "train.epochs=1", "--set", "runtime.backend=torch", "--set",
+                          "rehearsal.buffer_ratio=0.001", "--out", str(tmp_path / "run")),
                 timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
+    # 0.001 of digits' 1437 training samples is ~1 sample for 10 classes x 3 ranks: the floor
+    # of one slot per class and rank wins, and the run says so once, with what it costs.
+    assert r.stderr.count("warning: rehearsal.buffer_ratio 0.001 gives less than one slot") == 1, r.stderr
+    assert "30 samples" in r.stderr and "effective ratio of 0.0209" in r.stderr, r.stderr
+
+
+def test_a_buffer_within_its_ratio_says_nothing():
+    from hpccl.config import RehearsalConfig
+    from hpccl.continual.rehearsal.buffer import over_budget
+    assert over_budget(RehearsalConfig(buffer_ratio=0.1), 10, 1437, 3, 256) is None
+    assert over_budget(RehearsalConfig(slots_per_class=1), 1000, 1000, 128, 256) is None
+    assert over_budget(RehearsalConfig(buffer_ratio=0.1), 1000, 1_281_167, 128, 150528) is None
+    imagenet = over_budget(RehearsalConfig(buffer_ratio=0.1), 1000, 1_281_167, 256, 150528)   # uint8 224px
+    assert "256000 samples (38535.2 MB), an effective ratio of 0.2" in imagenet
 
 
 @pytest.mark.parametrize("classes, slots, shape", [(3, 16, (4,)), (7, 3, (3, 5, 5)), (1, 1, (1,)),

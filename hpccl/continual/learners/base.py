@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from hpccl.continual.learners.loop import make_optimizer
-from hpccl.models import build_model
+from hpccl.models import build_model, place_model
 from hpccl.core.seeding import derive_seed
 
 LEARNERS: dict[str, type] = {}
@@ -37,6 +37,10 @@ def register(name: str):
 
 class Learner:
     kind = "?"
+    # Whether learn_task reads the past tasks' training data (``tasks_so_far``). If not, the
+    # runner keeps only the current task resident: a rehearsal learner's past lives in its
+    # buffer, and an ImageNet run holding every task's shard would need ~96 GB a rank.
+    needs_past_tasks = False
 
     def __init__(self, cfg, world, data: DataSpec, loop_ctx):
         self.cfg, self.world, self.loop = cfg, world, loop_ctx
@@ -56,7 +60,7 @@ class Learner:
         # Same seed on every rank, and rank 0's parameters are broadcast anyway.
         torch.manual_seed(derive_seed(self.cfg.seed, "model", purpose))
         model = build_model(self.cfg.model.kind, self.input_shape, self.num_classes, **self.cfg.model.options)
-        self.model = model.to(self.world.device)
+        self.model = place_model(model, self.world.device)
         self.optimizer = make_optimizer(self.model, self.cfg.train, self.world)
 
     def reset_optimizer(self):

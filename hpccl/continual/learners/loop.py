@@ -18,7 +18,7 @@ from hpccl.core.errors import TrainingDiverged
 from hpccl.data.pipeline import InputPipeline
 from hpccl.core.optim import make_local_optimizer
 from hpccl.core.seeding import torch_generator
-from hpccl.core.training import lr_at, parameters_finite
+from hpccl.core.training import Precision, lr_at, parameters_finite
 
 
 @dataclass
@@ -105,6 +105,7 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
         torch.set_rng_state(resume["torch_rng"])
         samples, iterations, start_epoch = resume["samples"], resume["iterations"], resume["epoch"]
     first_iteration = len(timers)
+    precision = Precision(train.precision, device)
     for epoch in range(start_epoch, epochs):
         order = _epoch_order(len(x), iters * b, gen)
         model.train()
@@ -132,20 +133,15 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
             lr = lr_at(train, world.size, epoch + it / iters)
             with timers.phase("forward_backward"):
                 optimizer.zero_grad()  # Horovod's wrapper takes no set_to_none; None is the default
-                logits = model(xb)
-                loss = F.cross_entropy(logits, yb) if loss_fn is None else loss_fn(logits, yb)
-                loss.backward()
+                with precision.autocast():
+                    logits = model(xb)
+                    loss = F.cross_entropy(logits, yb) if loss_fn is None else loss_fn(logits, yb)
+                precision.backward(loss)
             with timers.phase("allreduce_step"):
                 for group in optimizer.param_groups:
                     group["lr"] = lr * group.get("lr_scale", 1.0)
-                if train.grad_clip_norm:
-                    # Clip the rank-averaged gradient, so every replica takes the same step.
-                    optimizer.synchronize()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip_norm)
-                    with optimizer.skip_synchronize():
-                        optimizer.step()
-                else:
-                    optimizer.step()
+                # Clipping acts on the rank-averaged gradient, so every replica takes the same step.
+                precision.step(optimizer, model.parameters(), train.grad_clip_norm)
             if after_step is not None:
                 after_step()
             with torch.no_grad():

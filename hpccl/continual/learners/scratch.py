@@ -9,6 +9,8 @@ from hpccl.continual.learners.loop import fit
 
 @register("scratch")
 class ScratchLearner(Learner):
+    needs_past_tasks = True
+
     def learn_task(self, task, tasks_so_far, resume=None):
         if resume is None:  # a resumed task continues the restored model
             self.reset_model()

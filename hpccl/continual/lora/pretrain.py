@@ -19,7 +19,7 @@ from hpccl.continual.scenario import ClassIncremental
 from hpccl.continual.evaluate import evaluate
 from hpccl.continual.learners.loop import LoopContext, fit, make_optimizer
 from hpccl.continual.lora.jobconfig import pretrain_classes
-from hpccl.models import build_model
+from hpccl.models import build_model, place_model
 from hpccl.core.progress import Progress
 from hpccl.core.seeding import derive_seed
 from hpccl.core.timers import IterationTimers, Stopwatch
@@ -54,7 +54,7 @@ def pretrain(cfg, out: str, world, source: str = "job") -> dict:
     train = pretrain_train_config(cfg)
     options = {k: v for k, v in cfg.model.options.items() if k != "pretrained"}
     torch.manual_seed(derive_seed(cfg.seed, "model", "pretrain"))
-    model = build_model(cfg.model.kind, scenario.sample_shape, info.num_classes, **options).to(world.device)
+    model = place_model(build_model(cfg.model.kind, scenario.sample_shape, info.num_classes, **options), world.device)
     optimizer = make_optimizer(model, train, world)
     progress = Progress(cfg.log.progress, enabled=world.is_root)
 

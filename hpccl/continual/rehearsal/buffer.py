@@ -41,6 +41,19 @@ def slots_per_class(cfg, num_classes: int, num_train: int, world_size: int) -> i
     return max(1, int(cfg.buffer_ratio * num_train / (num_classes * world_size)))
 
 
+def over_budget(cfg, num_classes: int, num_train: int, world_size: int, sample_bytes: int) -> str | None:
+    """A warning when the floor of one slot per class and rank makes the buffer larger than
+    ``buffer_ratio`` asks (many classes on many ranks: ImageNet beyond ~128 ranks at 0.1)."""
+    if cfg.slots_per_class is not None or cfg.buffer_ratio * num_train >= num_classes * world_size:
+        return None
+    slots = num_classes * world_size
+    return (f"rehearsal.buffer_ratio {cfg.buffer_ratio:g} gives less than one slot per class and "
+            f"rank ({cfg.buffer_ratio * num_train:.0f} samples for {num_classes} classes x {world_size} "
+            f"ranks); the buffer keeps one slot per class on every rank: {slots} samples "
+            f"({slots * sample_bytes / 1e6:.1f} MB), an effective ratio of {slots / num_train:.3g}. "
+            "HINT: fewer ranks, or accept the larger buffer.")
+
+
 def buffer_group(world, ranks_per_node):
     """The ranks that share one shared-memory window: the real node, or (to exercise the
     remote path on one machine) blocks of ``ranks_per_node`` consecutive ranks."""
@@ -115,9 +128,12 @@ class RehearsalBuffer:
         self.cfg, self.world = cfg, world
         self.r, self.c = cfg.representatives, cfg.candidates
         K = slots_per_class(cfg, num_classes, num_train, world.size)
+        layout = ShardLayout(num_classes, K, sample_shape, dtype)
+        warning = over_budget(cfg, num_classes, num_train, world.size, layout.sample_bytes)
+        if warning and world.is_root:
+            sys.stderr.write(f"hpccl: warning: {warning}\n")
         self._group = buffer_group(world, cfg.ranks_per_node)
-        self.shard = Shard(world.comm, self._group, ShardLayout(num_classes, K, sample_shape, dtype),
-                           numpy_rng(seed, "reservoir", world.rank))
+        self.shard = Shard(world.comm, self._group, layout, numpy_rng(seed, "reservoir", world.rank))
         self.sampler = GlobalSampler(self.shard, numpy_rng(seed, "rehearsal_draw", world.rank))
         self._pick = numpy_rng(seed, "candidates", world.rank)
         serve = progress_function(self.shard.windows)
