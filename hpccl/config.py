@@ -30,8 +30,15 @@ class DataConfig:
     path: Optional[str] = None       # an hpccl HDF5 dataset file (see README "Dataset format");
                                      # kind: erm also reads LIBSVM text files (.bz2/.gz/.xz ok)
     builtin: Optional[str] = None    # or a dataset shipped with a dependency: digits
+    # On the device, continual jobs (hpccl/data/pipeline.py):
+    augment: Literal["none", "cifar", "imagenet"] = "none"   # training batches only, seeded
+    crop: Optional[int] = ranged(None, ge=1)     # imagenet: the side the model sees (default: stored)
+    normalize: Union[bool, Literal["auto"]] = "auto"   # auto: when the file stores mean/std
 
     def check(self, loader: Loader, path: str):
+        if self.crop is not None and self.augment != "imagenet":
+            raise loader.error(f"{path}.crop", "no value unless 'augment: imagenet' (the crop side of "
+                               "a random-resized crop)", self.crop)
         if (self.path is None) == (self.builtin is None):
             raise ConfigError(f"{loader.source}: section '{path}' needs exactly one of 'path' (an "
                               "HDF5 dataset file) or 'builtin' (one of: "
@@ -239,6 +246,12 @@ class JobConfig:
                               "learner for mega-batch streams; set 'scenario: {kind: megabatch}' or use "
                               f"one of {', '.join(map(repr, LEARNER_KINDS))}.")
         self._resolve_backend(loader)
+        if self.data is not None and (self.kind != "continual" or self.scenario.kind == "megabatch"):
+            for key, default in (("augment", "none"), ("normalize", "auto")):
+                if getattr(self.data, key) != default:
+                    raise loader.error(f"data.{key}", f"{default!r} (or no key) for this kind of job: only "
+                                       "class-incremental continual jobs transform samples on the device",
+                                       getattr(self.data, key))
         check_lora_job(self, loader.source)
         if self.learner.kind == "rehearsal" and self.rehearsal.candidates > self.train.batch_size:
             raise ConfigError(f"{loader.source}: key 'rehearsal.candidates': expected at most "

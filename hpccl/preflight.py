@@ -32,10 +32,14 @@ def check_dataset_job(cfg, source: str) -> list[str]:
     ds = DatasetFile(path)
     try:
         notes = check_contents(ds, cfg, source)
-        shape, classes = ds.info.sample_shape, ds.info.num_classes
+        info = ds.info
     finally:
         ds.close()
-    check_model(cfg, shape, classes, source)
+    shape = info.sample_shape
+    if cfg.kind == "continual" and cfg.scenario.kind != "megabatch":
+        from hpccl.data.pipeline import pipeline_for
+        shape = pipeline_for(cfg.data, info, "cpu", cfg.seed, 0, source).output_shape(shape)
+    check_model(cfg, shape, info.num_classes, source)
     return notes
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from hpccl.core import checkpoint
 from hpccl.data.datasets import open_dataset
+from hpccl.data.pipeline import pipeline_for
 from hpccl.continual.scenario import ClassIncremental
 from hpccl.continual.evaluate import evaluate
 from hpccl.continual.learners.base import DataSpec
@@ -99,11 +100,13 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
                            f"train acc {record['train_accuracy'] * 100:.1f}% lr {record['lr']:.4g} "
                            f"{record['time_s']:.2f}s")
 
+    inputs = pipeline_for(cfg.data, dataset.info, world.device, cfg.seed, world.rank)
     ctx = LoopContext(world=world, train=cfg.train, seed=cfg.seed, timers=timers,
                       progress=progress, run_dir=run_dir, on_epoch=on_epoch,
-                      stop_requested=signals.requested)
-    spec = DataSpec(input_shape=scenario.sample_shape, num_classes=scenario.num_classes,
-                    num_train=dataset.info.num_train, dtype=str(scenario.dtype))
+                      stop_requested=signals.requested, inputs=inputs)
+    spec = DataSpec(input_shape=inputs.output_shape(scenario.sample_shape), num_classes=scenario.num_classes,
+                    num_train=dataset.info.num_train, dtype=str(scenario.dtype),
+                    sample_shape=scenario.sample_shape)
     learner = make_learner(cfg, world, spec, ctx)
     if log is not None and not resume:
         log.set_attrs(sample_shape=list(scenario.sample_shape),

@@ -17,7 +17,7 @@ import pickle
 import h5py
 import numpy as np
 
-from hpccl.data.h5format import FORMAT_VERSION, write_dataset
+from hpccl.data.h5format import FORMAT_VERSION, image_stats, write_dataset
 from hpccl.core.errors import DatasetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -308,6 +308,8 @@ def convert_imagefolder(src_dir, out, size: int = 224, resize: int | None = None
             for split, items in (("train", train), ("test", test)):
                 x_ds, y_ds = _create_split(f, split, len(items), (3, size, size), np.uint8)
                 _write_images(x_ds, y_ds, items, size, resize, pool, progress, len(train) + len(test))
+            if len(train):
+                f.attrs.update(image_stats(f["train/x"]))
     finally:
         if pool:
             pool.close()

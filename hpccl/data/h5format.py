@@ -49,6 +49,9 @@ def write_dataset(path, train_x, train_y, test_x, test_y, num_classes: int, name
             f.attrs["num_classes"] = int(num_classes)
             f.attrs["name"] = str(name)
             f.attrs["format_version"] = FORMAT_VERSION
+            train_x = arrays["train"][0]
+            if train_x.dtype == np.uint8 and train_x.ndim == 4 and len(train_x):
+                f.attrs.update(image_stats(train_x))
             for split, (x, y) in arrays.items():
                 g = f.create_group(split)
                 # Row-chunked so that reading a rank's rows touches only their chunks.
@@ -62,6 +65,34 @@ def write_dataset(path, train_x, train_y, test_x, test_y, num_classes: int, name
     return path
 
 
+def image_stats(x) -> dict:
+    """Per-channel mean and std of uint8 images [N, C, H, W] in [0, 1] units, read in blocks
+    (an ImageNet split does not fit in memory), as the root attributes ``mean`` and ``std``."""
+    x = x if hasattr(x, "shape") else np.asarray(x)
+    c = x.shape[1]
+    total, total_sq, count = np.zeros(c), np.zeros(c), 0
+    step = max(1, (64 << 20) // max(1, int(np.prod(x.shape[1:]))))
+    for i in range(0, x.shape[0], step):
+        block = np.asarray(x[i:i + step], dtype=np.float64) / 255.0
+        total += block.sum(axis=(0, 2, 3))
+        total_sq += (block ** 2).sum(axis=(0, 2, 3))
+        count += block.shape[0] * block.shape[2] * block.shape[3]
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean ** 2, 1e-12))
+    return {"mean": mean.astype(np.float32), "std": std.astype(np.float32)}
+
+
+def _channel_stats(f, fail) -> dict:
+    if "mean" not in f.attrs and "std" not in f.attrs:
+        return {}
+    mean, std = np.ravel(f.attrs.get("mean", [])), np.ravel(f.attrs.get("std", []))
+    channels = f["train/x"].shape[1] if f["train/x"].ndim == 4 else -1
+    if len(mean) != channels or len(std) != channels or not (std > 0).all():
+        fail(f"root attributes mean/std must hold one value per image channel ({channels}), std > 0; "
+             f"found {mean.tolist()} / {std.tolist()}")
+    return {"mean": tuple(float(v) for v in mean), "std": tuple(float(v) for v in std)}
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     path: str
@@ -71,6 +102,8 @@ class DatasetInfo:
     dtype: np.dtype
     num_train: int
     num_test: int
+    mean: tuple | None = None       # per channel, in [0, 1] units (uint8 images' converters store them)
+    std: tuple | None = None
 
 
 class DatasetFile:
@@ -121,7 +154,8 @@ class DatasetFile:
         return DatasetInfo(path=self.path, name=name.decode() if isinstance(name, bytes) else str(name),
                            num_classes=int(f.attrs["num_classes"]),
                            sample_shape=tuple(f["train/x"].shape[1:]), dtype=f["train/x"].dtype,
-                           num_train=int(f["train/x"].shape[0]), num_test=int(f["test/x"].shape[0]))
+                           num_train=int(f["train/x"].shape[0]), num_test=int(f["test/x"].shape[0]),
+                           **_channel_stats(f, self._fail))
 
     def labels(self, split: str) -> np.ndarray:
         """All labels of a split (8 bytes a sample: small even for ImageNet)."""

@@ -25,6 +25,11 @@ class DataSpec:
     num_classes: int
     num_train: int
     dtype: str = "float32"          # of the samples as stored (uint8 images stay uint8)
+    sample_shape: tuple | None = None   # as stored, when the model sees another (a crop)
+
+    @property
+    def stored_shape(self) -> tuple:
+        return tuple(self.sample_shape or self.input_shape)
 
 
 def register(name: str):

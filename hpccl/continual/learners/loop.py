@@ -128,7 +128,7 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
             with timers.phase("data_load"):
                 if rehearsal is not None:
                     xb, yb = rehearsal.mix(xb, yb, reps)
-                xb = ctx.inputs(xb)
+                xb = ctx.inputs(xb, (task, epoch, it))
                 yb = yb.to(device, non_blocking=True)
             lr = lr_at(train, world.size, epoch + it / iters)
             with timers.phase("forward_backward"):

@@ -16,7 +16,7 @@ from hpccl.core.checkpoint import rank_file
 class RehearsalLearner(IncrementalLearner):
     def __init__(self, cfg, world, data, loop_ctx):
         super().__init__(cfg, world, data, loop_ctx)
-        self.buffer = RehearsalBuffer(world, cfg.rehearsal, data.num_classes, data.input_shape,
+        self.buffer = RehearsalBuffer(world, cfg.rehearsal, data.num_classes, data.stored_shape,
                                       data.num_train, cfg.seed, dtype=data.dtype)
 
     def learn_task(self, task, tasks_so_far, resume=None):

@@ -15,6 +15,7 @@ import os
 import torch
 
 from hpccl.data.datasets import open_dataset
+from hpccl.data.pipeline import pipeline_for
 from hpccl.continual.scenario import ClassIncremental
 from hpccl.continual.evaluate import evaluate
 from hpccl.continual.learners.loop import LoopContext, fit, make_optimizer
@@ -54,7 +55,9 @@ def pretrain(cfg, out: str, world, source: str = "job") -> dict:
     train = pretrain_train_config(cfg)
     options = {k: v for k, v in cfg.model.options.items() if k != "pretrained"}
     torch.manual_seed(derive_seed(cfg.seed, "model", "pretrain"))
-    model = place_model(build_model(cfg.model.kind, scenario.sample_shape, info.num_classes, **options), world.device)
+    inputs = pipeline_for(cfg.data, info, world.device, cfg.seed, world.rank, source)
+    model = place_model(build_model(cfg.model.kind, inputs.output_shape(scenario.sample_shape), info.num_classes,
+                                    **options), world.device)
     optimizer = make_optimizer(model, train, world)
     progress = Progress(cfg.log.progress, enabled=world.is_root)
 
@@ -63,7 +66,7 @@ def pretrain(cfg, out: str, world, source: str = "job") -> dict:
                            f"train acc {r['train_accuracy'] * 100:.1f}% lr {r['lr']:.4g} {r['time_s']:.2f}s")
 
     ctx = LoopContext(world=world, train=train, seed=cfg.seed, timers=IterationTimers(world.device),
-                      progress=progress, run_dir=os.path.dirname(out) or ".", on_epoch=on_epoch)
+                      progress=progress, run_dir=os.path.dirname(out) or ".", on_epoch=on_epoch, inputs=inputs)
     progress.message(f"hpccl: pretraining {cfg.model.kind} on classes {classes} of {info.path} "
                      f"({world.size} rank(s), backend {cfg.runtime.backend}, {train.epochs} epochs)")
     task = scenario.task(0)
