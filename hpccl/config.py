@@ -168,6 +168,7 @@ class RuntimeConfig:
     backend: Optional[Literal["horovod", "torch", "mpi"]] = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads_per_rank: Optional[int] = ranged(None, ge=1, le=1024)   # torch threads; default: cores of the node / ranks on it
+    profile_sync: bool = False      # CUDA: synchronise after every timed phase (exact breakdown, no overlap)
 
 
 @dataclass

@@ -63,3 +63,22 @@ def test_mixed_precision_step_on_the_gpu(kind):
         p.step(opt, model.parameters(), clip_norm=1.0)
     assert all(torch.isfinite(t).all() for t in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+@cuda
+@pytest.mark.parametrize("sync", [False, True])
+def test_timers_attribute_gpu_time_to_phases_with_or_without_synchronising(sync):
+    from hpccl.core.timers import IterationTimers
+    timers = IterationTimers(torch.device("cuda"), sync=sync)
+    a = torch.randn(4096, 4096, device="cuda")
+    for _ in range(3):
+        timers.start_iteration()
+        with timers.phase("forward_backward"):
+            for _ in range(10):
+                a = a @ a / 64
+        with timers.phase("data_load"):
+            pass
+        timers.end_iteration(0, 0)
+    assert len(timers) == 3
+    t = timers.totals()
+    assert t["forward_backward"] > 5 * t["data_load"] and t["total"] >= t["forward_backward"]

@@ -83,7 +83,7 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
     session.open_logs(run_attrs={"learner": cfg.learner.kind, "lr_multiplier": multiplier},
                       rows=rows, rank_rows=rank_rows, lr_multiplier=multiplier)
     log, progress = session.log, session.progress
-    timers = IterationTimers(world.device)
+    timers = IterationTimers(world.device, sync=cfg.runtime.profile_sync)
     if resume:
         kept = (rank_rows or {}).get("timers")
         timers.preload({name: session.rank_log.read(f"timers/{name}")[:kept]
