@@ -6,7 +6,8 @@ rank 0's parameters, so the same job gives the same losses on either (up to redu
 - ``horovod``: ``hvd.DistributedOptimizer`` (allreduces start during backward as each
   gradient is ready, and are awaited in ``step()``).
 - ``torch``: torch.distributed (gloo on CPU, nccl on GPU), rendezvous set up from MPI so no
-  torchrun is needed; gradients are flattened into one buffer and allreduced in ``step()``.
+  torchrun is needed; gradients are bucketed (25 MB) and each bucket's allreduce starts
+  during backward as soon as its gradients are ready, awaited in ``step()`` (as DDP does).
 - ``mpi``: the same flattened buffer, allreduced by mpi4py on the World's communicator.
 """
 
@@ -118,6 +119,62 @@ class _AllreduceOnStep:
         return getattr(self._opt, name)
 
 
+class _BucketedAllreduceOnStep(_AllreduceOnStep):
+    """Like ``_AllreduceOnStep``, but the gradients are allreduced during the backward pass:
+    parameters are grouped into buckets of about ``bucket_bytes`` in reverse order (the order
+    backward produces them), and a bucket's asynchronous allreduce starts as soon as its last
+    gradient is accumulated, while backward goes on with earlier layers (what DDP does).
+    ``synchronize()`` starts the buckets left (parameters that got no gradient this step:
+    zeros, as Horovod sends) and waits for all. Buckets start in the same order on every rank,
+    so the collectives match whatever order the hooks fire in."""
+
+    def __init__(self, optimizer, params, dist, bucket_bytes: int):
+        super().__init__(optimizer, params, dist)
+        trainable = [p for p in params if p.requires_grad]
+        self._buckets, current, size = [], [], 0
+        for p in reversed(trainable):
+            current.append(p)
+            size += p.numel() * p.element_size()
+            if size >= bucket_bytes:
+                self._buckets.append(current)
+                current, size = [], 0
+        if current:
+            self._buckets.append(current)
+        bucket_of = {id(p): i for i, b in enumerate(self._buckets) for p in b}
+        self.hooks = [p.register_post_accumulate_grad_hook(
+            lambda p, i=bucket_of[id(p)]: self._gradient_ready(i)) for p in trainable]
+        self._start_step()
+
+    def _start_step(self):
+        self._waiting = [len(b) for b in self._buckets]
+        self._next, self._work = 0, []
+
+    def _gradient_ready(self, bucket: int):
+        self._waiting[bucket] -= 1
+        while self._next < len(self._buckets) and self._waiting[self._next] <= 0:
+            self._launch(self._next)
+
+    def _launch(self, i: int):
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                          for p in self._buckets[i]])
+        self._work.append((i, flat, self._dist.all_reduce(flat, async_op=True)))
+        self._next = i + 1
+
+    def synchronize(self):
+        while self._next < len(self._buckets):
+            self._launch(self._next)
+        n = self._dist.get_world_size()
+        for i, flat, handle in self._work:
+            handle.wait()
+            flat /= n
+            offset = 0
+            for p in self._buckets[i]:
+                if p.grad is not None:      # a parameter without a gradient keeps none
+                    p.grad.copy_(flat[offset:offset + p.numel()].view_as(p))
+                offset += p.numel()
+        self._start_step()
+
+
 class TorchDistBackend(GradientBackend):
     name = "torch"
 
@@ -137,11 +194,17 @@ class TorchDistBackend(GradientBackend):
         dist.init_process_group(backend, init_method=f"tcp://{host}:{port}",
                                 rank=world.rank, world_size=world.size)
 
+    BUCKET_BYTES = 25 << 20       # DDP's default
+
     def distributed_optimizer(self, model, optimizer):
         for tensor in model.state_dict().values():
             self.dist.broadcast(tensor, src=0)
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        return _AllreduceOnStep(optimizer, params, self.dist)
+        for hook in getattr(self, "_hooks", ()):    # one wrapper at a time hooks the gradients
+            hook.remove()
+        wrapped = _BucketedAllreduceOnStep(optimizer, params, self.dist, self.BUCKET_BYTES)
+        self._hooks = wrapped.hooks
+        return wrapped
 
     def allreduced_parameters(self, optimizer):
         # synchronize() flattens the gradients of these that have one.
