@@ -155,6 +155,9 @@ def test_imagefolder_with_val(tmp_path, monkeypatch):
     x, y = raw(out, "train")
     # Sorted classes then sorted file names: ant (gray, img0), cat (alpha, img0..2), dog (img0, img1).
     assert y.tolist() == [0, 0, 1, 1, 1, 1, 2, 2]
+    # the training images' per-channel statistics, for data.normalize (streamed, in [0, 1])
+    np.testing.assert_allclose(i.mean, (x / 255).mean(axis=(0, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(i.std, (x / 255).std(axis=(0, 2, 3)), rtol=1e-4)
     assert np.all(x[0] == 128)
     for row, label in enumerate(y):
         if row == 0:
