@@ -8,6 +8,7 @@ and wrong types are errors naming the file and key) -> cross-section checks.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -310,7 +311,7 @@ def job_from_dict(raw, source: str = "<job>", overrides=()) -> JobConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections (name, data, model, ...) at "
                           f"the top level, found {type(raw).__name__}.")
-    raw = _shorthand(dict(raw))
+    raw = _shorthand(copy.deepcopy(raw))     # --set edits nested sections: never the caller's
     for item in overrides:
         key, value = parse_set(item)
         apply_override(raw, key, value, f"{source} (--set {item})", JobConfig)

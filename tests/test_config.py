@@ -156,3 +156,10 @@ def test_check_flags_are_checked(args, expect):
 def test_check_set_needs_a_job():
     r = run_cmd(hpccl_cmd("check", "--set", "rehearsal.ranks_per_node=2"), timeout=60)
     assert r.returncode == 2 and "give the JOB file" in r.stderr
+
+
+def test_overrides_leave_the_callers_dict_alone():
+    raw = {"name": "x", "data": {"builtin": "digits"}, "train": {"lr": 0.1}}
+    load(raw, ["data.builtin=digits", "train.lr=0.5", "train.epochs=2"])
+    assert raw == {"name": "x", "data": {"builtin": "digits"}, "train": {"lr": 0.1}}
+
