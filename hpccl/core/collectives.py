@@ -75,6 +75,15 @@ class Collectives:
         tensors = list(tensors)
         if self.size == 1 or not tensors:
             return tensors
+        only = tensors[0]
+        if (len(tensors) == 1 and only.device.type == "cpu" and only.is_contiguous()
+                and (dtype is None or only.dtype == dtype)):
+            # One contiguous CPU buffer (the mpi backend's flattened gradients): reduced where
+            # it lies, with no packing copy in and out on every step.
+            self.comm.Allreduce(mpi().IN_PLACE, only.detach().numpy(), op=mpi().SUM)
+            if divide_by != 1:
+                only.div_(divide_by)
+            return tensors
         flat = torch.cat([t.detach().reshape(-1).to("cpu", dtype or tensors[0].dtype) for t in tensors])
         self.comm.Allreduce(mpi().IN_PLACE, flat.numpy(), op=mpi().SUM)   # the view shares memory
         if divide_by != 1:
