@@ -4,21 +4,33 @@ A run directory holds ``log.h5`` (rank 0: metadata, per-epoch metrics, per-task 
 and ``ranks/rankNNNNN.h5`` (every rank: its iteration timers and its own facts). See
 README "Log schema".
 
-The writer keeps its file open in HDF5's single-writer/multiple-reader (SWMR) mode and, on
-each ``flush()``, appends the rows added since the last one to resizable datasets. Nothing is
-rewritten: at 1024 ranks a whole-file rewrite per epoch per rank is a metadata storm on a
-parallel file system, and the timers grow with every iteration. SWMR orders HDF5's metadata
-writes so that the file on disk is consistent at every moment, so a rank SIGKILLed in the
-middle of a flush leaves a log that opens (in SWMR read mode, which ``read_h5`` falls back
-to), with status ``running`` and at worst a torn last row, which ``read_h5`` drops. Plain HDF5
-gives no such promise: a stress test here tore one file in 150 kills.
+The writer keeps its file open in HDF5's single-writer/multiple-reader (SWMR) mode. SWMR
+orders HDF5's metadata writes so that the file on disk is consistent at every moment, but
+only for what SWMR allows a writer to do: append to existing chunked datasets. Creating a
+dataset, resizing an array in other ways or writing an attribute under SWMR has no such
+promise; stress tests here found a kill in the middle of each leaving a file that would not
+read, or one whose readers retried a torn object header for ever. So a flush takes one of
+two paths:
 
-Datasets carry their role in an ``hpccl`` attribute: ``row`` (a column of a table, appended)
-or ``whole`` (an array replaced whole, e.g. the accuracy matrix).
+* **append** (the common case, O(new rows)): rows go to existing columns, and changed
+  attributes become rows of an attribute journal (``_attrs/{object,key,value}``), which
+  ``read_h5`` folds over the stored attributes;
+* **rewrite** (a new column, a column that must widen, an array replaced whole, the close):
+  the whole log goes to ``PATH.new``, which atomically replaces ``PATH``. A kill during the
+  rewrite leaves the previous file untouched. Structure changes are rare (the first flush of
+  a table, once per task for the evaluation matrix), so rewrites stay few; the per-iteration
+  timers of rank logs are only ever appended.
+
+A kill in the middle of an append leaves status ``running`` and at worst a torn last row,
+which ``read_h5`` drops.
+
+Datasets carry their role in an ``hpccl`` attribute: ``row`` (a column of a table, appended),
+``whole`` (an array replaced whole, e.g. the accuracy matrix) or ``journal``.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 
@@ -26,11 +38,12 @@ import h5py
 import numpy as np
 
 SCHEMA_VERSION = 1
-ROLE = "hpccl"            # dataset attribute: "row" (table column) or "whole" (replaced array)
+ROLE = "hpccl"            # dataset attribute: "row", "whole" or "journal"
+JOURNAL = "_attrs"        # group of the attribute journal
+_JOURNAL_BYTES = {"object": 256, "key": 256, "value": 1024}   # longer: a rewrite instead
 _ROW_CHUNK = 1024         # rows per chunk of a table column (8 KiB of float64)
-
-
-_MIN_STRING_BYTES = 32     # narrowest string column: short names and notes never widen it
+_MIN_STRING_BYTES = 32    # narrowest string column: short names and notes never widen it
+_READ_ATTEMPTS = 30       # SWMR reader retries of a metadata checksum: ~1 s of back-off in all
 
 
 def _string_bytes(width: int) -> np.dtype:
@@ -66,7 +79,7 @@ def _storage_dtype(arr: np.ndarray):
 
 
 def _holds(ds, array) -> bool:
-    """Whether ``ds`` can store ``array``'s values without losing any."""
+    """Whether column ``ds`` can take ``array``'s values without losing any."""
     if _is_string(array.dtype):
         info = h5py.check_string_dtype(ds.dtype)
         return info is not None and info.length is not None and info.length >= array.dtype.itemsize
@@ -75,39 +88,34 @@ def _holds(ds, array) -> bool:
     return not _is_string(ds.dtype)
 
 
-def _fits(ds, array) -> bool:
-    """Whether ``array`` can overwrite ``ds`` in place: same shape, a type that holds it.
-    Never a resize: under SWMR only a 1-D column that grows is safe to reshape; a kill in
-    the middle of shrinking a 2-D array left an object header that SWMR readers retry for
-    ever (1 kill in 155 in the stress test). A new shape makes a new dataset."""
-    same_type = _holds(ds, array) and (_is_string(array.dtype) or ds.dtype == np.dtype(_storage_dtype(array)))
-    return same_type and ds.shape == array.shape
-
-
-def _open_for_append(path: str) -> h5py.File:
-    f = h5py.File(path, "r+", libver="latest")
-    f.swmr_mode = True
-    return f
+def _joined(old, new):
+    """A column's stored rows followed by new ones, in a type that holds both."""
+    if old is None or len(old) == 0:
+        return new
+    if _is_string(old.dtype) != _is_string(new.dtype):
+        raise TypeError(f"a column mixes strings and numbers ({old.dtype} then {new.dtype})")
+    return np.concatenate([old, new])
 
 
 class H5Log:
-    """One log file, appended to in place. ``append``/``extend`` add table rows, ``put``
-    replaces an array, ``attrs``/``set_attrs`` set attributes; all reach the file at the next
-    ``flush()``, which the caller makes where a crash must not lose what came before."""
+    """One log file. ``append``/``extend`` add table rows, ``put`` replaces an array,
+    ``set_attrs`` sets attributes; all reach the file at the next ``flush()``, which the
+    caller makes where a crash must not lose what came before."""
 
     def __init__(self, path: str, kind: str, attrs: dict | None = None):
+        self._start(path, {"schema_version": SCHEMA_VERSION, "kind": kind, "status": "running",
+                           **(attrs or {})})
+        self._rewrite({}, {})
+
+    def _start(self, path, attrs):
         self.path = path
-        self.attrs = {"schema_version": SCHEMA_VERSION, "kind": kind, "status": "running"}
-        self.attrs.update(attrs or {})
+        self.attrs = dict(attrs)
         self.group_attrs: dict[str, dict] = {}
-        self._rows: dict[str, list] = {}         # table rows not yet in the file, per column
-        self._lengths: dict[str, int] = {}       # rows in the file, per column
+        self._rows: dict[str, list] = {}          # table rows not yet in the file, per column
         self._arrays: dict[str, np.ndarray] = {}  # arrays to replace at the next flush
-        self._written_attrs: dict[str, str] = {}
-        # libver "latest" is what SWMR needs; attributes are written before SWMR starts.
-        self._file = h5py.File(path, "w", libver="latest")
-        self._write_attrs()
-        self._file.swmr_mode = True
+        self._lengths: dict[str, int] = {}        # rows in the file, per column
+        self._written_attrs: dict[tuple, str] = {}  # (object, key) -> what the file holds
+        self._file = None
 
     # -- what a writer adds -------------------------------------------------------------------
     def set_attrs(self, group: str = "/", **attrs):
@@ -140,76 +148,95 @@ class H5Log:
         return self._file[name][...]
 
     # -- writing ------------------------------------------------------------------------------
-    def flush(self):
-        for name, values in self._rows.items():
-            if values:
-                self._append_rows(name, _as_array(values))
-        self._rows = {}
-        for name, array in self._arrays.items():
-            self._replace(name, _as_array(array))
-        self._arrays = {}
-        self._write_attrs()
-        self._file.flush()
+    def flush(self, rewrite: bool = False):
+        rows = {name: _as_array(values) for name, values in self._rows.items() if values}
+        arrays = {name: _as_array(array) for name, array in self._arrays.items()}
+        changed = self._changed_attrs()
+        entries = [_journal_entry(obj, key, value) for obj, key, value in changed]
+        appendable = all(name in self._lengths and _holds(self._file[name], values)
+                         for name, values in rows.items())
+        if rewrite or arrays or not appendable or None in entries:
+            self._rewrite(rows, arrays)
+        else:
+            for name, values in rows.items():
+                self._append_rows(self._file[name], values)
+            if entries:
+                for i, column in enumerate(("object", "key", "value")):   # value last: a torn
+                    self._append_rows(self._file[f"{JOURNAL}/{column}"],    # entry has none
+                                      np.array([e[i] for e in entries]))
+                self._written_attrs.update({(o, k): repr(v) for o, k, v in changed})
+            self._file.flush()
+        self._rows, self._arrays = {}, {}
 
-    def _append_rows(self, name, values):
-        ds = self._file.get(name)
-        if ds is None:
-            ds = self._file.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(_ROW_CHUNK,),
-                                           dtype=_storage_dtype(values))
-            _set_attr(ds, ROLE, "row")
-        elif not _holds(ds, values):
-            ds = self._widen(name, ds, values)
+    def _append_rows(self, ds, values):
         n = ds.shape[0]
         _maybe_inject_kill()
         ds.resize((n + len(values),))
         ds[n:] = values.astype(ds.dtype)
-        self._lengths[name] = n + len(values)
+        self._lengths[ds.name.lstrip("/")] = n + len(values)
 
-    def _widen(self, name, ds, values):
-        """A column whose type cannot hold the new rows (a float in an integer column, a
-        longer string): a wider copy replaces it."""
-        old = ds[...]
-        self._supersede(name)
-        dtype = _string_bytes(values.dtype.itemsize) if _is_string(values.dtype) else np.float64
-        new = self._file.create_dataset(name, data=old.astype(dtype), maxshape=(None,),
-                                        chunks=(_ROW_CHUNK,))
-        _set_attr(new, ROLE, "row")
-        return new
+    def _all_attrs(self):
+        yield from (("/", key, _attr(value)) for key, value in self.attrs.items())
+        for group, attrs in sorted(self.group_attrs.items()):
+            yield from ((group, key, _attr(value)) for key, value in attrs.items())
 
-    def _replace(self, name, array):
-        ds = self._file.get(name)
-        if ds is not None:
-            if _fits(ds, array):
-                ds[...] = array.astype(ds.dtype)
-                return
-            self._supersede(name)
-        dtype = _storage_dtype(array)
-        ds = self._file.create_dataset(name, data=array.astype(dtype), dtype=dtype)
-        _set_attr(ds, ROLE, "whole")
+    def _changed_attrs(self):
+        return [(obj, key, value) for obj, key, value in self._all_attrs()
+                if self._written_attrs.get((obj, key)) != repr(value)]
 
-    def _supersede(self, name):
-        """Set a dataset aside rather than delete it: space freed under SWMR may still be
-        mapped by a reader. ``read_h5`` skips what is set aside."""
-        i = 1
-        while f"{name}.superseded{i}" in self._file:
-            i += 1
-        self._file.move(name, f"{name}.superseded{i}")
-        _set_attr(self._file[f"{name}.superseded{i}"], ROLE, "superseded")
+    def _stored(self) -> dict:
+        """Every table column and array in the file: {name: (role, values)}."""
+        found = {}
+        if self._file is None:
+            return found
 
-    def _write_attrs(self):
-        targets = [("/", self.attrs)] + sorted(self.group_attrs.items())
-        for group, attrs in targets:
-            obj = self._file.require_group(group) if group != "/" else self._file
-            for key, value in attrs.items():
-                stored = _attr(value)
-                seen = f"{group}:{key}"
-                if self._written_attrs.get(seen) != repr(stored):
-                    _set_attr(obj, key, stored)
-                    self._written_attrs[seen] = repr(stored)
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                role = _decode(obj.attrs.get(ROLE, ""))
+                if role in ("row", "whole"):
+                    found[name] = (role, obj[...])
+        self._file.visititems(visit)
+        return found
+
+    def _rewrite(self, rows: dict, arrays: dict):
+        """The whole log, with ``rows`` appended and ``arrays`` replaced, into a fresh file that
+        then replaces the old one in one rename; the writer continues on the fresh file."""
+        contents = self._stored()
+        for name, values in rows.items():
+            contents[name] = ("row", _joined(contents.get(name, (None, None))[1], values))
+        contents.update({name: ("whole", array) for name, array in arrays.items()})
+        tmp = f"{self.path}.new"
+        f = h5py.File(tmp, "w", libver="latest")
+        for obj, key, value in self._all_attrs():
+            _set_attr(f.require_group(obj) if obj != "/" else f, key, value)
+        for name, (role, data) in sorted(contents.items()):
+            dtype = _storage_dtype(data)
+            if role == "row":
+                _maybe_inject_kill()
+                ds = f.create_dataset(name, data=data.astype(dtype), dtype=dtype, maxshape=(None,),
+                                      chunks=(_ROW_CHUNK,))
+            else:
+                ds = f.create_dataset(name, data=data.astype(dtype), dtype=dtype)
+            _set_attr(ds, ROLE, role)
+        for column, width in _JOURNAL_BYTES.items():
+            ds = f.create_dataset(f"{JOURNAL}/{column}", shape=(0,), maxshape=(None,), chunks=(64,),
+                                  dtype=h5py.string_dtype("utf-8", length=width))
+            _set_attr(ds, ROLE, "journal")
+        f.swmr_mode = True
+        f.flush()
+        _fsync(tmp)            # on disk before it replaces the old log: a node crash keeps one
+        os.replace(tmp, self.path)
+        if self._file is not None:
+            self._file.close()
+        self._file = f
+        self._lengths = {name: len(data) for name, (role, data) in contents.items() if role == "row"}
+        self._written_attrs = {(o, k): repr(v) for o, k, v in self._all_attrs()}
 
     def close(self, status: str = "complete"):
+        """Mark the log ``status``; the final rewrite folds the attribute journal into plain
+        attributes, so any HDF5 reader sees them."""
         self.attrs["status"] = status
-        self.flush()
+        self.flush(rewrite=True)
         self._file.close()
 
     # -- resume -------------------------------------------------------------------------------
@@ -217,35 +244,35 @@ class H5Log:
     def reopen(cls, path: str, keep_rows: dict | None = None) -> "H5Log":
         """Continue a log written by an earlier process (resume). ``keep_rows``: the column
         lengths to keep (rows logged after the checkpoint the run resumes from are dropped).
-
-        A writer that died leaves HDF5's "open for writing" flag set, and only SWMR readers
-        may open such a file. So the log is copied once into a fresh file, which then replaces
-        it; a resume is rare enough for one copy."""
+        A writer that died leaves HDF5's "open for writing" flag set, so the log is rewritten
+        into a fresh file (a resume is rare enough for one copy)."""
         data = read_h5(path, roles=True)
         roles = data.pop("roles")
-        attrs = data.pop("attrs")
-        group_attrs = data.pop("group_attrs", {})
-        tmp = f"{path}.reopen"
-        log = cls(tmp, attrs["kind"])
-        log.attrs.update(attrs)
-        log.group_attrs = group_attrs
+        log = cls.__new__(cls)
+        log._start(path, data.pop("attrs"))
+        log.group_attrs = data.pop("group_attrs", {})
+        rows, arrays = {}, {}
         for name, value in data.items():
             if roles.get(name, _legacy_role(name, value)) == "row":
                 keep = (keep_rows or {}).get(name, len(value))
-                log._rows[name] = list(value[:keep])
-            else:       # read_h5 leaves superseded datasets out
-                log._arrays[name] = value
-        log.flush()
-        log._file.close()
-        os.replace(tmp, path)
-        log.path = path
-        log._file = _open_for_append(path)
+                rows[name] = _as_array(value[:keep])
+            else:
+                arrays[name] = _as_array(value)
+        log._rewrite(rows, arrays)
         return log
 
 
 def _legacy_role(name, value):
     """Logs written before datasets carried their role (rewritten whole on every flush)."""
     return "row" if value.ndim == 1 and name.split("/")[0] not in ("timers", "eval") else "whole"
+
+
+def _fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 _KILL_AFTER = {"left": None}
@@ -316,45 +343,91 @@ def _set_attr(obj, key: str, value):
         obj.attrs[key] = value
 
 
+def _journal_entry(obj: str, key: str, value):
+    """An attribute change as a journal row (object, key, JSON value), or None when it does
+    not fit the journal's columns (the flush then rewrites the log instead)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    try:
+        encoded = json.dumps(value)
+    except TypeError:
+        return None
+    entry = tuple(s.encode() for s in (obj, key, encoded))
+    if any(len(e) > _JOURNAL_BYTES[c] for e, c in zip(entry, ("object", "key", "value"))):
+        return None
+    return entry
+
+
+def _decode(v):
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _read_attempts_setter():
+    """HDF5's H5Pset_metadata_read_attempts from the library h5py runs on (h5py does not wrap
+    it), or None where it cannot be found (not Linux)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            libs = {line.split()[-1] for line in maps if "libhdf5" in line and "_hl" not in line}
+    except OSError:
+        return None
+    for lib in sorted(libs):
+        try:
+            fn = ctypes.CDLL(lib).H5Pset_metadata_read_attempts
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes, fn.restype = [ctypes.c_int64, ctypes.c_uint], ctypes.c_int
+        return fn
+    return None
+
+
 def open_for_reading(path: str) -> h5py.File:
-    """A log, also one whose writer is still running or died (only SWMR readers may open it)."""
+    """A log, also one whose writer is still running or died (only SWMR readers may open it).
+    A SWMR reader retries a metadata checksum that fails, since the writer may be in the
+    middle of writing it; HDF5's default is 100 retries with back-off growing to 36 s, over
+    half an hour on a damaged file. Here the retries stop after about a second, and a damaged
+    log raises instead of hanging ``hpccl analyze``."""
     try:
         return h5py.File(path, "r")
     except OSError:
-        return h5py.File(path, "r", swmr=True)
+        pass
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    setter = _read_attempts_setter()
+    if setter is not None:
+        setter(fapl.id, _READ_ATTEMPTS)
+    fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ, fapl=fapl)
+    return h5py.File(fid)
 
 
 def read_h5(path: str, roles: bool = False) -> dict:
-    """The whole file as nested dicts: {"attrs": {...}, "<dataset path>": array, ...}. The
-    columns of a table are cut to the shortest: a writer killed mid-flush may have written
-    part of its last row. ``roles``: also {"roles": {dataset: "row" | "whole"}}."""
+    """The whole file as nested dicts: {"attrs": {...}, "<dataset path>": array, ...}, with
+    the attribute journal folded into "attrs" and "group_attrs". The columns of a table are
+    cut to the shortest: a writer killed mid-flush may have written part of its last row.
+    ``roles``: also {"roles": {dataset: "row" | "whole"}}."""
     out = {"attrs": {}}
-    found_roles = {}
-
-    def decode(v):
-        if isinstance(v, bytes):
-            return v.decode()
-        return v
-
+    found_roles, journal = {}, {}
     with open_for_reading(path) as f:
-        out["attrs"] = {k: decode(v) for k, v in f.attrs.items()}
+        out["attrs"] = {k: _decode(v) for k, v in f.attrs.items()}
 
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset):
-                role = decode(obj.attrs.get(ROLE, ""))
-                if role == "superseded":
+                role = _decode(obj.attrs.get(ROLE, ""))
+                if role == "journal":
+                    journal[name.rsplit("/", 1)[1]] = obj[...]
+                    return
+                if role == "superseded":      # written by hpccl before 2026-11-30
                     return
                 if role:
                     found_roles[name] = role
                 data = obj[...]
                 if obj.dtype.kind == "O" or h5py.check_string_dtype(obj.dtype):
-                    data = np.array([decode(x) for x in data.ravel()], dtype=object).reshape(data.shape)
+                    data = np.array([_decode(x) for x in data.ravel()], dtype=object).reshape(data.shape)
                 out[name] = data
             elif obj.attrs:
-                out.setdefault("group_attrs", {})[name] = {k: decode(v) for k, v in obj.attrs.items()}
+                out.setdefault("group_attrs", {})[name] = {k: _decode(v) for k, v in obj.attrs.items()}
         f.visititems(visit)
-    # A writer killed between creating a column and labelling it leaves an empty, unlabelled
-    # dataset beside its labelled siblings: it is a column of their table.
+    _fold_journal(out, journal)
+    # Logs of hpccl before 2026-11-30: a writer killed between creating a column and
+    # labelling it left an empty, unlabelled dataset beside its labelled siblings.
     row_groups = {n.rsplit("/", 1)[0] for n, r in found_roles.items() if r == "row"}
     for name, value in out.items():
         if name not in found_roles and "/" in name and getattr(value, "ndim", 0) == 1 \
@@ -372,3 +445,14 @@ def read_h5(path: str, roles: bool = False) -> dict:
     if roles:
         out["roles"] = found_roles
     return out
+
+
+def _fold_journal(out: dict, journal: dict):
+    """Apply the journal's attribute changes in order; a torn last entry (no value) is cut."""
+    if set(journal) != {"object", "key", "value"}:
+        return
+    n = min(len(column) for column in journal.values())
+    for obj, key, value in zip(*(journal[c][:n] for c in ("object", "key", "value"))):
+        obj, key = _decode(obj), _decode(key)
+        target = out["attrs"] if obj == "/" else out.setdefault("group_attrs", {}).setdefault(obj, {})
+        target[key] = json.loads(_decode(value))
