@@ -82,3 +82,29 @@ def test_timers_attribute_gpu_time_to_phases_with_or_without_synchronising(sync)
     assert len(timers) == 3
     t = timers.totals()
     assert t["forward_backward"] > 5 * t["data_load"] and t["total"] >= t["forward_backward"]
+
+
+@cuda
+def test_host_batches_reach_the_gpu_through_reused_pinned_buffers_on_a_side_stream():
+    from hpccl.data.pipeline import HostToDevice
+    h2d = HostToDevice("cuda", depth=2)
+    batches = [torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8) for n in (7, 5, 9, 9, 3)]
+    handles = [h2d.start(b) for b in batches]       # all in flight before any is used
+    for batch, handle in zip(batches, handles):
+        moved = h2d.finish(handle)
+        assert moved.is_cuda and torch.equal(moved.cpu(), batch)
+    ring = h2d._rings[(torch.uint8, (3, 8, 8))]
+    assert len(ring) == 2 and all(buf.is_pinned() and len(buf) == 9 for buf, _ in ring)
+    assert h2d.stream != torch.cuda.current_stream()
+    # A copy that starts while the compute stream is busy runs beside it (it is queued on the
+    # side stream, from pinned memory): it completes before the long kernel does.
+    a = torch.randn(4096, 4096, device="cuda")
+    torch.cuda.synchronize()
+    busy = torch.cuda.Event()
+    for _ in range(20):
+        a = a @ a / 64
+    busy.record()
+    _, copied = h2d.start(torch.zeros(1 << 22, dtype=torch.uint8))
+    copied.synchronize()
+    assert not busy.query()
+    torch.cuda.synchronize()

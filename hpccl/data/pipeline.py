@@ -14,6 +14,13 @@ and for new and rehearsal samples alike:
   horizontal flip with probability 1/2;
   ``imagenet``: a random-resized crop (area 8-100 % of the image, aspect ratio 3/4-4/3,
   bilinear) to ``data.crop`` pixels, and a flip; evaluation takes the centre crop.
+
+A batch moves in two steps, ``start`` (host side: on CUDA, a copy into a pinned staging
+buffer, then the host-to-device copy queued on a side stream) and ``finish`` (the compute
+stream waits for that copy, then the batch is converted and augmented). The training loop
+starts the next batch right after queueing the current step, so the host work and the copy
+overlap the step's compute. A copy from pageable memory, as ``non_blocking=True`` on an
+ordinary tensor is, would be synchronous and overlap nothing.
 """
 
 from __future__ import annotations
@@ -27,10 +34,54 @@ AUGMENTATIONS = ("none", "cifar", "imagenet")
 CIFAR_PAD = 4
 
 
+class HostToDevice:
+    """Host tensors to the device. On CUDA through pinned staging buffers (``depth`` per dtype
+    and sample shape, reused round robin, grown to the largest batch) and a side stream;
+    elsewhere a plain move."""
+
+    def __init__(self, device, depth: int = 2):
+        self.device = torch.device(device)
+        self.depth = depth
+        self.cuda = self.device.type == "cuda"
+        self.stream = torch.cuda.Stream(self.device) if self.cuda else None
+        self._rings: dict[tuple, list] = {}      # (dtype, sample shape) -> [[pinned, event], ...]
+        self._turn: dict[tuple, int] = {}
+
+    def start(self, x: torch.Tensor):
+        """Begin moving ``x``; the handle goes to ``finish``."""
+        if not self.cuda or x.device.type != "cpu":
+            return x.to(self.device), None
+        key = (x.dtype, tuple(x.shape[1:]))
+        ring = self._rings.setdefault(key, [[None, None] for _ in range(self.depth)])
+        turn = self._turn.get(key, 0)
+        self._turn[key] = (turn + 1) % self.depth
+        slot = ring[turn]
+        if slot[1] is not None:
+            slot[1].synchronize()        # the copy that last read this buffer is done
+        if slot[0] is None or len(slot[0]) < len(x):
+            slot[0] = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
+        staged = slot[0][:len(x)]
+        staged.copy_(x)
+        with torch.cuda.stream(self.stream):
+            moved = staged.to(self.device, non_blocking=True)
+            slot[1] = torch.cuda.Event()
+            slot[1].record(self.stream)
+        return moved, slot[1]
+
+    def finish(self, handle) -> torch.Tensor:
+        moved, copied = handle
+        if copied is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(copied)
+            moved.record_stream(current)    # allocated on the side stream, used on this one
+        return moved
+
+
 class InputPipeline:
     def __init__(self, device, augment: str = "none", crop: int | None = None, mean=None, std=None,
                  seed: int = 0, rank: int = 0):
         self.device = torch.device(device)
+        self.h2d = HostToDevice(self.device)
         self.augment, self.crop, self.seed, self.rank = augment, crop, seed, rank
         shape = (1, -1, 1, 1)
         self.mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32, device=self.device).view(shape)
@@ -45,7 +96,13 @@ class InputPipeline:
     def __call__(self, x: torch.Tensor, key: tuple | None = None) -> torch.Tensor:
         """``key`` (task, epoch, iteration): a training batch, augmented with a generator seeded
         by it; None: an evaluation batch."""
-        x = x.to(self.device, non_blocking=True)
+        return self.finish(self.start(x), key)
+
+    def start(self, x: torch.Tensor):
+        return self.h2d.start(x)
+
+    def finish(self, handle, key: tuple | None = None) -> torch.Tensor:
+        x = self.h2d.finish(handle)
         if x.dtype == torch.uint8:
             x = x.to(torch.float32).div_(255.0)
         elif x.dtype != torch.float32:

@@ -33,7 +33,7 @@ class LoopContext:
     stop_requested: Callable[[], int] = lambda: 0   # this rank got a stop signal (preemption)
     checkpoint_due: Callable[[], int] = lambda: 0   # at an epoch end: a periodic checkpoint is due
     save_checkpoint: Optional[Callable[[dict], None]] = None   # (resume point) mid-task, collective
-    inputs: Optional[Callable] = None     # stored samples -> the model's input on the device
+    inputs: Optional[InputPipeline] = None   # stored samples -> the model's input on the device
 
     def __post_init__(self):
         if self.inputs is None:
@@ -115,8 +115,7 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
         first_nonfinite = torch.full((), -1, dtype=torch.long, device=device)
         ctx.progress.start_epoch(f"task {task} epoch {epoch + 1}/{epochs}", iters)
         epoch_start = len(timers)
-        for it in range(iters):
-            timers.start_iteration()
+        def start_batch(it):
             with timers.phase("data_load"):
                 idx = order[it * b:(it + 1) * b]
                 xb, yb = x[idx], y[idx]
@@ -128,8 +127,15 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
             with timers.phase("data_load"):
                 if rehearsal is not None:
                     xb, yb = rehearsal.mix(xb, yb, reps)
-                xb = ctx.inputs(xb, (task, epoch, it))
-                yb = yb.to(device, non_blocking=True)
+                return ctx.inputs.start(xb), ctx.inputs.h2d.start(yb)
+
+        next_batch = None
+        for it in range(iters):
+            timers.start_iteration()
+            staged = next_batch or start_batch(it)
+            with timers.phase("data_load"):
+                xb = ctx.inputs.finish(staged[0], (task, epoch, it))
+                yb = ctx.inputs.h2d.finish(staged[1])
             lr = lr_at(train, world.size, epoch + it / iters)
             with timers.phase("forward_backward"):
                 optimizer.zero_grad()  # Horovod's wrapper takes no set_to_none; None is the default
@@ -144,6 +150,9 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
                 precision.step(optimizer, model.parameters(), train.grad_clip_norm)
             if after_step is not None:
                 after_step()
+            # The next batch's host work and copy overlap the compute queued above (on CUDA);
+            # its time counts in this iteration. Not across epochs: a stop comes between them.
+            next_batch = start_batch(it + 1) if it + 1 < iters else None
             with torch.no_grad():
                 # Noted on the device (no sync per step); acted on at the epoch's allreduce.
                 first_nonfinite = torch.where((first_nonfinite < 0) & ~torch.isfinite(loss.detach()),
