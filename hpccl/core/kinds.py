@@ -17,6 +17,8 @@ the CLI does not import torch to print help):
                starts or anything is queued (``hpccl run``, ``validate``, ``submit``); None: none
   resumable    whether it writes checkpoints; if not, ``no_resume`` says why, and
                ``hpccl run --resume`` refuses before starting any rank
+  host_memory  (cfg, ranks, on_gpu) -> HostMemoryEstimate: what one rank will hold in host
+               memory (``hpccl submit`` checks it against the site's nodes); None: no estimate
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ class JobKind:
     no_resume: str = ""
     plot_names: Optional[str] = None     # "module:attribute" of a list of (name, ...) pairs
     inputs: Optional[str] = None
+    host_memory: Optional[str] = None
+
+    def estimate_host_memory(self, cfg, ranks: int, on_gpu: bool):
+        return None if self.host_memory is None else _load(self.host_memory)(cfg, ranks, on_gpu)
 
     def check_inputs(self, cfg, source: str) -> list[str]:
         return [] if self.inputs is None else _load(self.inputs)(cfg, source)
@@ -98,7 +104,7 @@ register(JobKind(
     name="continual", runner="hpccl.continual.job:run", resumable=True,
     summarize="hpccl.continual.report:summarize_continual", format="hpccl.continual.report:format_continual",
     plots="hpccl.continual.plots:write_run_plots", plot_names="hpccl.continual.plots:RUN_PLOTS",
-    inputs="hpccl.preflight:check_dataset_job",
+    inputs="hpccl.preflight:check_dataset_job", host_memory="hpccl.continual.host_memory:estimate",
     describe=lambda cfg: (f"learner {cfg.learner.kind}, model {cfg.model.kind}, "
                           f"{cfg.scenario.num_tasks} tasks")))
 

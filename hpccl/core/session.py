@@ -27,6 +27,7 @@ from contextlib import contextmanager
 
 from hpccl.core.errors import CollectiveError
 from hpccl.core.logs import H5Log, rank_log, run_log, start_run_dir
+from hpccl.core.memory import MemoryWatch
 from hpccl.core.progress import Progress
 
 
@@ -39,6 +40,7 @@ class RunSession:
         self.hostnames: list[str] = []
         self.status = "failed"
         self._at_close = []
+        self.memory = MemoryWatch()        # this rank's peak host memory, for its log
         if resume:
             from hpccl.core import kinds
             kinds.of_job(cfg).refuse_resume(run_dir)
@@ -112,7 +114,9 @@ class RunSession:
         for fn in self._at_close:
             fn(ok)
         self._at_close = []
+        self.memory.stop()
         if self.rank_log is not None:
+            self.rank_log.set_attrs(**self.memory.peaks())
             self.rank_log.close(self.status)
         if self.log is not None:
             self.log.close(self.status)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import sys
 import textwrap
 
 import yaml
@@ -144,6 +145,7 @@ def _submit_one(args, site, gpus, walltime_s, account) -> int:
     script = write_run_dir(prep)
     print(f"hpccl: run directory: {prep.run_dir}")
     print(f"hpccl: script: {script}  ({describe(prep.plan)})")
+    _print_memory(prep)
     if args.dry_run:
         print(f"hpccl: dry run, nothing submitted; to submit: "
               f"{shlex.join(submit_command(site, script))}{_account_note(site, account)}\n")
@@ -153,6 +155,15 @@ def _submit_one(args, site, gpus, walltime_s, account) -> int:
     print(f"hpccl: submitted to site '{site.name}' as job {job_id}; "
           f"follow it in {prep.run_dir}/attempts.log")
     return 0
+
+
+def _print_memory(prep, label: str = "") -> None:
+    if prep.memory is None:
+        return
+    print(f"hpccl: {label}{prep.memory.line()}")
+    warning = prep.memory.warning()
+    if warning:
+        print(f"hpccl: warning: {label}{warning}", file=sys.stderr)
 
 
 def _submit_sweep(args, site, gpus, walltime_s, account) -> int:
@@ -180,6 +191,8 @@ def _submit_sweep(args, site, gpus, walltime_s, account) -> int:
         print(f"  {e['gpus']:>5} {e['nodes']:>5} {e['ranks_per_node']:>10} {e['batch_per_gpu']:>9} "
               f"{e['global_batch']:>7} {e['lr_multiplier']:>6g}  {str(e['queue'] or '-'):<14} "
               f"{e['run_dir']}")
+    for p in points:
+        _print_memory(p.prep, f"{p.gpus} GPUs: ")
     if args.dry_run:
         print(f"hpccl: dry run, nothing submitted; manifest: {path}{_account_note(site, account)}")
         return 0

@@ -216,6 +216,8 @@ class SiteConfig:
     description: str = ""
     cores_per_node: Optional[int] = ranged(None, ge=1)      # null: the cores of the machine running hpccl submit
     threads_per_core: int = ranged(1, ge=1)
+    memory_per_node_gb: Optional[float] = ranged(None, gt=0)   # host memory; null: this machine's (scheduler none) or unchecked
+    gpus: Optional[bool] = True              # ranks run on GPUs; false: CPU ranks; null: whether this machine has one
     queues: list[QueueConfig] = field(default_factory=list)   # first fit, in this order
     max_nodes: Optional[int] = ranged(None, ge=1)           # for sites without queues (scheduler: none)
     default_walltime: str = "01:00:00"

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Optional
 
 from hpccl.core.errors import ConfigError, HpcclError
+from hpccl.sched.host_memory import NodeMemory, check_node_memory
 from hpccl.sched.render import (JOB_COPY_NAME, SCRIPT_NAME, WRAPPER_NAME, ScriptPlan,
                                 render_affinity_wrapper, render_script)
 from hpccl.sched.sites import (Layout, QueueConfig, SiteConfig, format_walltime, parse_time_limit,
@@ -44,6 +45,7 @@ class Prepared:
     queue: Optional[QueueConfig]
     cfg: object                      # hpccl.config.JobConfig, resolved for this run
     script: str                      # the rendered text
+    memory: Optional[NodeMemory] = None   # host memory per node, estimated (None: no estimate)
 
     @property
     def run_dir(self) -> str:
@@ -86,6 +88,7 @@ def prepare(site: SiteConfig, cfg, gpus: int, walltime_s: int, run_dir: str, nam
     """Layout, queue and script for one run; raises before anything is written."""
     layout = plan_layout(site, gpus)
     chosen = select_queue(site, layout.nodes, walltime_s, queue, taken)
+    memory = check_node_memory(site, cfg, layout)
     cores = site.cores_per_node or os.cpu_count() or 1
     mpirun = local_mpirun(layout.gpus) if "{local_mpirun}" in site.launcher else "mpirun"
     plan = ScriptPlan(site=site, job_name=job_name(name), run_dir=os.path.abspath(run_dir),
@@ -93,7 +96,8 @@ def prepare(site: SiteConfig, cfg, gpus: int, walltime_s: int, run_dir: str, nam
                       nodes=layout.nodes, ranks_per_node=layout.ranks_per_node,
                       walltime=format_walltime(walltime_s), queue=chosen.name if chosen else None,
                       account=account, cores_per_node=cores, local_mpirun=mpirun)
-    return Prepared(plan=plan, layout=layout, queue=chosen, cfg=cfg, script=render_script(plan))
+    return Prepared(plan=plan, layout=layout, queue=chosen, cfg=cfg, script=render_script(plan),
+                    memory=memory)
 
 
 def check_new_run_dir(run_dir: str) -> None:

@@ -276,6 +276,20 @@ def test_read_keeps_requested_order(tmp_path):
         assert xe.shape == (0, 4) and ye.shape == (0,)
 
 
+def test_read_in_blocks_keeps_order_and_duplicates_across_block_edges(tmp_path, monkeypatch):
+    from hpccl.data import h5format
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (50, 3, 2, 2), dtype=np.uint8)
+    y = np.arange(50, dtype=np.int64) % 5
+    path = write_dataset(tmp_path / "b.h5", x, y, x[:10], y[:10], num_classes=5, name="b", chunk_rows=7)
+    monkeypatch.setattr(h5format, "_READ_BLOCK_BYTES", 3 * x[0].nbytes)     # 3 rows a block
+    idx = rng.integers(0, 50, 40)                                           # repeats, any order
+    with DatasetFile(path) as ds:
+        xr, yr = ds.read("train", idx, native=True)
+    np.testing.assert_array_equal(xr, x[idx])
+    np.testing.assert_array_equal(yr, y[idx])
+
+
 def test_read_uint8_scaled(tmp_path):
     x = np.full((2, 1, 2, 2), 255, dtype=np.uint8)
     path = write_dataset(tmp_path / "u.h5", x, [0, 1], x, [1, 0], num_classes=2, name="u")

@@ -46,6 +46,7 @@ class Learner:
     # runner keeps only the current task resident: a rehearsal learner's past lives in its
     # buffer, and an ImageNet run holding every task's shard would need ~96 GB a rank.
     needs_past_tasks = False
+    holds_buffer = False      # a rehearsal buffer shard (host memory estimates count it)
 
     def __init__(self, cfg, world, data: DataSpec, loop_ctx):
         self.cfg, self.world, self.loop = cfg, world, loop_ctx

@@ -14,6 +14,8 @@ from hpccl.core.checkpoint import rank_file
 
 @register("rehearsal")
 class RehearsalLearner(IncrementalLearner):
+    holds_buffer = True
+
     def __init__(self, cfg, world, data, loop_ctx):
         super().__init__(cfg, world, data, loop_ctx)
         self.buffer = RehearsalBuffer(world, cfg.rehearsal, data.num_classes, data.stored_shape,
