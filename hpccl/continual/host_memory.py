@@ -9,10 +9,12 @@ Per rank, as the runner holds it (continual/job.py):
 - **test data**: this rank's shard of every task's test split, kept for the evaluations, and
   once more while the last evaluation gathers them;
 - **rehearsal buffer**: the shard's shared-memory window (classes x slots x record);
-- **model and optimizer**: parameters, gradients, optimizer state and the flat allreduce
-  buffer, counted on the host even on a GPU (where they live on the device) because...
-- **checkpoint copy**: ...an asynchronous checkpoint copies the model, the optimizer and the
-  buffer shard to host memory, where the writer thread writes them from;
+- **model and optimizer** (CPU runs; on a GPU they live on the device): parameters,
+  gradients, optimizer state and the flat allreduce buffer;
+- **activations** (CPU runs, likewise): what a training step keeps for the backward pass,
+  the outputs of every layer for one batch of b + r samples;
+- **checkpoint copy** (CPU and GPU runs): an asynchronous checkpoint copies the model, the
+  optimizer and the buffer shard to host memory, where the writer thread writes them from;
 - **runtime**: Python, torch, MPI, HDF5, Horovod: 0.35 GB measured here (CPU torch); on a GPU
   the CUDA context adds host memory too, taken as 2 GB (driver dependent, not measured here).
 """
@@ -64,14 +66,35 @@ def estimate(cfg, ranks: int, on_gpu: bool) -> HostMemoryEstimate:
 
     shape = pipeline_for(cfg.data, info, "cpu", cfg.seed, 0).output_shape(info.sample_shape)
     options = {k: v for k, v in cfg.model.options.items() if k != "pretrained"}
-    with torch.device("meta"):
-        params = sum(p.numel() for p in build_model(cfg.model.kind, shape, info.num_classes,
-                                                    **options).parameters())
+    with torch.device("meta"):        # shapes only: no memory, no time
+        net = build_model(cfg.model.kind, shape, info.num_classes, **options)
+        params = sum(p.numel() for p in net.parameters())
+        batch = cfg.train.batch_size + (cfg.rehearsal.representatives if learner.holds_buffer else 0)
+        activations = 0 if on_gpu else _activation_bytes(net, (batch,) + tuple(shape))
     states = {"adam": 2, "sgd": 1 if cfg.train.momentum else 0}.get(cfg.train.optimizer, 2)
     weights = 4 * params
-    model = weights * (3 + states)          # parameters, gradients, allreduce buffer, state
+    model = 0 if on_gpu else weights * (3 + states)   # parameters, gradients, allreduce buffer, state
     parts = {"training data": train, "test data": test, "rehearsal buffer": buffer,
-             "model and optimizer": model, "checkpoint copy": weights * (1 + states) + buffer,
+             "model and optimizer": model, "activations": activations,
+             "checkpoint copy": weights * (1 + states) + buffer,
              "runtime": RUNTIME_BYTES + (CUDA_CONTEXT_BYTES if on_gpu else 0)}
     notes = ("the CUDA context's host memory is assumed (2 GB), not measured",) if on_gpu else ()
     return HostMemoryEstimate(parts, notes)
+
+
+def _activation_bytes(net, input_shape) -> int:
+    """What a training step keeps for the backward pass, taken as the outputs of every leaf
+    module for one batch (float32), found by a forward pass on the meta device."""
+    import torch
+    total = [0]
+
+    def count(module, args, out):
+        if isinstance(out, torch.Tensor):
+            total[0] += out.numel() * 4
+    hooks = [m.register_forward_hook(count) for m in net.modules() if not any(m.children())]
+    try:
+        net(torch.empty(input_shape, device="meta"))
+    finally:
+        for h in hooks:
+            h.remove()
+    return total[0]
