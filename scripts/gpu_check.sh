@@ -10,7 +10,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
-PRESET=${GPU_CHECK_PRESET:-$([[ $DEVICE == cuda ]] && echo gpu || echo cpu)}
+PRESET=${GPU_CHECK_PRESET:-$([[ $DEVICE == cuda ]] && echo gpu || echo tiny)}   # tiny: a dry run on CPU checks the script, in minutes
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} HPCCL_DATA_CACHE=$WORK/data PYTHONUNBUFFERED=1
@@ -41,6 +41,20 @@ timeout 300 "$PY" -m hpccl run jobs/quickstart.yaml --set runtime.backend=torch 
     --set runtime.device="$DEVICE" --set log.progress=lines --out "$WORK/quickstart" || status=1
 "$PY" -m hpccl analyze "$WORK/quickstart" --format json > "$WORK/quickstart.json" 2>/dev/null || status=1
 
+echo "== host memory of a CUDA context (what hpccl's host memory estimate assumes: 2 GB)"
+timeout 120 "$PY" - "$DEVICE" > "$WORK/context.json" <<'PYEOF' || status=1
+import json, sys
+from hpccl.core.memory import peak_rss_bytes, pss_bytes
+import torch, torch.nn.functional as F
+before = pss_bytes() or peak_rss_bytes()
+if sys.argv[1] == "cuda":       # the context, cuBLAS and cuDNN: what a training step loads
+    x = torch.randn(8, 3, 32, 32, device="cuda")
+    (torch.randn(64, 64, device="cuda") @ torch.randn(64, 64, device="cuda")).sum().item()
+    F.conv2d(x, torch.randn(4, 3, 3, 3, device="cuda")).sum().item()
+after = pss_bytes() or peak_rss_bytes()
+print(json.dumps({"context_bytes": after - before}))
+PYEOF
+
 PRECISIONS=${GPU_CHECK_PRECISIONS:-$([[ $DEVICE == cuda ]] && echo "fp32 bf16" || echo fp32)}
 for precision in $PRECISIONS; do
   echo "== benchmarks/throughput.py --preset $PRESET --device $DEVICE --precision $precision"
@@ -63,6 +77,15 @@ try:
 except (OSError, KeyError, ValueError) as e:
     rows.append(("quickstart", f"FAILED ({e})"))
 import glob
+try:
+    from hpccl.core.logs import read_h5
+    a = read_h5(os.path.join(work, "quickstart", "ranks", "rank00000.h5"))["attrs"]
+    ctx = json.load(open(os.path.join(work, "context.json")))["context_bytes"]
+    rows.append(("host memory", f"quickstart rank 0 peak PSS {a.get('peak_pss_bytes', 0) / 1e6:.0f} MB, "
+                                f"RSS {a['peak_rss_bytes'] / 1e6:.0f} MB; a CUDA context with cuBLAS and "
+                                f"cuDNN adds {ctx / 1e6:.0f} MB (estimate assumes 2000 MB)"))
+except (OSError, KeyError, ValueError) as e:
+    rows.append(("host memory", f"FAILED ({e})"))
 results = sorted(glob.glob(os.path.join(work, "throughput-*.json")))
 for path in results:
     try:
