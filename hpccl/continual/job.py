@@ -150,6 +150,7 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
                            "signal": signals.received, "log_rows": session.table_rows()},
                     shared=learner.shared_state(), local=local, files=learner.checkpoint_files(),
                     wait=why == "signal", started=started)
+        session.memory.sample()          # the host copy is held until the writer is done
         periodic.saved()
         if why == "signal":
             progress.message(f"hpccl: stop signal ({signals.received or 'on another rank'}): "
@@ -186,6 +187,7 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
                 raise checkpoint.Preempted()
             train_time += sw.seconds
             x, y, task_ids = scenario.test_upto(t)
+            session.memory.sample()          # the task and the gathered test data, at their peak
             a1, a5 = evaluate(learner.predict, x, y, task_ids, t + 1, world, cfg.train.eval_batch_size,
                               ctx.inputs)
             top1[t, :t + 1], top5[t, :t + 1] = a1, a5

@@ -8,9 +8,10 @@ and written to the rank log at the close:
   rehearsal shards through a node's shared-memory window each count those pages;
 - ``peak_pss_bytes``: the highest proportional set size sampled (``/proc/self/smaps_rollup``,
   Linux): a shared page counts 1/k in each of the k processes that map it, so the ranks of a
-  node sum to what the node holds. Sampled, so a peak shorter than the interval (0.1 s, longer
-  for a large process: reading smaps walks its page tables, and the watch keeps that under 5 %
-  of one core) can be missed.
+  node sum to what the node holds. Sampled every 0.25 s (longer for a large process: reading
+  smaps walks its page tables, and the watch keeps that under 5 % of one core) and where a
+  runner knows a peak (``sample()``: a continual job after gathering the test data and after
+  a checkpoint's copy), so a shorter peak elsewhere can be missed.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def node_memory_bytes() -> int | None:
 class MemoryWatch:
     """Samples this process's PSS in the background; ``peaks()`` for the log."""
 
-    def __init__(self, interval: float = 0.1):
+    def __init__(self, interval: float = 0.25):
         self.interval = interval
         self._cost = 0.0
         self.peak_pss = pss_bytes()
