@@ -29,7 +29,6 @@ from hpccl.core.memory import GB, HostMemoryEstimate
 
 RUNTIME_BYTES = 0.35 * GB
 CUDA_CONTEXT_BYTES = 2.0 * GB
-_READ_BLOCK = 64 << 20
 
 
 def estimate(cfg, ranks: int, on_gpu: bool) -> HostMemoryEstimate:
@@ -40,7 +39,7 @@ def estimate(cfg, ranks: int, on_gpu: bool) -> HostMemoryEstimate:
     from hpccl.continual.rehearsal.shard import ShardLayout
     from hpccl.continual.scenario import ClassIncremental
     from hpccl.data.datasets import materialize_builtin
-    from hpccl.data.h5format import DatasetFile
+    from hpccl.data.h5format import READ_BLOCK_BYTES, DatasetFile
     from hpccl.data.pipeline import pipeline_for
     from hpccl.models import build_model
 
@@ -55,7 +54,7 @@ def estimate(cfg, ranks: int, on_gpu: bool) -> HostMemoryEstimate:
 
     task_rows = [math.ceil(train_counts[c].sum() / ranks) for c in scenario.task_classes]
     train_rows = sum(task_rows) if learner.needs_past_tasks else max(task_rows)
-    train = train_rows * (sample + 8) + min(_READ_BLOCK, train_rows * sample)
+    train = train_rows * (sample + 8) + min(READ_BLOCK_BYTES, train_rows * sample)
     test_rows = math.ceil(sum(test_counts[c].sum() for c in scenario.task_classes) / ranks)
     test = test_rows * (2 * (sample + 8) + 8)
 

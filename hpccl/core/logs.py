@@ -31,6 +31,7 @@ Datasets carry their role in an ``hpccl`` attribute: ``row`` (a column of a tabl
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 
@@ -362,6 +363,7 @@ def _decode(v):
     return v.decode() if isinstance(v, bytes) else v
 
 
+@functools.lru_cache(maxsize=1)
 def _read_attempts_setter():
     """HDF5's H5Pset_metadata_read_attempts from the library h5py runs on (h5py does not wrap
     it), or None where it cannot be found (not Linux)."""

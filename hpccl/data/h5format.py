@@ -24,7 +24,7 @@ from hpccl.core.errors import DatasetError
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "test")
-_READ_BLOCK_BYTES = 64 << 20   # rows read at once by DatasetFile.read
+READ_BLOCK_BYTES = 64 << 20   # rows read at once by DatasetFile.read
 
 
 def write_dataset(path, train_x, train_y, test_x, test_y, num_classes: int, name: str,
@@ -175,10 +175,10 @@ class DatasetFile:
         x_ds, y_ds = self._f[f"{split}/x"], self._f[f"{split}/y"]
         out_x = np.empty((len(indices),) + x_ds.shape[1:], dtype=x_ds.dtype)
         out_y = np.empty((len(indices),), dtype=np.int64)
-        # In blocks of at most _READ_BLOCK_BYTES, so reading a task's shard holds the shard
+        # In blocks of at most READ_BLOCK_BYTES, so reading a task's shard holds the shard
         # plus one block, not twice the shard. h5py wants increasing, unique indices: each
         # block reads its unique sorted rows, then expands them.
-        block = max(1, _READ_BLOCK_BYTES // max(1, out_x[:1].nbytes))
+        block = max(1, READ_BLOCK_BYTES // max(1, out_x[:1].nbytes))
         for start in range(0, len(sorted_idx), block):
             uniq, inverse = np.unique(sorted_idx[start:start + block], return_inverse=True)
             where = order[start:start + block]

@@ -282,7 +282,7 @@ def test_read_in_blocks_keeps_order_and_duplicates_across_block_edges(tmp_path, 
     x = rng.integers(0, 256, (50, 3, 2, 2), dtype=np.uint8)
     y = np.arange(50, dtype=np.int64) % 5
     path = write_dataset(tmp_path / "b.h5", x, y, x[:10], y[:10], num_classes=5, name="b", chunk_rows=7)
-    monkeypatch.setattr(h5format, "_READ_BLOCK_BYTES", 3 * x[0].nbytes)     # 3 rows a block
+    monkeypatch.setattr(h5format, "READ_BLOCK_BYTES", 3 * x[0].nbytes)     # 3 rows a block
     idx = rng.integers(0, 50, 40)                                           # repeats, any order
     with DatasetFile(path) as ds:
         xr, yr = ds.read("train", idx, native=True)
