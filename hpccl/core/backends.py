@@ -45,6 +45,10 @@ class HorovodBackend(GradientBackend):
     name = "horovod"
 
     def __init__(self, world):
+        from hpccl.core.mpi import horovod_mpi_mismatch
+        mismatch = horovod_mpi_mismatch()
+        if mismatch:
+            raise ConfigError(mismatch)
         try:
             import horovod.torch as hvd
         except ImportError as e:

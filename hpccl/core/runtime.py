@@ -78,14 +78,59 @@ def _pick_device(kind: str, local_rank: int) -> torch.device:
     return torch.device("cuda", index)
 
 
-def _set_threads(device: torch.device, local_size: int, threads: int | None):
+def _my_cores() -> frozenset:
+    try:
+        return frozenset(os.sched_getaffinity(0))
+    except AttributeError:
+        return frozenset(range(os.cpu_count() or 1))
+
+
+def _kernel_id() -> str:
+    """Which running kernel this is: ranks with the same id share one machine's cores, whatever
+    MPI calls their nodes (containers, network namespaces and VMs' hosts report another
+    hostname on the same cores)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return socket.gethostname()
+
+
+def core_sharers(comm) -> int:
+    """How many ranks (this one included) run on this machine with CPU sets that overlap this
+    rank's: the ranks its threads compete with for cores. MPI's node (``COMM_TYPE_SHARED``)
+    can undercount them: hosts made by namespaces or containers on one machine are separate
+    nodes to MPI and still share its cores."""
+    mine = _my_cores()
+    everyone = comm.allgather((_kernel_id(), sorted(mine)))
+    me = _kernel_id()
+    return sum(1 for kernel, cores in everyone if kernel == me and mine & set(cores))
+
+
+def busy_poll_warning(sharers: int, local_size: int, hostname: str, env=os.environ) -> str | None:
+    """OpenMPI waits by polling without yielding unless it sees more ranks on its node than
+    cores; ranks it places on different nodes of one machine (namespaces, containers) then
+    spin against each other's compute (measured on the multi-host test bed: Horovod's
+    background thread made 3 epochs 31x slower). Say so, with the fix, where it applies."""
+    cores = len(_my_cores())
+    if sharers <= cores or local_size > cores or "OMPI_MCA_mpi_yield_when_idle" in env:
+        return None
+    MPI = mpi()
+    if "Open MPI" not in MPI.Get_library_version():
+        return None         # MPICH yields to the scheduler after a bounded number of polls
+    return (f"{sharers} ranks share the {cores} cores of this machine, but MPI places only "
+            f"{local_size} on its node {hostname!r}, so Open MPI's waits poll without yielding and "
+            "steal the cores from training. HINT: export OMPI_MCA_mpi_yield_when_idle=1 in the job's "
+            "environment (the site file's 'env:'), which is what Open MPI does by itself when it "
+            "sees more ranks than cores.")
+
+
+def _set_threads(device: torch.device, sharers: int, threads: int | None):
     if threads is None:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:
-            cores = os.cpu_count() or 1
-        # On CPU the ranks of a node share its cores; on GPU a couple of threads suffice.
-        threads = max(1, cores // max(1, local_size)) if device.type == "cpu" else min(4, cores)
+        cores = len(_my_cores())
+        # On CPU the ranks that share these cores split them (compute threads beyond the cores
+        # stall in OpenMP barriers behind each other); on GPU a couple of threads suffice.
+        threads = max(1, cores // max(1, sharers)) if device.type == "cpu" else min(4, cores)
     torch.set_num_threads(threads)
 
 
@@ -100,7 +145,12 @@ def init_world(runtime_cfg, comm=None) -> World:
     leader = node_comm.bcast(rank, root=0)
     leaders = sorted(set(comm.allgather(leader)))
     device = _pick_device(runtime_cfg.device, local_rank)
-    _set_threads(device, local_size, runtime_cfg.threads_per_rank)
+    sharers = core_sharers(comm)
+    _set_threads(device, sharers, runtime_cfg.threads_per_rank)
+    warning = busy_poll_warning(sharers, local_size, socket.gethostname())
+    if warning and rank == 0:
+        sys.stderr.write(f"hpccl: warning: {warning}\n")
+        sys.stderr.flush()
     world = World(comm=comm, rank=rank, size=size, node_comm=node_comm, local_rank=local_rank,
                   local_size=local_size, node_index=leaders.index(leader), num_nodes=len(leaders),
                   hostname=socket.gethostname(), device=device)

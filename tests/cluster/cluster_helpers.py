@@ -15,13 +15,18 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Only the hosts' own interface: UCX would otherwise also offer 'lo', whose 127.0.0.1 on
 # another host is that host's own loopback.
 _UCX = {"UCX_TLS": "tcp,self,sm", "UCX_NET_DEVICES": "eth0"}
+# The test bed's hosts share this machine's cores, but each looks to OpenMPI like a node with
+# all of them: it would poll without yielding (it yields by itself only when it sees more ranks
+# than cores on a node), and every waiting rank would hold a core the others need. On a real
+# cluster each node's cores are its own; here the yield restores what that gives.
+_OMPI_SHARED_CORES = {"OMPI_MCA_mpi_yield_when_idle": "1"}
 STACK_ENV = {
     # OpenMPI over UCX's TCP transport, two-sided and one-sided (a fabric without RDMA).
-    "openmpi-ucx": {**_UCX, "OMPI_MCA_pml": "ucx", "OMPI_MCA_osc": "ucx,sm",
+    "openmpi-ucx": {**_UCX, **_OMPI_SHARED_CORES, "OMPI_MCA_pml": "ucx", "OMPI_MCA_osc": "ucx,sm",
                     "OMPI_MCA_pml_ucx_tls": "any", "OMPI_MCA_pml_ucx_devices": "any",
                     "OMPI_MCA_osc_ucx_tls": "any", "OMPI_MCA_osc_ucx_devices": "any"},
     # What OpenMPI uses on a plain Ethernet cluster: ob1 over the TCP BTL, no UCX at all.
-    "openmpi-tcp": {"OMPI_MCA_pml": "ob1", "OMPI_MCA_btl": "tcp,vader,self", "OMPI_MCA_osc": "^ucx",
+    "openmpi-tcp": {**_OMPI_SHARED_CORES, "OMPI_MCA_pml": "ob1", "OMPI_MCA_btl": "tcp,vader,self", "OMPI_MCA_osc": "^ucx",
                     "OMPI_MCA_btl_tcp_if_include": "eth0"},
     # Debian's MPICH (ch4 over UCX), from its own environment.
     "mpich": dict(_UCX),

@@ -61,7 +61,7 @@ def _busy_owner(world, ranks_per_node, busy_s: float, timeout_s: float, progress
         world.comm.Abort(2)
     w = shard.windows
     layout = f"{w.num_nodes} node(s)" + (" (pseudo-nodes of rehearsal.ranks_per_node)" if ranks_per_node else "")
-    windows = Finding("windows", OK, f"{layout}; {'shared-memory + RMA' if w.world_win else 'shared-memory'} windows")
+    windows = Finding("windows", OK, f"{layout}; {' + '.join(k for k, win in (('shared-memory', w.node_win), ('RMA', w.world_win)) if win is not None)} windows")
     values = np.full((16, 1024), world.rank, dtype=np.float32)
     shard.insert(values, np.arange(16) % 2)
     sampler = GlobalSampler(shard, np.random.default_rng(1000 + world.rank))
@@ -156,6 +156,10 @@ def _gpus(world, device: str) -> Finding:
 def _horovod(backend: str, uses_cuda: bool) -> Finding:
     if backend != "horovod":
         return Finding("horovod", SKIP, f"backend is {backend}")
+    from hpccl.core.mpi import horovod_mpi_mismatch
+    mismatch = horovod_mpi_mismatch()
+    if mismatch:
+        return Finding("horovod", FAIL, mismatch)
     try:
         import horovod.torch as hvd
     except ImportError as e:
