@@ -19,7 +19,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from cluster_helpers import IN_CI  # noqa: E402
+from cluster_helpers import IN_CI, ROOT  # noqa: E402
 from testbed import Testbed, Unavailable  # noqa: E402
 
 
@@ -52,3 +52,31 @@ def shared(shared_root, request):
     d = shared_root / request.node.name.replace("/", "_").replace("[", "-").replace("]", "")
     d.mkdir()
     return d
+
+
+SITES = os.path.join(HERE, "sites")
+
+
+@pytest.fixture(scope="session")
+def cluster_slurm(testbed, shared_root):
+    """Slurm across the test bed: one slurmd per host, slurmctld and munged on node1 (the
+    login node, where clients run); its state on the shared file system."""
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "sched"))
+    from slurm_cluster import LocalSlurm, Unavailable as NoSlurm, ensure_installed
+    try:
+        ensure_installed()
+    except NoSlurm as e:
+        if IN_CI:
+            pytest.fail(f"CI=true and {e}", pytrace=False)
+        pytest.skip(str(e))
+    root = shared_root / "slurm"
+    root.mkdir()
+    slurm = LocalSlurm(root, cpus=2, nodes=[(h, testbed.address(h)) for h in testbed.names],
+                       on=lambda host: testbed.on(host, cwd=ROOT))
+    try:
+        slurm.start()
+    except NoSlurm as e:
+        slurm.stop()
+        pytest.fail(f"Slurm across the test bed did not start: {e}", pytrace=False)
+    yield slurm
+    slurm.stop()

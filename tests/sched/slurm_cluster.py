@@ -66,12 +66,21 @@ def _sbin(name: str) -> str:
 
 
 class LocalSlurm:
-    """Start with :meth:`start`, stop with :meth:`stop`; ``env`` is what clients need."""
+    """Start with :meth:`start`, stop with :meth:`stop`; ``env`` is what clients need.
 
-    def __init__(self, root: Path, cpus: int | None = None):
+    One node on localhost by default. With ``nodes`` [(name, address), ...] and ``on`` (host ->
+    the command prefix that runs on that host, e.g. the multi-host test bed's nsenter), one
+    slurmd runs on each host and slurmctld, munged and every client command on the first:
+    a login node that is also the controller. ``root`` must then be on a file system every
+    host sees."""
+
+    def __init__(self, root: Path, cpus: int | None = None, nodes=None, on=None):
         self.root = Path(root)
         self.cpus = cpus or os.cpu_count() or 1
         self.host = socket.gethostname().split(".")[0]
+        self.nodes = list(nodes or [(self.host, "127.0.0.1")])
+        self.on = on or (lambda host: [])
+        self.login = self.nodes[0][0] if nodes else None
         self.procs: dict[str, subprocess.Popen] = {}
         self.conf = self.root / "slurm.conf"
         self.env = dict(os.environ, SLURM_CONF=str(self.conf))
@@ -79,7 +88,7 @@ class LocalSlurm:
     # --- set-up -------------------------------------------------------------------------------------
     def _write_config(self) -> None:
         r = self.root
-        for d in ("state", "spool", "munge"):
+        for d in ("state", "spool", "munge", "logs"):
             (r / d).mkdir(parents=True, exist_ok=True)
         os.chmod(r / "munge", 0o700)
         key = r / "munge" / "munge.key"
@@ -90,7 +99,7 @@ class LocalSlurm:
         self.conf.write_text(f"""\
 # A one-node cluster on localhost for hpccl's tests (tests/sched/slurm_cluster.py).
 ClusterName=hpccltest
-SlurmctldHost={self.host}(127.0.0.1)
+SlurmctldHost={self.nodes[0][0] if self.login else self.host}({self.nodes[0][1]})
 SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
 AuthType=auth/munge
@@ -99,11 +108,11 @@ AuthInfo=socket={r}/munge/munge.socket,cred_expire=5
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation={r}/state
-SlurmdSpoolDir={r}/spool
+SlurmdSpoolDir={r}/spool/%n
 SlurmctldPidFile={r}/slurmctld.pid
-SlurmdPidFile={r}/slurmd.pid
+SlurmdPidFile={r}/spool/slurmd-%n.pid
 SlurmctldLogFile={r}/slurmctld.log
-SlurmdLogFile={r}/slurmd.log
+SlurmdLogFile={r}/logs/slurmd-%n.log
 PlugStackConfig={r}/plugstack.conf
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -124,14 +133,16 @@ KillWait=10
 InactiveLimit=0
 SlurmctldTimeout=30
 SlurmdTimeout=60
-NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory=1000 State=UNKNOWN
-PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
-""")
+""" + "".join(f"NodeName={name} NodeAddr={addr} CPUs={self.cpus} RealMemory=1000 State=UNKNOWN\n"
+             for name, addr in self.nodes)
+            + f"PartitionName=debug Nodes={','.join(n for n, _ in self.nodes)} Default=YES "
+              "MaxTime=INFINITE State=UP\n")
 
-    def _spawn(self, name: str, cmd: list[str]) -> None:
+    def _spawn(self, name: str, cmd: list[str], host: str | None = None) -> None:
         log = open(self.root / f"{name}.stdout", "ab")
-        self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, env=self.env)
+        self.procs[name] = subprocess.Popen(self.on(host or self.login) + cmd, stdout=log,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            env=self.env)
 
     def start(self, timeout: float = 60) -> "LocalSlurm":
         self._write_config()
@@ -144,13 +155,15 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
         self._spawn("slurmctld", [_sbin("slurmctld"), "-D", "-i", "-f", str(self.conf)])
         self._wait(lambda: self._run(["scontrol", "ping"]).stdout.count("UP") >= 1, timeout,
                    "slurmctld to answer scontrol ping")
-        self._spawn("slurmd", [_sbin("slurmd"), "-D", "-f", str(self.conf)])
-        self._wait(self._node_idle, timeout, f"node {self.host} to be idle")
+        for name, _ in self.nodes:
+            self._spawn(f"slurmd-{name}" if self.login else "slurmd",
+                        [_sbin("slurmd"), "-D", "-f", str(self.conf), "-N", name], host=name)
+        self._wait(self._node_idle, timeout, f"node(s) {', '.join(n for n, _ in self.nodes)} to be idle")
         return self
 
     def _node_idle(self) -> bool:
         out = self._run(["sinfo", "-h", "-N", "-o", "%t"]).stdout.split()
-        return bool(out) and all(s.rstrip("*~#") == "idle" for s in out)
+        return len(out) == len(self.nodes) and all(s.rstrip("*~#") == "idle" for s in out)
 
     def _wait(self, check, timeout: float, what: str) -> None:
         end = time.time() + timeout
@@ -168,12 +181,15 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
         raise Unavailable(f"timed out after {timeout:.0f}s waiting for {what}:\n{self.logs()}")
 
     def _run(self, cmd: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
-        return subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=timeout)
+        return subprocess.run(self.on(self.login) + cmd, capture_output=True, text=True,
+                              env=self.env, timeout=timeout)
 
     def logs(self, tail: int = 3000) -> str:
         out = []
-        for f in ("slurmctld.log", "slurmd.log", "munge/munged.log", "munged.stdout",
-                  "slurmctld.stdout", "slurmd.stdout"):
+        names = ["slurmctld.log", "munge/munged.log", "munged.stdout", "slurmctld.stdout",
+                 *(f"logs/slurmd-{n}.log" for n, _ in self.nodes),
+                 *(f"slurmd-{n}.stdout" for n, _ in self.nodes), "slurmd.stdout"]
+        for f in names:
             p = self.root / f
             if p.exists() and p.stat().st_size:
                 out.append(f"--- {f}\n{p.read_text(errors='replace')[-tail:]}")
@@ -211,7 +227,7 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
     def stop(self) -> None:
         if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
             self._run(["scancel", "--full", "--user", str(os.getuid())])   # our jobs only
-        for name in ("slurmd", "slurmctld", "munged"):
+        for name in ("slurmd", *(f"slurmd-{n}" for n, _ in self.nodes), "slurmctld", "munged"):
             p = self.procs.get(name)
             if p is None or p.poll() is not None:
                 continue
