@@ -170,6 +170,24 @@ class RuntimeConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads_per_rank: Optional[int] = ranged(None, ge=1, le=1024)   # torch threads; default: cores of the node / ranks on it
     profile_sync: bool = False      # CUDA: synchronise after every timed phase (exact breakdown, no overlap)
+    # A rank that waits on the others (a collective, the gradient allreduce, a rehearsal draw)
+    # longer than this ends the job, naming itself and the wait: a lost node or a partition
+    # otherwise holds a TCP collective for many minutes. Seconds, '5min', or 'off'.
+    hang_timeout: Union[float, str, bool] = ranged("5min", gt=0)
+
+    def check(self, loader: Loader, path: str):
+        from hpccl.core.schema import parse_timeout
+        if parse_timeout(self.hang_timeout) is None:
+            raise loader.error(f"{path}.hang_timeout", "a number of seconds > 0, a time such as "
+                               "'5min' or '90s', or 'off'", self.hang_timeout)
+        if self.hang_timeout is False:
+            self.hang_timeout = "off"
+
+    @property
+    def hang_timeout_s(self) -> float:
+        """0.0 when off."""
+        from hpccl.core.schema import parse_timeout
+        return parse_timeout(self.hang_timeout)
 
 
 @dataclass

@@ -26,6 +26,6 @@ def evaluate(predict, x, y, task_ids, num_tasks: int, world, batch_size: int,
         for row, k in ((0, 1), (1, 5)):
             counts[row] += torch.bincount(tb, weights=hits[k].float().cpu(), minlength=num_tasks).numpy()[:num_tasks]
         counts[2] += torch.bincount(tb, minlength=num_tasks).numpy()[:num_tasks]
-    total = world.allreduce_sum(counts.ravel()).reshape(counts.shape)
+    total = world.allreduce_sum(counts.ravel(), what="the evaluation allreduce").reshape(counts.shape)
     with np.errstate(invalid="ignore", divide="ignore"):
         return total[0] / total[2], total[1] / total[2]

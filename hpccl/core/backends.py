@@ -18,7 +18,7 @@ import socket
 
 import torch
 
-from hpccl.core.errors import ConfigError
+from hpccl.core.errors import ConfigError, PeerLost
 
 
 class GradientBackend:
@@ -123,6 +123,26 @@ class _AllreduceOnStep:
         return getattr(self._opt, name)
 
 
+@contextlib.contextmanager
+def _peer_failures():
+    """torch.distributed reports a peer that died or vanished as a RuntimeError from gloo or
+    NCCL ("Connection closed by peer", "Connection reset", a timeout): name it as what it is."""
+    try:
+        yield
+    except RuntimeError as e:
+        text = str(e)
+        if not any(k in text for k in ("Connection closed by peer", "Connection reset", "Timed out",
+                                        "timed out", "Broken pipe", "NCCL communicator was aborted")):
+            raise
+        detail = text.strip().splitlines()[0]
+        if "] " in detail:
+            detail = detail.split("] ", 1)[1]     # gloo prefixes its source file and line
+        raise PeerLost(f"the gradient allreduce (torch.distributed) lost another rank: {detail}. "
+                       "Another rank or its node failed; its own error, or the launcher's, says "
+                       "why. A requeue or 'hpccl run --resume RUN_DIR' continues from the last "
+                       "checkpoint.") from None
+
+
 class _BucketedAllreduceOnStep(_AllreduceOnStep):
     """Like ``_AllreduceOnStep``, but the gradients are allreduced during the backward pass:
     parameters are grouped into buckets of about ``bucket_bytes`` in reverse order (the order
@@ -161,7 +181,8 @@ class _BucketedAllreduceOnStep(_AllreduceOnStep):
     def _launch(self, i: int):
         flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
                           for p in self._buckets[i]])
-        self._work.append((i, flat, self._dist.all_reduce(flat, async_op=True)))
+        with _peer_failures():
+            self._work.append((i, flat, self._dist.all_reduce(flat, async_op=True)))
         self._next = i + 1
 
     def synchronize(self):
@@ -169,7 +190,8 @@ class _BucketedAllreduceOnStep(_AllreduceOnStep):
             self._launch(self._next)
         n = self._dist.get_world_size()
         for i, flat, handle in self._work:
-            handle.wait()
+            with _peer_failures():
+                handle.wait()
             flat /= n
             offset = 0
             for p in self._buckets[i]:

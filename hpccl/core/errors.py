@@ -30,3 +30,8 @@ class CollectiveError(HpcclError):
 class TrainingDiverged(CollectiveError):
     """The training loss (or the parameters) stopped being finite."""
     status = "failed: non-finite loss"
+
+
+class PeerLost(HpcclError):
+    """A transport beside MPI (torch.distributed's gloo or NCCL) lost its connection to another
+    rank: that rank or its node failed. Not this rank's bug: one paragraph, then the job ends."""

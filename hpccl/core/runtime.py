@@ -21,6 +21,7 @@ import torch
 from hpccl.core.collectives import Collectives
 from hpccl.core.errors import ConfigError
 from hpccl.core.mpi import mpi
+from hpccl.core.watchdog import NoWatchdog, Watchdog
 
 if TYPE_CHECKING:
     from hpccl.core.backends import GradientBackend
@@ -40,6 +41,7 @@ class World:
     device: torch.device
     backend: "GradientBackend | None" = field(default=None, repr=False)
     collectives: Collectives = field(default=None, repr=False)   # on ``comm``; see core/collectives.py
+    watchdog: object = field(default_factory=NoWatchdog, repr=False)   # core/watchdog.py
 
     def __post_init__(self):
         if self.collectives is None:
@@ -49,15 +51,18 @@ class World:
     def is_root(self) -> bool:
         return self.rank == 0
 
-    def barrier(self):
-        self.comm.Barrier()
+    def barrier(self, what: str = "a barrier"):
+        with self.watchdog.waiting(what):
+            self.comm.Barrier()
 
-    def bcast(self, obj, root: int = 0):
-        return self.comm.bcast(obj, root=root)
+    def bcast(self, obj, root: int = 0, what: str = "a broadcast"):
+        with self.watchdog.waiting(what):
+            return self.comm.bcast(obj, root=root)
 
-    def allreduce_sum(self, values):
+    def allreduce_sum(self, values, what: str = "a metrics allreduce"):
         """Sum a small float64 array over ranks (metrics, counts): one MPI call."""
-        return self.collectives.sum(values)
+        with self.watchdog.waiting(what):
+            return self.collectives.sum(values)
 
     def abort(self, code: int = 1):
         self.comm.Abort(code)
@@ -154,12 +159,16 @@ def init_world(runtime_cfg, comm=None) -> World:
     world = World(comm=comm, rank=rank, size=size, node_comm=node_comm, local_rank=local_rank,
                   local_size=local_size, node_index=leaders.index(leader), num_nodes=len(leaders),
                   hostname=socket.gethostname(), device=device)
+    timeout = runtime_cfg.hang_timeout_s
+    if timeout > 0 and size > 1:
+        world.watchdog = Watchdog(timeout, rank, world.hostname, abort=comm.Abort)
     from hpccl.core.backends import make_backend
     world.backend = make_backend(runtime_cfg.backend, world)
     return world
 
 
 def shutdown_world(world: World):
+    world.watchdog.stop()
     if world.backend is not None:
         world.backend.shutdown()
         world.backend = None
@@ -184,7 +193,7 @@ def abort_on_error(fn):
                 sys.stderr.flush()
             raise SystemExit(exc.exit_code) from None
         if isinstance(exc, HpcclError):
-            text = f"hpccl: error on rank {rank}: {exc}\n"
+            text = f"hpccl: error on rank {rank} ({socket.gethostname()}): {exc}\n"
         else:
             text = f"hpccl: rank {rank} failed:\n" + "".join(traceback.format_exception(exc))
         sys.stderr.write(text)

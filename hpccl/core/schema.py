@@ -272,3 +272,16 @@ def parse_every(value):
     if m and float(m.group(1)) > 0:
         return ("seconds", float(m.group(1)) * _UNIT_S[m.group(2)])
     return None
+
+
+def parse_timeout(value):
+    """``runtime.hang_timeout`` in seconds: a number of seconds > 0, a time such as '5min',
+    or 'off' (0.0); None when the value means nothing."""
+    if value is False or value == "off":
+        return 0.0
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value) if value > 0 and value == value and value != float("inf") else None
+    m = _DURATION.match(str(value))
+    if m and float(m.group(1)) > 0:
+        return float(m.group(1)) * _UNIT_S[m.group(2)]
+    return None

@@ -49,7 +49,8 @@ def launch(tb, stack: str, per_host: int, argv: list[str], hosts: list[str] | No
     if stack == "mpich":
         return ["mpiexec.mpich", "-launcher", "ssh", "-launcher-exec", tb.agent,
                 "-hosts", ",".join(f"{h}:{per_host}" for h in hosts), "-n", str(n), py, *argv]
-    return ["mpirun", "--allow-run-as-root", "--mca", "plm_rsh_agent", tb.agent,
+    from hpccl.core.launch import openmpi_liveness_flags     # what hpccl's own launches add
+    return ["mpirun", "--allow-run-as-root", *openmpi_liveness_flags(), "--mca", "plm_rsh_agent", tb.agent,
             "--host", ",".join(f"{h}:{per_host}" for h in hosts), "-np", str(n), py, *argv]
 
 

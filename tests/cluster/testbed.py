@@ -106,7 +106,15 @@ fi
 if [ "$(cat "{state}/hosts/$host.link" 2>/dev/null)" = down ]; then
   echo "ssh: connect to host $host port 22: Connection timed out" >&2; exit 255
 fi
-exec nsenter -t "$pid" -n -u -m --wd="$PWD" -- /bin/sh -c "$*"
+# Like ssh, this process stays on the calling host while the command runs on the other.
+nsenter -t "$pid" -n -u -m --wd="$PWD" -- /bin/sh -c "$*" &
+child=$!
+trap 'kill -TERM $child 2>/dev/null; exit 143' TERM INT HUP
+wait $child; rc=$?
+# An ssh whose host died with its link down learns nothing: no FIN or RST reaches it, so it
+# waits (until TCP gives up, many minutes). So does this, while the link is down.
+while [ "$(cat "{state}/hosts/$host.link" 2>/dev/null)" = down ]; do sleep 1; done
+exit $rc
 """
 
 # The holder: made inside the host's network namespace by unshare (new UTS and mount

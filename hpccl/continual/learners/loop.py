@@ -93,6 +93,7 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
     ``ctx.save_checkpoint`` and training goes on.
     """
     world, train, timers = ctx.world, ctx.train, ctx.timers
+    watchdog = world.watchdog
     device, b = world.device, train.batch_size
     iters = iterations_per_epoch(global_size, world.size, b)
     gen = torch_generator(ctx.seed, "batches", world.rank, task)
@@ -115,6 +116,8 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
         first_nonfinite = torch.full((), -1, dtype=torch.long, device=device)
         ctx.progress.start_epoch(f"task {task} epoch {epoch + 1}/{epochs}", iters)
         epoch_start = len(timers)
+        watchdog.where = f"task {task}, epoch {epoch + 1}"
+
         def start_batch(it):
             with timers.phase("data_load"):
                 idx = order[it * b:(it + 1) * b]
@@ -122,7 +125,7 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
             if rehearsal is not None:
                 # On the CPU batch, so picking candidates costs no device-to-host copy.
                 # Blocks only if the background fetch of representatives is not finished.
-                with timers.phase("rehearsal_wait"):
+                with timers.phase("rehearsal_wait"), watchdog.waiting("a rehearsal draw"):
                     reps = rehearsal.representatives(xb, yb)
             with timers.phase("data_load"):
                 if rehearsal is not None:
@@ -143,7 +146,7 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
                     logits = model(xb)
                     loss = F.cross_entropy(logits, yb) if loss_fn is None else loss_fn(logits, yb)
                 precision.backward(loss)
-            with timers.phase("allreduce_step"):
+            with timers.phase("allreduce_step"), watchdog.waiting("the gradient allreduce"):
                 for group in optimizer.param_groups:
                     group["lr"] = lr * group.get("lr_scale", 1.0)
                 # Clipping acts on the rank-averaged gradient, so every replica takes the same step.
@@ -167,7 +170,8 @@ def fit(model, optimizer, x: torch.Tensor, y: torch.Tensor, global_size: int, ct
         bad_at = int(first_nonfinite.item())
         diverged = bad_at >= 0 or not parameters_finite(model)
         totals = world.allreduce_sum([loss_sum.item(), correct.item(), seen, ctx.stop_requested(),
-                                      int(diverged), ctx.checkpoint_due()])
+                                      int(diverged), ctx.checkpoint_due()],
+                                     what="the epoch's metrics allreduce")
         times = timers.totals(since=epoch_start)
         samples += seen
         record = {"task": task, "epoch": epoch, "loss": totals[0] / max(totals[2], 1),
