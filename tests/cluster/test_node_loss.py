@@ -69,6 +69,7 @@ def test_job_ends_promptly_and_resumes_on_the_hosts_left(testbed, shared, stack,
         rc, ended_after, text = run_with_fault(testbed, stack, job, out, fault)
     finally:
         testbed.set_link("node3", True)
+    print(f"{stack} {fault}: the job ended {ended_after:.1f} s after the fault, exit {rc}")
     assert rc != 0, text[-4000:]
     assert ended_after < 60, (ended_after, text[-4000:])
     # the failure is named: by the watchdog (rank, host, the wait) or by the launcher (the lost daemon)

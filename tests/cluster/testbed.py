@@ -302,13 +302,16 @@ class Testbed:
         (self.state / "hosts" / f"{host}.link").write_text("up" if up else "down")
 
     def processes(self, host: str) -> list[int]:
-        holder = self.holders.get(host)
-        return [p for p in pids_in_netns(self.netns(host)) if holder is None or p != holder.pid]
+        """What runs on ``host``, its holder aside."""
+        holder = self.holders[host].pid if host in self.holders else \
+            int((self.state / "hosts" / f"{host}.pid").read_text())
+        return [p for p in pids_in_netns(self.netns(host)) if p != holder]
 
     def kill_host(self, host: str) -> None:
-        """Node loss: SIGKILL every process on ``host`` and take its link down."""
+        """Node loss: SIGKILL every process on ``host`` and take its link down. The holder
+        (the machine itself) stays, so the host can come back: ``set_link(host, True)``."""
         self.set_link(host, False)
-        for pid in pids_in_netns(self.netns(host)):
+        for pid in self.processes(host):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
