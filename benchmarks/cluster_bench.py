@@ -41,8 +41,8 @@ from testbed import Testbed  # noqa: E402
 BACKENDS = ("horovod", "torch", "mpi")
 
 
-def run_job(tb, stack, backend, learner, epochs, work, per_host=2):
-    tag = f"{stack}-{backend}-{learner}-{per_host}"
+def run_job(tb, stack, backend, learner, epochs, work, per_host=2, label=""):
+    tag = f"{stack}-{backend}-{learner}-{per_host}{label}"
     job = write_quickstart(os.path.join(work, f"{tag}.yaml"), **{
         "runtime.backend": backend, "learner.kind": learner, "train.epochs": epochs})
     out = os.path.join(work, tag)
@@ -53,7 +53,7 @@ def run_job(tb, stack, backend, learner, epochs, work, per_host=2):
     if r.returncode != 0:
         err = [ln for ln in r.stderr.splitlines() if ln.startswith("hpccl: error")]
         why = err[0].split(": ", 2)[-1] if err else f"exit {r.returncode}"
-        return {"result": "refused: " + why[:60], "wall_s": wall}
+        return {"result": "refused: " + why[:40] + "...", "why": why, "wall_s": wall}
     s = json.loads(subprocess.run([sys.executable, "-m", "hpccl", "analyze", out, "--format", "json"],
                                   capture_output=True, text=True, check=True).stdout)
     fr = s["timers"]["mean_fractions"]
@@ -108,14 +108,20 @@ def main(argv=None):
                 inc = run_job(tb, stack, backend, "incremental", epochs, work) if "epoch_s" in reh else {}
                 results["stacks"].append({"stack": stack, "backend": backend, "reh": reh, "inc": inc})
         table(results["stacks"], f"3 hosts x 2 ranks, {epochs} epoch(s) per task, links unlimited")
+        sys.stdout.flush()
         stack, backend = "openmpi-ucx", ("torch" if a.smoke else "horovod")
+        # the same stack and backend with unlimited links first: the bandwidth rows' baseline
+        results["bandwidth"] = [dict(r, backend=f"{backend} @unlimited") for r in results["stacks"]
+                                if (r["stack"], r["backend"]) == (stack, backend)]
         for rate in rates:
             tb.set_bandwidth(rate)
-            reh = run_job(tb, stack, backend, "rehearsal", epochs, work)
-            inc = run_job(tb, stack, backend, "incremental", epochs, work) if "epoch_s" in reh else {}
-            results["bandwidth"].append({"stack": f"{stack} @{rate}", "backend": backend, "reh": reh,
+            reh = run_job(tb, stack, backend, "rehearsal", epochs, work, label=rate)
+            inc = run_job(tb, stack, backend, "incremental", epochs, work, label=rate) \
+                if "epoch_s" in reh else {}
+            results["bandwidth"].append({"stack": stack, "backend": f"{backend} @{rate}", "reh": reh,
                                          "inc": inc})
         tb.set_bandwidth(None)
+        sys.stdout.flush()
         table(results["bandwidth"], f"{stack} + {backend}, links limited (tc tbf)")
     finally:
         tb.stop()

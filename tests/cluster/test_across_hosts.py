@@ -96,3 +96,14 @@ def row(table: str, check: str) -> tuple[str, str]:
     m = re.search(rf"^  {check}\s+(ok|FAIL|warn|skipped)\s+(.*)$", table, re.M)
     assert m, f"no row {check!r} in:\n{table}"
     return m.group(1), m.group(2)
+
+
+def test_osc_ucx_alone_is_refused_in_one_paragraph(testbed, shared):
+    """Open MPI with only osc/ucx cannot make the node's shared-memory window (MPI_ERR_INTERN
+    from Win.Allocate_shared): one paragraph that names the setting, not a traceback."""
+    job = write_quickstart(shared / "job.yaml", **{"runtime.backend": "torch"})
+    r = run_on_cluster(testbed, "openmpi-ucx", 2, ["-m", "hpccl", "run", job, "--out",
+                                                   str(shared / "run")],
+                       env={"HPCCL_DATA_CACHE": str(shared.parent / "data"), "OMPI_MCA_osc": "ucx"})
+    assert_clean_refusal(r, "could not create the rehearsal buffer's shared-memory window")
+    assert "OMPI_MCA_osc=ucx,sm" in r.stderr

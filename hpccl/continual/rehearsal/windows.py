@@ -105,7 +105,16 @@ class ShardWindows:
         # A last, smaller node (3 ranks in nodes of 2) may hold one rank and still needs it.
         largest = comm.allreduce(group_comm.Get_size(), op=MPI.MAX)
         if largest > 1 or self.num_nodes == 1:
-            self.node_win = MPI.Win.Allocate_shared(self.nbytes, 1, comm=group_comm)
+            try:
+                self.node_win = MPI.Win.Allocate_shared(self.nbytes, 1, comm=group_comm)
+            except MPI.Exception as e:
+                raise HpcclError(
+                    f"the MPI library could not create the rehearsal buffer's shared-memory window "
+                    f"among the ranks of a node ({e.Get_error_string()}). Its one-sided components "
+                    "cannot serve shared memory (with Open MPI, OMPI_MCA_osc=ucx alone: osc/ucx has "
+                    "no shared-memory windows). HINT: let Open MPI use its shared-memory component "
+                    "too (OMPI_MCA_osc=ucx,sm, or leave OMPI_MCA_osc unset), and run 'hpccl check' "
+                    "on the allocation to see what works.") from None
             for i, r in enumerate(self.group_ranks):
                 buf, _ = self.node_win.Shared_query(i)
                 self._views[r] = np.frombuffer(buf, dtype=np.uint8, count=self.nbytes)
