@@ -50,6 +50,18 @@ if ! command -v mpicc >/dev/null; then
   apt-get install -y -qq --no-install-recommends $pkgs build-essential >/dev/null
 fi
 
+# The multi-host test bed (tests/cluster) builds hosts from network namespaces: ip and tc.
+if ! command -v tc >/dev/null || ! command -v ip >/dev/null; then
+  if [[ $(id -u) -eq 0 ]]; then
+    say "installing iproute2 (ip, tc) for the multi-host test bed"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq --no-install-recommends iproute2 >/dev/null \
+      || { apt-get update -qq && apt-get install -y -qq --no-install-recommends iproute2 >/dev/null; }
+  else
+    say "ip/tc not found (Debian: iproute2): the multi-host tests will be skipped"
+  fi
+fi
+
 # --- 2. virtual environment -----------------------------------------------------------------
 if [[ ! -x "$VENV/bin/python" ]]; then
   say "creating virtual environment $VENV"

@@ -11,6 +11,7 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MPICH_PYTHON = os.path.join(ROOT, ".venv-mpich", "bin", "python")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+SITES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sites")   # the test bed's site file
 
 # Only the hosts' own interface: UCX would otherwise also offer 'lo', whose 127.0.0.1 on
 # another host is that host's own loopback.

@@ -19,7 +19,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from cluster_helpers import IN_CI, ROOT  # noqa: E402
+from cluster_helpers import IN_CI, ROOT, SITES  # noqa: E402,F401
 from testbed import Testbed, Unavailable  # noqa: E402
 
 
@@ -53,8 +53,6 @@ def shared(shared_root, request):
     d.mkdir()
     return d
 
-
-SITES = os.path.join(HERE, "sites")
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,7 @@ import time
 from hpccl.analysis.report import summarize
 from hpccl.core.logs import read_h5
 
-from cluster_helpers import ROOT
-from conftest import SITES
+from cluster_helpers import ROOT, SITES
 
 QUICKSTART = os.path.join(ROOT, "jobs", "quickstart.yaml")
 DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"}
