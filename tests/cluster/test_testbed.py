@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from testbed import NETNS_DIR, STATE_ROOT, Testbed, alive, pids_in_netns
+from testbed import NETNS_DIR, REPOSITORY, STATE_ROOT, Testbed, alive, pids_in_netns
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -36,6 +36,9 @@ def test_hosts_are_separate_and_resolve_each_other(testbed):
     assert testbed.run("node2", ["test", "-e", marker]).returncode == 1
     assert testbed.run("node2", ["test", "-e", f"/dev/shm/tb-{os.getpid()}"]).returncode == 1
     assert not os.path.exists(marker)
+    # ... while the repository and its environments stay shared, even from a clone under /tmp
+    assert testbed.run("node2", ["test", "-x", sys.executable]).returncode == 0
+    assert testbed.run("node2", ["test", "-f", os.path.join(REPOSITORY, "README.md")]).returncode == 0
     # every host resolves every other, to its own address, and reaches it over TCP
     probe = "import socket,sys;print(' '.join(socket.gethostbyname(h) for h in sys.argv[1:]))"
     r = testbed.run("node3", [sys.executable, "-c", probe, *testbed.names])

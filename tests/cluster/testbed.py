@@ -123,19 +123,26 @@ exit $rc
 HOLDER = """\
 set -e
 hostname {host}
+mount --bind /tmp {stash}
 mount -t tmpfs -o mode=1777 hpccl-tmp /tmp
+{keep}
 mount -t tmpfs -o mode=1777 hpccl-shm /dev/shm
 mount --bind {hosts_file} /etc/hosts
 echo ready > {ready}
 exec sleep infinity
 """
+# Paths that stay shared although they lie under /tmp: the repository (a CI clone may live
+# there), with its environments. The machine's /tmp is bound aside first ({stash}) so that
+# they can be bound back into the host's own, empty /tmp.
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class Testbed:
     """``hosts`` hosts named node1..nodeN on 10.213.0.0/24 (``subnet``), netns ``PREFIX-nodeI``."""
     __test__ = False        # not a pytest test class
 
-    def __init__(self, hosts: int = 3, prefix: str = "hpcclt", subnet: str = "10.213.0"):
+    def __init__(self, hosts: int = 3, prefix: str = "hpcclt", subnet: str = "10.213.0",
+                 shared_paths=(REPOSITORY,)):
         if not 1 <= hosts <= 200:
             raise ValueError(f"hosts must be in [1, 200], got {hosts}")
         self.prefix, self.subnet = prefix, subnet
@@ -144,6 +151,7 @@ class Testbed:
         self.agent = str(self.state / "ssh")
         self.bridge_ns = f"{prefix}-br"
         self.holders: dict[str, subprocess.Popen] = {}
+        self.shared_paths = list(shared_paths)      # kept shared even under /tmp
 
     # --- names --------------------------------------------------------------------------------
     def netns(self, host: str) -> str:
@@ -213,7 +221,16 @@ class Testbed:
                 _run(["ip", "-n", ns, "link", "set", dev, "up"])
 
     def _start_holder(self, host: str, hosts_file: Path) -> None:
+        stash = self.state / "hosts" / f"{host}.tmp"
+        stash.mkdir()
+        keep = []
+        for path in self.shared_paths:
+            rel = os.path.relpath(os.path.realpath(path), "/tmp")
+            if not rel.startswith(".."):
+                q, src = shlex.quote(os.path.join("/tmp", rel)), shlex.quote(str(stash / rel))
+                keep.append(f"mkdir -p {q} && mount --bind {src} {q}")
         script = HOLDER.format(host=host, hosts_file=shlex.quote(str(hosts_file)),
+                               stash=shlex.quote(str(stash)), keep="\n".join(keep),
                                ready=shlex.quote(str(self.state / "hosts" / f"{host}.ready")))
         cmd = ["nsenter", f"--net={NETNS_DIR / self.netns(host)}", "unshare", "--uts", "--mount",
                "--propagation", "private", "sh", "-c", script]
