@@ -58,6 +58,7 @@ def launch(tb, stack: str, per_host: int, argv: list[str], hosts: list[str] | No
 def run_on_cluster(tb, stack: str, per_host: int, argv: list[str], timeout: float = 400,
                    hosts=None, env=None, cwd=ROOT) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **STACK_ENV[stack], **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}     # None: leave it unset
     return tb.run((hosts or tb.names)[0], launch(tb, stack, per_host, argv, hosts), timeout=timeout,
                   env=full_env, cwd=cwd)
 

@@ -14,6 +14,7 @@ training with one paragraph naming the cause and the fix: no traceback, no hang.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -107,3 +108,27 @@ def test_osc_ucx_alone_is_refused_in_one_paragraph(testbed, shared):
                        env={"HPCCL_DATA_CACHE": str(shared.parent / "data"), "OMPI_MCA_osc": "ucx"})
     assert_clean_refusal(r, "could not create the rehearsal buffer's shared-memory window")
     assert "OMPI_MCA_osc=ucx,sm" in r.stderr
+
+
+@pytest.mark.parametrize("yield_when_idle", [None, "1"], ids=["polling", "yielding"])
+def test_polling_on_shared_cores_is_named_with_its_fix(testbed, shared, yield_when_idle):
+    """6 ranks on this machine's cores, 2 per host as Open MPI sees it: without the yield it
+    polls on cores it shares with 4 more ranks than it knows of, and rank 0 says so, once;
+    torch threads are split by the ranks that really share the cores (1 each here)."""
+    job = write_quickstart(shared / "job.yaml", **{"runtime.backend": "torch", "train.epochs": 1,
+                                                   "runtime.threads_per_rank": None})
+    probe = ("import torch, sys; from hpccl.core.runtime import init_world, core_sharers; "
+             "from hpccl.config import RuntimeConfig; w = init_world(RuntimeConfig(backend='mpi')); "
+             f"open('{shared}/threads-%d' % w.rank, 'w').write("
+             "'%d %d' % (torch.get_num_threads(), core_sharers(w.comm)))")
+    r = run_on_cluster(testbed, "openmpi-ucx", 2, ["-c", probe],
+                       env={"OMPI_MCA_mpi_yield_when_idle": yield_when_idle})
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    cores = len(os.sched_getaffinity(0))
+    # (one file per rank: lines that 6 ranks print through mpirun can interleave)
+    rows = [(shared / f"threads-{rank}").read_text().split() for rank in range(6)]
+    assert all(int(t) == max(1, cores // 6) and int(n) == 6 for t, n in rows), rows
+    warned = r.stderr.count("Open MPI's waits poll without yielding")
+    assert warned == (1 if yield_when_idle is None and cores < 6 else 0), r.stderr[-3000:]
+    if warned:
+        assert "export OMPI_MCA_mpi_yield_when_idle=1" in r.stderr
