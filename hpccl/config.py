@@ -168,7 +168,7 @@ class RuntimeConfig:
     # kinds that run their own MPI collectives (megabatch, erm, online_rnn) take mpi only.
     backend: Optional[Literal["horovod", "torch", "mpi"]] = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads_per_rank: Optional[int] = ranged(None, ge=1, le=1024)   # torch threads; default: cores of the node / ranks on it
+    threads_per_rank: Optional[int] = ranged(None, ge=1, le=1024)   # torch threads; default: this rank's cores / the ranks sharing them
     profile_sync: bool = False      # CUDA: synchronise after every timed phase (exact breakdown, no overlap)
     # A rank that waits on the others (a collective, the gradient allreduce, a rehearsal draw)
     # longer than this ends the job, naming itself and the wait: a lost node or a partition

@@ -51,23 +51,52 @@ def require_thread_multiple(what: str, alternative: str = "") -> None:
         + (f"; {alternative}" if alternative else "") + ". 'hpccl check' reports the level.")
 
 
-_MPI_SONAME = re.compile(rb"lib(?:mpi|mpich|mpi_cray|mpi_intel|mpi_ibm)(?:_\w+)?\.so(?:\.\d+)*")
+_MPI_SONAME = re.compile(r"lib(?:mpi|mpich|mpi_cray|mpi_intel|mpi_ibm)(?:_\w+)?\.so(?:\.\d+)*$")
+_CXX_BINDINGS = {"libmpi_cxx.so.40", "libmpicxx.so.12"}
+
+
+def needed_libraries(path: str) -> list[str]:
+    """The shared libraries an ELF64 little-endian file names (DT_NEEDED), read from its
+    section headers and dynamic section only (a Horovod extension is ~65 MB; every rank reads
+    this at start). [] when it is not such a file."""
+    import struct
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+                return []
+            shoff, = struct.unpack_from("<Q", head, 0x28)
+            shentsize, shnum = struct.unpack_from("<HH", head, 0x3A)
+            f.seek(shoff)
+            table = f.read(shentsize * shnum)
+            sections = [struct.unpack_from("<IIQQQQIIQQ", table, i * shentsize) for i in range(shnum)]
+            dynamic = next((sh for sh in sections if sh[1] == 6), None)     # SHT_DYNAMIC
+            if dynamic is None:
+                return []
+            f.seek(dynamic[4])
+            entries = f.read(dynamic[5])
+            strtab = sections[dynamic[6]]                                   # sh_link: .dynstr
+            names = []
+            for tag, value in struct.iter_unpack("<qQ", entries[:len(entries) // 16 * 16]):
+                if tag == 0:            # DT_NULL
+                    break
+                if tag == 1:            # DT_NEEDED: an offset into .dynstr
+                    f.seek(strtab[4] + value)
+                    names.append(f.read(256).split(b"\0", 1)[0].decode(errors="replace"))
+            return names
+    except (OSError, struct.error, IndexError):
+        return []
 
 
 def linked_mpi_libraries(path: str) -> set[str]:
-    """The MPI shared libraries (sonames) a compiled extension names, from its bytes.
+    """The MPI libraries (sonames) a compiled extension needs.
 
     An extension built against one MPI loaded into a process that runs another mixes two MPI
     libraries in one address space: it fails in ways that name neither (OpenMPI's
     "MPI_Comm_dup() called before MPI_INIT" under MPICH). The sonames differ between the
     families (libmpi.so.40: OpenMPI; libmpich.so.12: MPICH; libmpi_cray.so.12: Cray MPICH),
     so comparing them tells a mismatch before the extension is loaded."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
-        return set()
-    return {m.decode() for m in _MPI_SONAME.findall(data)} - {"libmpi_cxx.so.40", "libmpicxx.so.12"}
+    return {n for n in needed_libraries(path) if _MPI_SONAME.match(n)} - _CXX_BINDINGS
 
 
 def extension_mpi_mismatch(package: str, pattern: str) -> str | None:

@@ -107,8 +107,8 @@ def core_sharers(comm) -> int:
     can undercount them: hosts made by namespaces or containers on one machine are separate
     nodes to MPI and still share its cores."""
     mine = _my_cores()
-    everyone = comm.allgather((_kernel_id(), sorted(mine)))
     me = _kernel_id()
+    everyone = comm.allgather((me, sorted(mine)))
     return sum(1 for kernel, cores in everyone if kernel == me and mine & set(cores))
 
 

@@ -18,6 +18,7 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "sched"))     # slurm_cluster.py
 
 from cluster_helpers import IN_CI, ROOT, SITES  # noqa: E402,F401
 from testbed import Testbed, Unavailable  # noqa: E402
@@ -59,7 +60,6 @@ def shared(shared_root, request):
 def cluster_slurm(testbed, shared_root):
     """Slurm across the test bed: one slurmd per host, slurmctld and munged on node1 (the
     login node, where clients run); its state on the shared file system."""
-    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "sched"))
     from slurm_cluster import LocalSlurm, Unavailable as NoSlurm, ensure_installed
     try:
         ensure_installed()

@@ -8,15 +8,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 from hpccl.analysis.report import summarize
 from hpccl.core.logs import read_h5
 
 from cluster_helpers import ROOT, SITES
+from slurm_cluster import FINAL_STATES     # tests/sched: on the path through conftest.py
 
 QUICKSTART = os.path.join(ROOT, "jobs", "quickstart.yaml")
-DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"}
 
 
 def client_env(slurm, shared):
@@ -35,24 +34,13 @@ def job_output(run_dir) -> str:
                      if p.name.startswith("slurm-") or p.name == "attempts.log")
 
 
-def wait_done(slurm, job_id, run_dir, timeout=400) -> dict:
-    end = time.time() + timeout
-    while time.time() < end:
-        info = slurm.job_info(job_id)
-        if info.get("JobState") in DONE:
-            return info
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} not done in {timeout}s: {slurm.job_info(job_id)}\n"
-                         f"{job_output(run_dir)}\n{slurm.logs()}")
-
-
 def test_quickstart_submitted_on_three_nodes(testbed, cluster_slurm, shared):
     out = shared / "quickstart"
     r = hpccl_on_login(testbed, cluster_slurm, shared, "submit", QUICKSTART, "--site", "testbed",
                        "--gpus", "6", "--set", "runtime.threads_per_rank=1", "--out", str(out))
     assert r.returncode == 0, r.stdout + r.stderr
     job_id = json.loads((out / "submission.json").read_text())["job_id"]
-    info = wait_done(cluster_slurm, job_id, out)
+    info = cluster_slurm.wait_state(job_id, FINAL_STATES, 400)
     assert info["JobState"] == "COMPLETED", job_output(out)
     assert (info["NumNodes"], info["NumTasks"]) == ("3", "6"), info
     assert info["NodeList"] == "node[1-3]", info
@@ -80,7 +68,7 @@ def test_weak_scaling_sweep_over_one_two_and_three_nodes(testbed, cluster_slurm,
     assert [(p["gpus"], p["nodes"]) for p in points] == [(2, 1), (4, 2), (6, 3)]
     for p in points:
         run = out / p["run_dir"]
-        info = wait_done(cluster_slurm, p["job_id"], run)
+        info = cluster_slurm.wait_state(p["job_id"], FINAL_STATES, 400)
         assert info["JobState"] == "COMPLETED", job_output(run)
         assert info["NumNodes"] == str(p["nodes"])
         attrs = read_h5(str(run / "log.h5"))["attrs"]

@@ -15,10 +15,10 @@ from hpccl.core.logs import read_h5
 
 from helpers import ROOT
 from sched_helpers import hpccl, resume_supported, write_tiny_job
+from slurm_cluster import FINAL_STATES
 
 QUICKSTART = os.path.join(ROOT, "jobs", "quickstart.yaml")
-DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
-        "DEADLINE", "PREEMPTED"}
+DONE = FINAL_STATES
 
 
 def submit(slurm, *args) -> tuple[str, subprocess.CompletedProcess]:
