@@ -152,6 +152,9 @@ class RehearsalConfig:
     async_updates: bool = True               # YAML key 'async': overlap buffer work with training
     ranks_per_node: Optional[int] = ranged(None, ge=1)     # null: real nodes; 1: every rank its own node (remote path)
     progress_ms: float = ranged(1.0, gt=0, le=1000)   # idle buffer thread lets MPI serve others' reads this often
+    # Reads from other nodes: rma (one-sided gets), messages (one request per owner, answered
+    # by its rehearsal thread: any MPI), auto (rma where a window across nodes can be created).
+    transport: Literal["auto", "rma", "messages"] = "auto"
 
     def check(self, loader: Loader, path: str):
         if self.slots_per_class is not None and self.buffer_ratio is not None:

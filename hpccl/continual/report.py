@@ -33,6 +33,10 @@ def timer_breakdown(ranks: list[dict]) -> dict:
             "slowest_fractions": slowest["fractions"]}
 
 
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def buffer_footprint(ranks: list[dict]) -> list[dict]:
     """Each rank's rehearsal buffer after its last task (empty for learners without one)."""
     out = []
@@ -43,8 +47,11 @@ def buffer_footprint(ranks: list[dict]) -> list[dict]:
                                                                   "buffer_bytes_allocated",
                                                                   "buffer_slots_per_class")},
                         **{k: float(np.sum(r[f"tasks/{k}"][-1])) for k in (
-                            "buffer_fetch_s", "buffer_fetched", "buffer_insert_s", "buffer_offered")
-                           if f"tasks/{k}" in r}})
+                            "buffer_fetch_s", "buffer_fetched", "buffer_insert_s", "buffer_offered",
+                            "buffer_remote_ops", "buffer_remote_bytes", "buffer_remote_rounds")
+                           if f"tasks/{k}" in r},
+                        **({"buffer_transport": _text(r["tasks/buffer_transport"][-1])}
+                           if "tasks/buffer_transport" in r else {})})
     return out
 
 

@@ -6,7 +6,8 @@ Each run either completes with the quickstart's accuracy on 3 nodes, or is refus
 training with one paragraph naming the cause and the fix: no traceback, no hang.
 
 - OpenMPI over plain TCP (ob1): its one-sided component cannot serve a multi-threaded
-  process across nodes, so the rehearsal buffer's window is refused.
+  process across nodes, so ``rehearsal.transport: auto`` picks the message transport there
+  (and says so); an explicit ``rma`` is refused with that hint.
 - MPICH with Horovod: the Horovod in the environment was built against OpenMPI (setup builds
   one Horovod); loading it into an MPICH process would abort inside MPI, so it is refused.
 """
@@ -27,8 +28,6 @@ BACKENDS = ("horovod", "torch", "mpi")
 
 
 def expected_refusal(stack: str, backend: str) -> str | None:
-    if stack == "openmpi-tcp":
-        return "could not create the rehearsal buffer's RMA window across nodes"
     if stack == "mpich" and backend == "horovod":
         return "built against libmpi.so.40 while this process runs libmpich.so.12"
     return None
@@ -64,6 +63,20 @@ def test_quickstart_across_hosts(testbed, shared, stack, backend, per_host):
                                          "json"], capture_output=True, text=True, check=True).stdout)
     # the quickstart's accuracy (90 % on 4 local ranks; 89.7-90.6 % measured here)
     assert summary["final_average_accuracy"] > 0.85, summary["final_average_accuracy"]
+    transport = "messages" if stack == "openmpi-tcp" else "rma"
+    assert f"hpccl: rehearsal transport: {transport}" in r.stderr, r.stderr[-3000:]
+    assert {b["buffer_transport"] for b in summary["buffer"]} == {transport}
+    assert all(b["buffer_remote_ops"] > 0 for b in summary["buffer"]), summary["buffer"]
+
+
+def test_rma_where_the_network_cannot_serve_it_is_refused_with_the_alternative(testbed, shared):
+    """Open MPI's ob1 over TCP has no one-sided component for a multi-threaded process across
+    nodes: 'rehearsal.transport: rma' is refused before training, naming 'messages'."""
+    job = write_quickstart(shared / "job.yaml", **{"runtime.backend": "torch", "rehearsal.transport": "rma"})
+    r = run_on_cluster(testbed, "openmpi-tcp", 1, ["-m", "hpccl", "run", job, "--out", str(shared / "run")],
+                       env={"HPCCL_DATA_CACHE": str(shared.parent / "data")})
+    assert_clean_refusal(r, "could not create the rehearsal buffer's RMA window across nodes")
+    assert "rehearsal.transport: messages" in r.stderr + r.stdout
 
 
 @pytest.mark.parametrize("per_host", [2, 1], ids=["3x2", "3x1"])
@@ -75,16 +88,14 @@ def test_check_across_hosts(testbed, shared, stack, per_host):
                        env={"HPCCL_DATA_CACHE": str(shared.parent / "data")}, timeout=200)
     text = r.stdout + r.stderr
     assert "Traceback" not in text, text[-3000:]
-    if stack == "openmpi-tcp":
-        assert r.returncode != 0 and "windows  FAIL" in r.stdout, text[-3000:]
-        return
     assert f"{3 * per_host} rank(s) on 3 host(s)" in r.stdout, text[-3000:]
     assert row(r.stdout, "thread level")[0] == "ok"
     status, windows = row(r.stdout, "windows")
     assert status == "ok" and "3 node(s)" in windows
-    assert windows.endswith("shared-memory + RMA windows" if per_host > 1 else "; RMA windows"), windows
+    remote = "messages across nodes" if stack == "openmpi-tcp" else "RMA window across nodes"
+    assert f"; {'shared-memory window + ' if per_host > 1 else ''}{remote}; transport " in windows, windows
     status, busy = row(r.stdout, "busy owner")
-    assert status == "ok" and "by RMA gets" in busy, busy
+    assert status == "ok" and f"by {'messages' if stack == 'openmpi-tcp' else 'RMA gets'}" in busy, busy
     status, horovod = row(r.stdout, "horovod")
     if stack == "mpich":
         assert status == "FAIL" and "libmpich.so.12" in horovod and r.returncode == 2

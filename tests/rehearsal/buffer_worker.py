@@ -1,7 +1,11 @@
 """Runs on every rank under mpirun (started by test_buffer_mpi.py); rank 0 writes a JSON
-result. Usage: buffer_worker.py SCENARIO MODE OUT_JSON [TMPDIR]
+result. Usage: buffer_worker.py SCENARIO MODE[+TRANSPORT] OUT_JSON [TMPDIR]
 MODE: 'shared' (ranks grouped by real node: direct loads), 'remote' (every rank its own
-node: MPI_Get), or 'pairs' (pseudo-nodes of 2 ranks: both paths at once)."""
+node), or 'pairs' (pseudo-nodes of 2 ranks: both paths at once). TRANSPORT, for reads from
+other nodes: 'rma' (the default: MPI gets) or 'messages' (requests answered by the owner).
+
+As in training, each rank runs the rehearsal thread that answers other nodes' reads while
+the rank itself is busy or waits in a collective."""
 
 import json
 import sys
@@ -9,6 +13,7 @@ import time
 
 import numpy as np
 
+from hpccl.continual.rehearsal.buffer import RehearsalThread, progress_function
 from hpccl.continual.rehearsal.sampler import GlobalSampler
 from hpccl.continual.rehearsal.shard import Shard, ShardLayout
 from hpccl.core.runtime import mpi
@@ -17,14 +22,29 @@ MPI = mpi()
 comm = MPI.COMM_WORLD
 rank, size = comm.Get_rank(), comm.Get_size()
 scenario, mode, out_path = sys.argv[1:4]
+mode, _, transport = mode.partition("+")
 group = {"remote": lambda: comm.Split(rank, rank), "pairs": lambda: comm.Split(rank // 2, rank),
          "shared": lambda: comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)}[mode]()
 
 
+threads = {}
+
+
 def make_shard(classes, slots, shape, seed=0, dtype=np.float32):
     layout = ShardLayout(classes, slots, shape, dtype)
-    shard = Shard(comm, group, layout, np.random.default_rng([seed, rank]))
+    shard = Shard(comm, group, layout, np.random.default_rng([seed, rank]), transport=transport or "rma")
+    serve = progress_function(shard.windows)
+    if serve is not None:
+        threads[id(shard)] = RehearsalThread(serve, 1e-3)
     return shard, GlobalSampler(shard, np.random.default_rng([seed + 1, rank]))
+
+
+def free(*shards):
+    for shard in shards:
+        thread = threads.pop(id(shard), None)
+        if thread is not None:
+            thread.shutdown()
+        shard.free()
 
 
 def result(obj):
@@ -59,7 +79,7 @@ if scenario == "uniform":
         result({"p": float(chisquare(counts).pvalue), "draws": int(len(flat)), "outside": int(len(flat) - counts.sum()),
                 "dup": dup, "wrong_label": wrong_label, "stored": int(len(universe)), "min": int(counts.min()),
                 "max": int(counts.max())})
-    shard.free()
+    free(shard)
 
 elif scenario == "reservoir":
     # One class, K = 5 slots, a stream of 50 candidates, 2000 independent trials: every stream
@@ -75,17 +95,22 @@ elif scenario == "reservoir":
     if rank == 0:
         from scipy.stats import chisquare
         result({"p": float(chisquare(total).pvalue), "hits": total.tolist(), "trials": 2000 * size})
-    shard.free()
+    free(shard)
 
 elif scenario in ("torn", "torn-unchecked"):
     if scenario == "torn-unchecked":
-        # Negative control: records copied without the sequence-number check, so the test
-        # below shows it can see torn samples when the check is missing.
+        # Negative control: records taken without any check (no seqlock for loads, no hash
+        # for remote reads), so the test below shows it can see torn samples when the
+        # checks are missing.
+        from hpccl.continual.rehearsal import records
         from hpccl.continual.rehearsal.windows import ShardWindows
+        unchecked = ShardWindows._load_local
 
-        def unchecked(self, table, targets, slots, out):
-            self._copy(self._plan(table, np.asarray(targets), np.asarray(slots)), out)
-        ShardWindows.read_records = unchecked
+        def load_unchecked(self, table, plan, out):
+            unchecked(self, table, plan, out)
+            return np.empty(0, dtype=np.int64)
+        ShardWindows._load_local = load_unchecked
+        records.torn = lambda rows, slots: np.empty(0, dtype=np.int64)
     # Owners keep overwriting their slots with patterned samples (all 1024 floats equal, the
     # class encoded in the value) while every rank samples; a torn read mixes two patterns.
     shard, sampler = make_shard(2, 8, (1024,))
@@ -111,7 +136,7 @@ elif scenario in ("torn", "torn-unchecked"):
         result({"draws": int(stats[0]), "torn": int(stats[1]), "bad_label": int(stats[2]),
                 "writes": int(stats[3])})
     comm.Barrier()
-    shard.free()
+    free(shard)
 
 elif scenario == "tiny":
     shard, sampler = make_shard(2, 4, (3,))
@@ -128,7 +153,7 @@ elif scenario == "tiny":
     info = comm.gather({"empty": len(empty[1]), "empty_s": empty_s, "sizes": sorted(sizes),
                         "contents": sorted(contents)}, root=0)
     result(info)
-    shard.free()
+    free(shard)
 
 elif scenario == "uint8":
     # Images keep their uint8 bytes: in the slots, through draws (loads or gets), through the
@@ -170,8 +195,7 @@ elif scenario == "uint8":
                         "record_bytes": shard.layout.record_bytes,
                         "float_record_bytes": as_float.layout.record_bytes}, root=0)
     result(info)
-    for s in (shard, other, as_float):
-        s.free()
+    free(shard, other, as_float)
 
 elif scenario == "restart":
     tmp = sys.argv[4]
@@ -199,7 +223,6 @@ elif scenario == "restart":
                         "sampled": int(len(ys))}, root=0)
     result(info)
     comm.Barrier()
-    a.free()
-    b.free()
+    free(a, b)
 else:
     raise SystemExit(f"unknown scenario {scenario}")

@@ -28,6 +28,10 @@ LAYOUTS = [
     pytest.param("openmpi", "pairs", 2, id="openmpi-sm-2x2"),
     pytest.param("mpich", "shared", None, id="mpich-1node"),
     pytest.param("mpich", "pairs", 2, id="mpich-2x2"),
+    # the message transport (rehearsal.transport: messages) under each stack
+    pytest.param("openmpi-ucx", "remote+messages", 1, id="openmpi-ucx-4x1-messages"),
+    pytest.param("openmpi", "pairs+messages", 2, id="openmpi-sm-2x2-messages"),
+    pytest.param("mpich", "pairs+messages", 2, id="mpich-2x2-messages"),
 ]
 
 
@@ -66,15 +70,17 @@ def test_check_and_rehearsal_quickstart(tmp_path, name, mode, rpn):
     stack = stack_or_fail(name, rpn)
     # MPICH (Cray's family) with the gradient backend that is MPI itself; the others with torch.
     backend = "mpi" if name == "mpich" else "torch"
-    sets = ["--set", f"runtime.backend={backend}", "--set", f"rehearsal.ranks_per_node={rpn or 'null'}"]
+    transport = mode.partition("+")[2] or "auto"
+    sets = ["--set", f"runtime.backend={backend}", "--set", f"rehearsal.ranks_per_node={rpn or 'null'}",
+            "--set", f"rehearsal.transport={transport}"]
     # 4 s busy phases (limit 2 s): 4 ranks and their threads share 2 cores here, and a served
     # read was seen to take 1 s; a read that waits for its owner takes the whole 4 s.
     r = run_cmd(stack.hpccl("check", f"{ROOT}/jobs/quickstart.yaml", "-n", "4", *sets,
                             "--busy-seconds", "4"), timeout=120, env=stack.env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "busy owner    ok" in r.stdout and "all checks passed" in r.stdout
-    expected = "RMA gets" if rpn else "shared-memory loads"
-    assert expected in r.stdout, r.stdout
+    expected = ("messages" if transport == "messages" else "RMA gets") if rpn else "shared-memory loads"
+    assert f"by {expected}" in r.stdout, r.stdout
     out = tmp_path / "run"
     r = run_cmd(stack.hpccl("run", f"{ROOT}/jobs/quickstart.yaml", "-n", "4", *sets, "--out", str(out)),
                 timeout=300, env=stack.env)
@@ -84,6 +90,10 @@ def test_check_and_rehearsal_quickstart(tmp_path, name, mode, rpn):
     assert summary["status"] == "complete" and summary["world_size"] == 4
     assert summary["final_average_accuracy"] >= 0.85, summary["final_average_accuracy"]
     assert all(b["buffer_stored"] > 0 for b in summary["buffer"])
+    if rpn:     # the transport chosen is logged, and every remote read went through it
+        assert f"rehearsal transport: {'messages' if transport == 'messages' else 'rma'}" in r.stderr, r.stderr
+        assert all(b["buffer_transport"] == (transport if transport != "auto" else "rma")
+                   for b in summary["buffer"]), summary["buffer"]
     attrs = read_h5(str(out / "log.h5"))["attrs"]
     assert attrs["backend"] == backend
     versions = json.loads(attrs["versions"])

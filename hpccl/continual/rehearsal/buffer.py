@@ -75,9 +75,12 @@ def buffer_group(world, ranks_per_node):
 
 def progress_function(windows):
     """What the idle rehearsal thread calls so this rank answers others' reads: needed only
-    when readers on other nodes exist. ``HPCCL_REHEARSAL_PROGRESS=off`` turns it off, to see
-    whether a network serves one-sided gets without the target's CPU (``hpccl check``)."""
-    if windows.world_win is None or os.environ.get("HPCCL_REHEARSAL_PROGRESS", "on") == "off":
+    when readers on other nodes exist. ``HPCCL_REHEARSAL_PROGRESS=off`` turns it off for RMA,
+    to see whether a network serves one-sided gets without the target's CPU (``hpccl
+    check``); the message transport always needs it."""
+    if windows.transport == "none":
+        return None
+    if windows.transport == "rma" and os.environ.get("HPCCL_REHEARSAL_PROGRESS", "on") == "off":
         return None
     return windows.progress
 
@@ -133,7 +136,10 @@ class RehearsalBuffer:
         if warning and world.is_root:
             sys.stderr.write(f"hpccl: warning: {warning}\n")
         self._group = buffer_group(world, cfg.ranks_per_node)
-        self.shard = Shard(world.comm, self._group, layout, numpy_rng(seed, "reservoir", world.rank))
+        self.shard = Shard(world.comm, self._group, layout, numpy_rng(seed, "reservoir", world.rank),
+                           transport=cfg.transport)
+        if world.is_root and self.shard.windows.transport != "none":
+            sys.stderr.write(f"hpccl: rehearsal transport: {self.shard.windows.transport_note}\n")
         self.sampler = GlobalSampler(self.shard, numpy_rng(seed, "rehearsal_draw", world.rank))
         self._pick = numpy_rng(seed, "candidates", world.rank)
         serve = progress_function(self.shard.windows)
@@ -294,7 +300,9 @@ class RehearsalBuffer:
         lay = self.shard.layout
         return {"buffer_stored": self.shard.stored, "buffer_bytes_allocated": lay.nbytes,
                 "buffer_bytes_stored": self.shard.stored * lay.sample_bytes,
-                "buffer_rma_ops": self.shard.windows.ops, "buffer_rma_bytes": self.shard.windows.bytes,
+                "buffer_transport": self.shard.windows.transport,
+                "buffer_remote_ops": self.shard.windows.ops, "buffer_remote_bytes": self.shard.windows.bytes,
+                "buffer_remote_rounds": self.shard.windows.rounds,
                 "buffer_slots_per_class": lay.slots,
                 "buffer_fetch_s": self._cost["fetch_s"], "buffer_fetched": self._cost["fetched"],
                 "buffer_insert_s": self._cost["insert_s"], "buffer_offered": self._cost["offered"]}

@@ -45,7 +45,8 @@ def _thread_level(needs_multiple: bool, why: str) -> Finding:
                    "export MPICH_MAX_THREAD_SAFETY=multiple (site file 'env:')")
 
 
-def _busy_owner(world, ranks_per_node, busy_s: float, timeout_s: float, progress_ms: float):
+def _busy_owner(world, ranks_per_node, busy_s: float, timeout_s: float, progress_ms: float,
+                transport: str = "auto"):
     """Two phases; in each, half of the nodes (or of a node's ranks, on one node) work outside
     MPI for ``busy_s`` while the others draw from the global buffer. Returns Findings for
     ``windows`` and ``busy owner`` on this rank."""
@@ -54,14 +55,17 @@ def _busy_owner(world, ranks_per_node, busy_s: float, timeout_s: float, progress
     from hpccl.continual.rehearsal.shard import Shard, ShardLayout
     try:
         group = buffer_group(world, ranks_per_node)
-        shard = Shard(world.comm, group, ShardLayout(2, 8, (1024,)), np.random.default_rng(world.rank))
+        shard = Shard(world.comm, group, ShardLayout(2, 8, (1024,)), np.random.default_rng(world.rank),
+                      transport=transport)
     except Exception as e:  # noqa: BLE001 - peers may wait in the collective: end the job
         print(f"hpccl check: rank {world.rank}: windows  FAIL  the rehearsal buffer's windows could "
               f"not be created: {type(e).__name__}: {e}", flush=True)
         world.comm.Abort(2)
     w = shard.windows
     layout = f"{w.num_nodes} node(s)" + (" (pseudo-nodes of rehearsal.ranks_per_node)" if ranks_per_node else "")
-    windows = Finding("windows", OK, f"{layout}; {' + '.join(k for k, win in (('shared-memory', w.node_win), ('RMA', w.world_win)) if win is not None)} windows")
+    kinds = ["shared-memory window"] if w.node_win is not None else []
+    kinds += {"rma": ["RMA window across nodes"], "messages": ["messages across nodes"]}.get(w.transport, [])
+    windows = Finding("windows", OK, f"{layout}; {' + '.join(kinds)}; transport {w.transport_note}")
     values = np.full((16, 1024), world.rank, dtype=np.float32)
     shard.insert(values, np.arange(16) % 2)
     sampler = GlobalSampler(shard, np.random.default_rng(1000 + world.rank))
@@ -112,7 +116,7 @@ def _busy_owner(world, ranks_per_node, busy_s: float, timeout_s: float, progress
     shard.free()
     if group is not world.node_comm:
         group.Free()
-    transport = "RMA gets" if w.world_win is not None else "shared-memory loads"
+    transport = {"rma": "RMA gets", "messages": "messages"}.get(w.transport, "shared-memory loads")
     if world.size == 1:
         return windows, Finding("busy owner", SKIP, "one rank")
     # A read that needs its busy owner waits until the owner is back: the first one about
@@ -200,7 +204,7 @@ def run_check(cfg, busy_s: float = 2.0, timeout_s: float = 10.0) -> int:
         findings.append(Finding("busy owner", SKIP, "needs MPI_THREAD_MULTIPLE"))
     else:
         windows, busy = _busy_owner(world, reh.ranks_per_node if reh else None, busy_s, timeout_s,
-                                         reh.progress_ms if reh else 1.0)
+                                         reh.progress_ms if reh else 1.0, reh.transport if reh else "auto")
         findings += [windows, busy]
     uses_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     findings += [_gpus(world, device), _horovod(backend, uses_cuda)]

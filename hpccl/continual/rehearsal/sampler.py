@@ -6,12 +6,13 @@ read it. Totals only grow and records below a total always hold a stored sample 
 so every position of the snapshot is a valid sample, and a draw needs no per-class counts.
 
 Per-draw work does not grow with the number of ranks: each draw refreshes the totals of its
-own node (plain loads) and of ``REFRESH_PER_DRAW`` other ranks in turn (one 8-byte get each),
-then reads only the records it drew, from all owners at once (windows.py: three rounds:
-sequence numbers, records, sequence numbers).
-A sample stored elsewhere becomes drawable within size / REFRESH_PER_DRAW draws. All totals
-are read afresh by ``refresh()`` (at the start of every task) and whenever the snapshot holds
-fewer than r samples, so a small or newly filled buffer is seen at once.
+own node (plain loads) and reads only the records it drew, from all owners at once, in one
+round (windows.py); the totals of ``REFRESH_PER_DRAW`` other ranks, in turn, travel in the
+same round (one 8-byte get each) and serve the next draw. So a draw costs at most (records
+drawn on other nodes) + 2 remote operations. A sample stored elsewhere becomes drawable
+within size / REFRESH_PER_DRAW + 1 draws. All totals are read afresh by ``refresh()`` (at the
+start of every task) and whenever the snapshot holds fewer than r samples, so a small or
+newly filled buffer is seen at once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from hpccl.continual.rehearsal.shard import TOTAL_OFFSET, Shard
 
-REFRESH_PER_DRAW = 4
+REFRESH_PER_DRAW = 2
 _POOL = 4096
 
 
@@ -69,14 +70,16 @@ class GlobalSampler:
         """Read the totals of ``ranks`` (default: all)."""
         ranks = np.arange(len(self.totals)) if ranks is None else np.asarray(ranks, dtype=np.int64)
         if len(ranks):
-            self.totals[ranks] = self.shard.windows.read_u64(ranks, TOTAL_OFFSET)
+            self.totals[ranks] = self.shard.windows.read_totals(ranks)
 
-    def _refresh_step(self) -> None:
+    def _refresh_turn(self) -> np.ndarray:
+        """The other nodes' ranks whose totals the next read brings, in turn."""
         n = min(REFRESH_PER_DRAW, len(self._remote))
-        if n:
-            turn = self._remote[(self._cursor + np.arange(n)) % len(self._remote)]
-            self._cursor = (self._cursor + n) % len(self._remote)
-            self.refresh(turn)
+        turn = self._remote[(self._cursor + np.arange(n)) % len(self._remote)]
+        self._cursor = (self._cursor + n) % max(1, len(self._remote))
+        return turn
+
+    def _refresh_local(self) -> None:
         if isinstance(self._local, slice):
             self.shard.windows.read_node_u64(TOTAL_OFFSET, self.totals[self._local])
         else:
@@ -91,7 +94,7 @@ class GlobalSampler:
         Written for few numpy calls: a draw runs right after the previous draw's copy has
         pushed the interpreter out of the caches, where every call costs several
         microseconds, whatever its size."""
-        self._refresh_step()
+        self._refresh_local()
         ends = np.cumsum(self.totals)
         if ends[-1] < r:
             self.refresh()
@@ -136,11 +139,15 @@ class GlobalSampler:
         allocating: fresh pages for every draw cost as much as the copy itself."""
         rank, record = self.draw(r)
         lay = self.layout
-        if out is None:
+        fresh = out is None
+        if fresh:
             out = self.new_output(len(rank))
-            self.shard.windows.read_records(lay.table, rank, record, out)
+        totals = self.shard.windows.read_records(lay.table, rank, record, out[:len(rank)],
+                                                 totals_of=self._refresh_turn())
+        if totals:
+            self.totals[list(totals)] = list(totals.values())
+        if fresh:
             return lay.fetched(out)
-        self.shard.windows.read_records(lay.table, rank, record, out[:len(rank)])
         key = (id(out), len(rank))
         if key not in self._fetched:        # views of a reused output: made once (kept alive here)
             self._fetched[key] = (out, *lay.fetched(out[:len(rank)], copy_labels=False))

@@ -3,9 +3,9 @@
 Layout of the shard's memory (bytes)::
 
     header   uint64 [8]: [0] total stored N, [1] inserts so far; the rest reserved
-    seqs     uint64 [C * K], at 64: each record's sequence number
-    records  [C * K] of record_bytes each, 64-aligned after the seqs:
-             int64 label | sample (the dataset's dtype and shape), padded to 8
+    records  [C * K] of record_bytes each, from byte 64:
+             uint64 hash | uint64 seq | int64 label | sample (the dataset's dtype and
+             shape), padded to 8 (records.py)
 
 Each class has K reservoir slots on each rank. Updates are per-class reservoir sampling
 (Vitter's Algorithm R) over the stream of candidates of that class this rank has been
@@ -16,10 +16,10 @@ always records 0..N-1 and N only grows: a reader needs a rank's N alone (not its
 counts) to draw uniformly among its samples, and any N it has seen stays valid. A record's
 label travels with it. The owner keeps which record holds the j-th sample of class c.
 
-Each record is written under a seqlock: its sequence number is odd while the label and
-sample change, even (and non-zero) once written; readers check it (windows.py) instead of
-taking a lock. The numbers sit apart from the records, so a reader gets the numbers of
-several records it drew from one owner in one small transfer.
+Each record is written under a seqlock (its sequence number is odd while the label and
+sample change, even and non-zero once written) and then sealed with a hash of its bytes
+(records.py). Same-node readers check the sequence number around their loads; readers on
+other nodes check the hash of what one get (or one message) brought. Nobody takes a lock.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ import os
 import h5py
 import numpy as np
 
+from hpccl.continual.rehearsal import records as rec
 from hpccl.continual.rehearsal.windows import RecordTable, ShardWindows
 
 SHARD_FILE_VERSION = 1
 TOTAL_OFFSET = 0          # header word a reader needs: records 0..N-1 are stored
 _HEADER_BYTES = 64
-_RECORD_HEAD = 8          # label
 
 
 def _align(n: int, to: int) -> int:
@@ -50,9 +50,9 @@ class ShardLayout:
         self.sample_shape = tuple(int(s) for s in sample_shape)
         self.dtype = np.dtype(dtype)
         self.sample_bytes = self.dtype.itemsize * int(np.prod(self.sample_shape))
-        self.record_bytes = _align(_RECORD_HEAD + self.sample_bytes, 8)
-        self.records_offset = _align(_HEADER_BYTES + 8 * self.capacity, 64)
-        self.table = RecordTable(_HEADER_BYTES, self.records_offset, self.record_bytes, self.capacity)
+        self.record_bytes = _align(rec.HEAD_BYTES + self.sample_bytes, 8)
+        self.records_offset = _HEADER_BYTES
+        self.table = RecordTable(self.records_offset, self.record_bytes, self.capacity)
         # A whole number of records, so that shards laid back to back in a node's shared
         # memory form one array of records (windows.py reads a node's records in one gather),
         # and of 64 bytes: MPICH 4.0 (ch4) returns zeros for gets from a ``Win.Create`` window
@@ -70,15 +70,19 @@ class ShardLayout:
         return np.ndarray((count,) + tuple(shape), dtype=dtype, buffer=buf, offset=offset,
                           strides=(self.record_bytes,) + inner)
 
+    def rows(self, mem: np.ndarray) -> np.ndarray:
+        """[records, record_bytes] view of a shard's records."""
+        return np.ndarray((self.capacity, self.record_bytes), np.uint8, mem, self.records_offset)
+
     def seqs(self, mem: np.ndarray) -> np.ndarray:
-        return mem[_HEADER_BYTES:_HEADER_BYTES + 8 * self.capacity].view(np.uint64)
+        return self._column(mem, self.capacity, self.records_offset + rec.SEQ, np.uint64)
 
     def labels(self, mem: np.ndarray) -> np.ndarray:
-        return self._column(mem, self.capacity, self.records_offset, np.int64)
+        return self._column(mem, self.capacity, self.records_offset + rec.LABEL, np.int64)
 
     def samples(self, mem: np.ndarray) -> np.ndarray:
         """[records, *sample_shape] view of the samples inside a shard's memory."""
-        return self._column(mem, self.capacity, self.records_offset + _RECORD_HEAD, self.dtype,
+        return self._column(mem, self.capacity, self.records_offset + rec.HEAD_BYTES, self.dtype,
                             self.sample_shape)
 
     def fetched(self, records: np.ndarray, copy_labels: bool = True):
@@ -88,17 +92,18 @@ class ShardLayout:
         if k == 0:
             return np.empty((0,) + self.sample_shape, dtype=self.dtype), np.empty(0, dtype=np.int64)
         flat = records.reshape(-1)
-        return (self._column(flat, k, _RECORD_HEAD, self.dtype, self.sample_shape),
-                self._column(flat, k, 0, np.int64).copy() if copy_labels
-                else self._column(flat, k, 0, np.int64))
+        return (self._column(flat, k, rec.HEAD_BYTES, self.dtype, self.sample_shape),
+                self._column(flat, k, rec.LABEL, np.int64).copy() if copy_labels
+                else self._column(flat, k, rec.LABEL, np.int64))
 
 
 class Shard:
-    def __init__(self, comm, group_comm, layout: ShardLayout, rng: np.random.Generator):
+    def __init__(self, comm, group_comm, layout: ShardLayout, rng: np.random.Generator,
+                 transport: str = "rma"):
         self.layout, self.rng = layout, rng
-        self.windows = ShardWindows(comm, group_comm, layout.nbytes)
+        self.windows = ShardWindows(comm, group_comm, layout.nbytes, layout.table, transport)
         mem = self.windows.local
-        self._header, self._seq = layout.header(mem), layout.seqs(mem)
+        self._header, self._seq, self._rows = layout.header(mem), layout.seqs(mem), layout.rows(mem)
         self._label, self._sample = layout.labels(mem), layout.samples(mem)
         self.seen = np.zeros(layout.num_classes, dtype=np.int64)   # candidates offered per class
         self.count = np.zeros(layout.num_classes, dtype=np.int64)  # stored per class
@@ -154,8 +159,8 @@ class Shard:
         return len(idx)
 
     def _write(self, classes: np.ndarray, slots: np.ndarray, samples: np.ndarray, at=None):
-        """Store samples as the ``slots``-th sample of ``classes``, under the seqlock (in
-        records ``at`` when restoring a saved shard)."""
+        """Store samples as the ``slots``-th sample of ``classes``, under the seqlock, then
+        sealed (in records ``at`` when restoring a saved shard)."""
         records = self.record_of[classes, slots]
         new = np.flatnonzero(records < 0)              # first fill: the next free records
         records[new] = (self._allocated + np.arange(len(new))) if at is None else at[new]
@@ -169,6 +174,7 @@ class Shard:
         self._sample[records] = samples.reshape((len(records),) + self.layout.sample_shape)
         win.fence()
         self._seq[records] += 1                        # even: whole again
+        rec.seal(self._rows, records)          # the hash last: remote readers check it
         np.maximum.at(self.count, classes, slots + 1)
         win.fence()
         self._header[0] = self._allocated              # new records become visible only now
