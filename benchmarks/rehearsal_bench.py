@@ -1,9 +1,24 @@
 """Rehearsal buffer benchmark: (1) global sampling against a private gather of the same rows,
-with the RMA operations and bytes each draw costs, and (2) the exposed cost of rehearsal in
-training, against incremental training at the same b, per MPI stack.
+with the remote operations and bytes each draw costs, (2) the exposed cost of rehearsal in
+training, against incremental training at the same b, per MPI stack, and (3) remote draws
+against the network's own limit, per transport.
 
     python benchmarks/rehearsal_bench.py --part sampling --ranks 2 4 8
     python benchmarks/rehearsal_bench.py --part training --stacks openmpi openmpi-ucx:2 mpich mpich:2
+    python benchmarks/rehearsal_bench.py --part remote              # this machine, then the test bed
+    python benchmarks/rehearsal_bench.py --part remote --smoke      # seconds (the test suite)
+
+Part 3 ('remote') puts every rank on its own node and, in the same run, for records of 3 KB
+(CIFAR uint8) and 150 KB (ImageNet uint8) and r = 7 and 64, measures (a) a raw loop of
+MPI_Rget, one per drawn record, to the same owners, waited for together (osu_get_bw's
+pattern: what the network gives; polled as hpccl polls, since a spinning wait starves the
+targets on shared cores), (b) hpccl's draw with 'rehearsal.transport: rma', (c) the
+same with 'messages', (d) a private gather of the same number of rows. Every rank draws at
+once, as in training, with the rehearsal thread that answers for it. Reported: payload
+MB/s summed over ranks, ratios to (a) and (d), and per draw the remote records, the remote
+operations and rounds, and the bytes moved per payload byte. It runs on this machine under
+each stack ('--stacks'), then across the hosts of the multi-host test bed (needs root; one
+host per rank), unlimited and with every link limited by tc tbf ('--rates').
 
 Part 1 runs under MPI (it re-launches itself) for each rank count: every rank fills its shard
 with CIFAR-sized samples (3x32x32 float32, 12 KiB) and draws r representatives at a time from
@@ -65,16 +80,16 @@ def sampling_worker(args):
             outputs = [sampler.new_output(r) for _ in range(2)]  # as RehearsalBuffer does
             sampler.sample(r, out=outputs[0])
             comm.Barrier()
-            ops0, bytes0 = shard.windows.ops, shard.windows.bytes
-            kinds0 = dict(shard.windows.ops_by_kind)
+            w = shard.windows
+            ops0, bytes0, rounds0, recs0 = w.ops, w.bytes, w.rounds, w.remote_records
             t0 = time.perf_counter()
             draws = 0
             while time.perf_counter() - t0 < args.seconds:
                 sampler.sample(r, out=outputs[draws % 2])
                 draws += 1
             elapsed = time.perf_counter() - t0
-            ops, moved_rma = shard.windows.ops - ops0, shard.windows.bytes - bytes0
-            kinds = {k: v - kinds0[k] for k, v in shard.windows.ops_by_kind.items()}
+            ops, moved_rma = w.ops - ops0, w.bytes - bytes0
+            rounds, recs = w.rounds - rounds0, w.remote_records - recs0
             comm.Barrier()
             t0 = time.perf_counter()
             gathers = 0
@@ -100,12 +115,180 @@ def sampling_worker(args):
                             "sampling_MBps": sample_rate / 1e6, "gather_MBps": gather_rate / 1e6,
                             "ratio": sample_rate / gather_rate, "ratio_to_copy": sample_rate / copy_rate,
                             "rma_ops_per_draw": comm.allreduce(ops) / total_draws,
-                            **{f"{k}_gets_per_draw": comm.allreduce(v) / total_draws for k, v in kinds.items()},
+                            "rounds_per_draw": comm.allreduce(rounds) / total_draws,
+                            "remote_records_per_draw": comm.allreduce(recs) / total_draws,
                             "rma_KB_per_draw": comm.allreduce(moved_rma) / total_draws / 1e3})
         shard.free()
         group.Free()
     if rank == 0:
         print(json.dumps(results))
+
+
+SIZES = {"3KB": (3, 32, 32), "150KB": (3, 224, 224)}     # uint8 CIFAR and ImageNet records
+_CAPACITY_BYTES = 12 << 20                               # per shard and transport
+
+
+def remote_worker(args):
+    import numpy as np
+
+    from hpccl.continual.rehearsal.buffer import RehearsalThread, progress_function
+    from hpccl.continual.rehearsal.rma import wait_polling
+    from hpccl.continual.rehearsal.sampler import GlobalSampler
+    from hpccl.continual.rehearsal.shard import Shard, ShardLayout
+    from hpccl.core.errors import HpcclError
+    from hpccl.core.runtime import mpi
+    MPI = mpi()
+    comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    group = comm.Split(rank, rank)                  # every rank its own node
+    results = []
+    for name in args.sizes:
+        shape = SIZES[name]
+        layout = ShardLayout(8, max(1, _CAPACITY_BYTES // (8 * int(np.prod(shape)))), shape, np.uint8)
+        n, rb, payload = layout.capacity, layout.record_bytes, layout.sample_bytes
+        rng = np.random.default_rng(rank)
+        x = rng.integers(0, 256, size=(n,) + shape, dtype=np.uint8)
+        shards, samplers = {}, {}
+        for transport in ("rma", "messages"):
+            try:
+                shard = Shard(comm, group, layout, np.random.default_rng(rank), transport=transport)
+            except HpcclError:          # the same on every rank: this MPI serves no gets across nodes
+                continue
+            shard.insert(x, np.arange(n) % 8)
+            shards[transport] = shard
+        serves = [f for f in (progress_function(s.windows) for s in shards.values()) if f]
+        thread = RehearsalThread(lambda: [f() for f in serves], 1e-3)
+        raw = MPI.Win.Allocate(n * rb, 1, comm=comm) if "rma" in shards else None
+        if raw is not None:
+            raw.Lock_all(MPI.MODE_NOCHECK)
+        private = rng.integers(0, 256, size=(n, rb), dtype=np.uint8)
+        comm.Barrier()
+        for transport, shard in shards.items():
+            samplers[transport] = GlobalSampler(shard, np.random.default_rng(100 + rank))
+            samplers[transport].refresh()
+        for r in args.reps:
+            out = [np.empty((r, rb), np.uint8) for _ in range(2)]
+            draws = [np.sort(rng.choice(size * n, size=r, replace=False)) for _ in range(64)]
+            row = {"name": name, "ranks": size, "r": r}
+
+            def timed(key, step):
+                comm.Barrier()
+                done, t0 = 0, time.perf_counter()
+                while time.perf_counter() - t0 < args.seconds:
+                    step(done)
+                    done += 1
+                elapsed = time.perf_counter() - t0
+                row[f"{key}_MBps"] = comm.allreduce(done * r * payload / elapsed) / 1e6
+                return comm.allreduce(done)
+
+            if raw is not None:
+                def raw_step(i):
+                    pos = draws[i % 64]
+                    owners, recs = pos // n, pos % n
+                    dst = out[i % 2]
+                    reqs = [raw.Rget([dst[j], MPI.BYTE], int(t), target=(int(rec) * rb, rb, MPI.BYTE))
+                            for j, (t, rec) in enumerate(zip(owners, recs)) if t != rank]
+                    mine = np.flatnonzero(owners == rank)
+                    np.take(private, recs[mine], axis=0, out=dst[:len(mine)])
+                    # waited for as hpccl waits (poll, then sleep briefly): a blocking Waitall
+                    # spins, and on shared cores starves the target that must serve the get
+                    wait_polling(lambda: MPI.Request.Testall(reqs))
+                timed("raw", raw_step)
+            for transport, shard in shards.items():
+                w, sampler = shard.windows, samplers[transport]
+                before = (w.ops, w.rounds, w.bytes, w.remote_records)
+                total = timed(transport, lambda i: sampler.sample(r, out=out[i % 2]))
+                ops, rounds, moved, records = (comm.allreduce(v - b) for v, b in zip(
+                    (w.ops, w.rounds, w.bytes, w.remote_records), before))
+                row[transport] = {"ops": ops / total, "rounds": rounds / total,
+                                  "remote_records": records / total,
+                                  "bytes_per_payload": moved / max(1, records * payload)}
+            timed("gather", lambda i: np.take(private, np.sort(rng.choice(n, size=r, replace=False)),
+                                              axis=0, out=out[i % 2]))
+            results.append(row)
+        thread.shutdown()
+        comm.Barrier()
+        if raw is not None:
+            raw.Unlock_all()
+            raw.Free()
+        for shard in shards.values():
+            shard.free()
+    group.Free()
+    if rank == 0:
+        print(json.dumps(results))
+
+
+def remote_table(rows, title):
+    print(f"\n{title}")
+    head = ["record", "ranks", "r", "raw get MB/s", "rma MB/s", "msg MB/s", "gather MB/s", "rma/raw",
+            "msg/raw", "rma/msg", "rma/gather", "remote recs", "rma ops", "rma rounds", "rma bytes/payload",
+            "msg ops"]
+    lines = []
+    for x in rows:
+        def ratio(a, b):
+            return f"{x[a + '_MBps'] / x[b + '_MBps']:.2f}" if f"{a}_MBps" in x and f"{b}_MBps" in x else "-"
+        rma, msg = x.get("rma", {}), x.get("messages", {})
+        lines.append([x["name"], x["ranks"], x["r"], *(f"{x[k]:.0f}" if k in x else "-" for k in (
+            "raw_MBps", "rma_MBps", "messages_MBps", "gather_MBps")),
+            ratio("rma", "raw"), ratio("messages", "raw"), ratio("rma", "messages"), ratio("rma", "gather"),
+            f"{(rma or msg).get('remote_records', 0):.1f}",
+            *(f"{rma[k]:.2f}" if k in rma else "-" for k in ("ops", "rounds", "bytes_per_payload")),
+            f"{msg['ops']:.2f}" if msg else "-"])
+    widths = [max(len(str(v)) for v in col) for col in zip(head, *lines)]
+    print("  ".join(h.rjust(w) for h, w in zip(head, widths)))
+    for line in lines:
+        print("  ".join(str(v).rjust(w) for v, w in zip(line, widths)))
+    sys.stdout.flush()
+
+
+def _remote_argv(args):
+    return [os.path.abspath(__file__), "--remote-worker", "--seconds", str(args.seconds),
+            "--reps", *map(str, args.reps), "--sizes", *args.sizes]
+
+
+def remote_part(args):
+    """This machine under each stack, then the test bed's hosts."""
+    from helpers import mpi_stack
+    results = {"local": [], "testbed": []}
+    for name in args.stacks_remote:
+        stack = mpi_stack(name, 1)
+        rows = []
+        for n in args.ranks:
+            r = subprocess.run(stack.launch(n, _remote_argv(args)), capture_output=True, text=True,
+                               env=dict(os.environ, **stack.env), timeout=900)
+            if r.returncode != 0:
+                raise SystemExit(f"{name} at {n} ranks failed:\n{r.stdout[-2000:]}{r.stderr[-3000:]}")
+            rows += json.loads(r.stdout.strip().splitlines()[-1])
+        results["local"].append({"stack": name, "rows": rows})
+        remote_table(rows, f"{name}, one machine, every rank its own node (ranks share {os.cpu_count()} cores)")
+    if args.testbed_stacks:
+        results["testbed"] = testbed_remote(args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+def testbed_remote(args):
+    sys.path.insert(0, os.path.join(ROOT, "tests", "cluster"))
+    from cluster_helpers import run_on_cluster
+    from testbed import Testbed
+    out = []
+    tb = Testbed(max(args.ranks), prefix="hpcclr", subnet="10.216.0").start()
+    try:
+        for rate in [None, *args.rates]:
+            tb.set_bandwidth(rate)
+            for stack in args.testbed_stacks:
+                rows = []
+                for n in args.ranks:
+                    r = run_on_cluster(tb, stack, 1, _remote_argv(args), hosts=tb.names[:n], timeout=900)
+                    if r.returncode != 0:
+                        raise SystemExit(f"{stack} at {n} hosts failed:\n{r.stdout[-2000:]}{r.stderr[-3000:]}")
+                    rows += json.loads(r.stdout.strip().splitlines()[-1])
+                out.append({"stack": stack, "rate": rate or "unlimited", "rows": rows})
+                remote_table(rows, f"{stack} across test-bed hosts (one rank each), links {rate or 'unlimited'}")
+    finally:
+        tb.stop()
+    return out
 
 
 def sampling_part(args):
@@ -119,11 +302,11 @@ def sampling_part(args):
     print(f"global sampling of CIFAR-sized samples (12 KiB), {args.seconds:.1f}s per point; rates summed "
           "over ranks; baseline: private np.take of the same number of rows, same ranks, same run")
     print(f"{'path':<8}{'ranks':>6}{'r':>5}{'draws/s/rank':>14}{'sampling MB/s':>15}{'gather MB/s':>13}"
-          f"{'ratio':>7}{'to copy':>8}{'RMA ops/draw':>14}{'totals':>8}{'seqs':>6}{'records':>9}{'RMA KB/draw':>13}")
+          f"{'ratio':>7}{'to copy':>8}{'RMA ops/draw':>14}{'rounds':>8}{'remote recs':>13}{'RMA KB/draw':>13}")
     for x in sorted(rows, key=lambda x: (x["path"], x["r"], x["ranks"])):
         print(f"{x['path']:<8}{x['ranks']:>6}{x['r']:>5}{x['draws_per_s_rank']:14.0f}{x['sampling_MBps']:15.0f}"
-              f"{x['gather_MBps']:13.0f}{x['ratio']:7.2f}{x['ratio_to_copy']:8.2f}{x['rma_ops_per_draw']:14.1f}{x['word_gets_per_draw']:8.1f}"
-              f"{x['seqs_gets_per_draw']:6.1f}{x['records_gets_per_draw']:9.1f}{x['rma_KB_per_draw']:13.1f}")
+              f"{x['gather_MBps']:13.0f}{x['ratio']:7.2f}{x['ratio_to_copy']:8.2f}{x['rma_ops_per_draw']:14.1f}"
+              f"{x['rounds_per_draw']:8.2f}{x['remote_records_per_draw']:13.1f}{x['rma_KB_per_draw']:13.1f}")
     print(json.dumps(rows))
 
 
@@ -189,17 +372,35 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-n", type=int, default=4, help="ranks for the training part")
     p.add_argument("--ranks", type=int, nargs="+", default=[2, 4, 8], help="rank counts for sampling")
-    p.add_argument("--part", choices=("sampling", "training", "both"), default="both")
+    p.add_argument("--part", choices=("sampling", "training", "remote", "both"), default="both",
+                   help="both: sampling and training")
     p.add_argument("--reps", type=int, nargs="+", default=[7, 64], help="representatives per draw")
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--stacks", nargs="+", default=["openmpi", "openmpi:2", "openmpi-ucx:2", "mpich", "mpich:2"])
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--train-per-class", type=int, default=600)
+    p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES), help="remote: record sizes")
+    p.add_argument("--stacks-remote", nargs="+", default=["openmpi-ucx", "mpich"],
+                   help="remote: MPI stacks on this machine")
+    p.add_argument("--testbed-stacks", nargs="*", default=["openmpi-ucx", "mpich", "openmpi-tcp"],
+                   help="remote: MPI stacks across the test bed's hosts (none: skip the test bed)")
+    p.add_argument("--rates", nargs="*", default=["100mbit"], help="remote: tc tbf link limits on the test bed")
+    p.add_argument("--smoke", action="store_true", help="remote: 2 ranks, r = 7, 3 KB, 0.2 s per point, "
+                   "one stack, no test bed")
+    p.add_argument("--json", help="remote: also write the results here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--remote-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return sampling_worker(args)
+    if args.remote_worker:
+        return remote_worker(args)
+    if args.part == "remote":
+        if args.smoke:
+            args.ranks, args.reps, args.sizes, args.seconds = [2], [7], ["3KB"], 0.2
+            args.stacks_remote, args.testbed_stacks = ["openmpi-ucx"], []
+        return remote_part(args)
     if args.part in ("sampling", "both"):
         sampling_part(args)
     if args.part in ("training", "both"):

@@ -95,3 +95,14 @@ def interrupted_run(job, out, np_, marker, timeout=240, sig=None):
         proc.kill()
         raise
     return proc.returncode, "".join(lines) + rest
+
+
+def assert_torn_records_are_waited_for_then_given_up(infos):
+    """The 'retry' scenario: rank 0's record 3 is half written for 1 s while the others
+    draw every record; then torn for good with a 0.5 s give-up time."""
+    for info in infos[1:]:
+        wait, give_up = info["wait"], info["give-up"]
+        assert wait["n"] == 8 * len(infos) and wait["whole"] and wait["values_ok"], info
+        assert wait["seconds"] > 0.8, info          # waited for the owner to finish the write
+        assert "records [3] of ranks [0] were still torn or unwritten after 0.5 s" in give_up["error"], info
+        assert 0.4 < give_up["seconds"] < 10, info

@@ -20,6 +20,17 @@ from hpccl.core.runtime import mpi
 
 MPI = mpi()
 comm = MPI.COMM_WORLD
+
+
+def _abort(kind, value, tb):
+    """An error on one rank ends every rank at once, as in a job (peers would wait in a
+    collective or for this rank's answers)."""
+    sys.__excepthook__(kind, value, tb)
+    sys.stderr.flush()
+    comm.Abort(1)
+
+
+sys.excepthook = _abort
 rank, size = comm.Get_rank(), comm.Get_size()
 scenario, mode, out_path = sys.argv[1:4]
 mode, _, transport = mode.partition("+")
@@ -136,6 +147,61 @@ elif scenario in ("torn", "torn-unchecked"):
         result({"draws": int(stats[0]), "torn": int(stats[1]), "bad_label": int(stats[2]),
                 "writes": int(stats[3])})
     comm.Barrier()
+    free(shard)
+
+elif scenario == "retry":
+    # Deterministic torn records: rank 0 holds its record 3 half written (sequence number odd,
+    # a sample byte changed without a new hash) while every other rank draws all records at
+    # once. A same-node reader must see the odd sequence number, a remote one the hash, and
+    # both must wait until the record is whole again; with the give-up time made small, the
+    # read must fail with hpccl's error instead.
+    from hpccl.continual.rehearsal import records, windows
+    from hpccl.core.errors import HpcclError
+    shard, sampler = make_shard(1, 8, (16,))
+    shard.insert(np.repeat((rank * 100 + np.arange(8, dtype=np.float32))[:, None], 16, axis=1),
+                 np.zeros(8, dtype=int))
+    everything = 8 * size
+    comm.Barrier()
+    sampler.refresh()
+
+    def tear():
+        shard._seq[3] += 1
+        shard._rows[3, -1] ^= 0xFF
+        shard.windows.fence()
+
+    def mend():
+        shard._rows[3, -1] ^= 0xFF
+        shard._seq[3] += 1
+        records.seal(shard._rows, [3])
+        shard.windows.fence()
+
+    info = {"rank": rank}
+    for phase in ("wait", "give-up"):
+        if rank == 0:
+            tear()
+        comm.Barrier()
+        if rank == 0:
+            if phase == "wait":
+                time.sleep(1.0)
+                mend()
+            comm.Barrier()
+            if phase == "give-up":
+                mend()
+        else:
+            windows.GIVE_UP_S = 60.0 if phase == "wait" else 0.5
+            t0 = time.monotonic()
+            try:
+                xs, ys = sampler.sample(everything)
+                values = sorted(xs[:, 0].tolist())
+                info[phase] = {"n": len(ys), "whole": bool(np.all(xs == xs[:, :1])),
+                               "has_3": 3.0 in values, "values_ok": values == sorted(
+                                   float(r * 100 + i) for r in range(size) for i in range(8))}
+            except HpcclError as e:
+                info[phase] = {"error": str(e)}
+            info[phase]["seconds"] = time.monotonic() - t0
+            comm.Barrier()
+    comm.Barrier()
+    result(comm.gather(info, root=0))
     free(shard)
 
 elif scenario == "tiny":

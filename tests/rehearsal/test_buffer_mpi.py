@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from helpers import run_cmd
+from helpers import assert_torn_records_are_waited_for_then_given_up, run_cmd
 from hpccl.core.launch import mpirun_prefix
 
 WORKER = os.path.join(os.path.dirname(__file__), "buffer_worker.py")
@@ -63,6 +63,13 @@ def test_the_torn_sample_test_sees_torn_samples_without_the_checks(tmp_path, mod
     the pattern this test uses cannot tear there, so it has no control of its own."""
     res = run_worker(2, "torn-unchecked", mode, tmp_path)
     assert res["torn"] > 0, res
+
+
+@pytest.mark.parametrize("np_, mode", [(2, "shared"), (4, "remote"), (4, "remote+messages")])
+def test_a_reader_meeting_a_half_written_record_waits_then_gives_up(tmp_path, np_, mode):
+    """Deterministic, unlike the stress above: the reader is made to meet a record whose
+    sequence number is odd (loads) or whose hash does not match (gets, messages)."""
+    assert_torn_records_are_waited_for_then_given_up(run_worker(np_, "retry", mode, tmp_path))
 
 
 @pytest.mark.parametrize("mode", ["shared", "remote", "remote+messages"])

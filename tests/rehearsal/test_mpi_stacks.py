@@ -17,7 +17,8 @@ import pytest
 
 from hpccl.core.logs import read_h5
 
-from helpers import MPICH_PYTHON, ROOT, mpi_stack, run_cmd
+from helpers import (MPICH_PYTHON, ROOT, assert_torn_records_are_waited_for_then_given_up, mpi_stack,
+                     run_cmd)
 
 WORKER = os.path.join(os.path.dirname(__file__), "buffer_worker.py")
 
@@ -58,6 +59,7 @@ def test_buffer_invariants(tmp_path, name, mode, rpn):
     res = run_worker(stack, "torn", mode, tmp_path)
     assert res["draws"] >= 3000 * 4 and res["writes"] > 1000
     assert res["torn"] == 0 and res["bad_label"] == 0, res
+    assert_torn_records_are_waited_for_then_given_up(run_worker(stack, "retry", mode, tmp_path))
     for info in run_worker(stack, "tiny", mode, tmp_path):
         assert info["empty"] == 0 and info["empty_s"] < 1.0
         assert info["sizes"] == [2] and info["contents"] == [[1.0, 2.0]]

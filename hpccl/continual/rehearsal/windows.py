@@ -85,6 +85,7 @@ class ShardWindows:
         self.transport_note = "one node: shared-memory loads only"
         self._views: dict[int, np.ndarray] = {}
         self._freed = False
+        self.remote_records = 0         # records read from other nodes (retries included)
         # One decision for all ranks, since window creation is collective: a node window on
         # every node unless every node holds one rank. A last, smaller node (3 ranks in
         # nodes of 2) may hold one rank and still needs it.
@@ -201,7 +202,7 @@ class ShardWindows:
             if time.monotonic() - started > GIVE_UP_S:
                 raise HpcclError(f"rehearsal buffer: records {slots[bad].tolist()} of ranks "
                                  f"{targets[bad].tolist()} were still torn or unwritten after "
-                                 f"{GIVE_UP_S:.0f} s of reading; their owner seems stuck inside "
+                                 f"{GIVE_UP_S:g} s of reading; their owner seems stuck inside "
                                  "a write.")
             backoff = min(_MAX_BACKOFF_S, backoff * 2 or 1e-5)
             time.sleep(backoff)
@@ -219,13 +220,15 @@ class ShardWindows:
         plan = self._plan(table, targets, slots)
         if plan.remote or totals_of:
             self.remote.start(table, plan.remote, out, totals_of)
+            self.remote_records += sum(b - a for _, a, b, _ in plan.remote)
         bad = [self._load_local(table, plan, out)]
         totals = {}
         if plan.remote or totals_of:
             totals = self.remote.finish()
             for _, a, b, sl in plan.remote:
                 bad.append(a + rec.torn(out[a:b], sl))
-        return np.concatenate(bad), totals
+        # sorted, as plans need their records by target: the retry plans with them
+        return np.sort(np.concatenate(bad)), totals
 
     def _load_local(self, table, plan, out) -> np.ndarray:
         """Same-node records into ``out`` by loads under the seqlock: sequence numbers,
