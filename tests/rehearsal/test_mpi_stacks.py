@@ -81,7 +81,10 @@ def test_check_and_rehearsal_quickstart(tmp_path, name, mode, rpn):
                             "--busy-seconds", "4"), timeout=120, env=stack.env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "busy owner    ok" in r.stdout and "all checks passed" in r.stdout
-    expected = ("messages" if transport == "messages" else "RMA gets") if rpn else "shared-memory loads"
+    # auto: RMA where a get completes without its owner (Open MPI's shared memory), messages
+    # where the owner's CPU must serve every get (UCX's TCP transport, MPICH between processes)
+    chosen = transport if transport != "auto" else ("rma" if name == "openmpi" else "messages")
+    expected = {"rma": "RMA gets", "messages": "messages"}[chosen] if rpn else "shared-memory loads"
     assert f"by {expected}" in r.stdout, r.stdout
     out = tmp_path / "run"
     r = run_cmd(stack.hpccl("run", f"{ROOT}/jobs/quickstart.yaml", "-n", "4", *sets, "--out", str(out)),
@@ -93,9 +96,9 @@ def test_check_and_rehearsal_quickstart(tmp_path, name, mode, rpn):
     assert summary["final_average_accuracy"] >= 0.85, summary["final_average_accuracy"]
     assert all(b["buffer_stored"] > 0 for b in summary["buffer"])
     if rpn:     # the transport chosen is logged, and every remote read went through it
-        assert f"rehearsal transport: {'messages' if transport == 'messages' else 'rma'}" in r.stderr, r.stderr
-        assert all(b["buffer_transport"] == (transport if transport != "auto" else "rma")
-                   for b in summary["buffer"]), summary["buffer"]
+        assert f"rehearsal transport: {chosen}" in r.stderr, r.stderr
+        assert {b["buffer_transport"] for b in summary["buffer"]} == {chosen}, summary["buffer"]
+        assert all(b["buffer_remote_ops"] > 0 for b in summary["buffer"]), summary["buffer"]
     attrs = read_h5(str(out / "log.h5"))["attrs"]
     assert attrs["backend"] == backend
     versions = json.loads(attrs["versions"])
@@ -117,11 +120,12 @@ def test_horovod_over_ucx_two_by_two(tmp_path):
 def test_check_reports_a_read_that_waits_for_a_busy_owner(tmp_path):
     """Without the rehearsal thread answering for its rank, a get over UCX's TCP transport
     waits until the busy owner re-enters MPI: exactly the hang of the old design. hpccl
-    check must say so and exit 2 within its timeout, not hang."""
+    check must say so and exit 2 within its timeout, not hang. (RMA asked for: 'auto' would
+    pick the message transport here, for that very reason.)"""
     stack = mpi_stack("openmpi-ucx", 2)
     r = run_cmd(stack.hpccl("check", f"{ROOT}/jobs/quickstart.yaml", "-n", "4", "--set",
                             "runtime.backend=torch", "--set", "rehearsal.ranks_per_node=2",
-                            "--busy-seconds", "3", "--timeout", "2"),
+                            "--set", "rehearsal.transport=rma", "--busy-seconds", "3", "--timeout", "2"),
                 timeout=120, env=dict(stack.env, HPCCL_REHEARSAL_PROGRESS="off"))
     assert r.returncode == 2, r.stdout + r.stderr
     assert "busy owner" in r.stdout and "FAIL" in r.stdout, r.stdout
