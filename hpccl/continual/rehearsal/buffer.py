@@ -92,6 +92,12 @@ class RehearsalThread:
     def __init__(self, idle=None, interval: float = 1e-3):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._idle, self._interval = idle, interval
+        self._switch_interval = sys.getswitchinterval()     # restored by shutdown()
+        if idle is not None:
+            # Each wake-up needs the GIL; by default Python hands it over only every 5 ms, so
+            # a main thread busy in Python would make every remote read wait that long (and a
+            # message-transport reply takes several wake-ups).
+            sys.setswitchinterval(min(self._switch_interval, interval / 2))
         self._thread = threading.Thread(target=self._loop, name="hpccl-rehearsal", daemon=True)
         self._thread.start()
 
@@ -121,6 +127,7 @@ class RehearsalThread:
         """Stop after the queued work (``wait``: and wait for it); the thread is a daemon, so
         an error path that does not wait never hangs on it."""
         self._queue.put(None)
+        sys.setswitchinterval(self._switch_interval)
         if wait:
             self._thread.join()
 
@@ -147,11 +154,6 @@ class RehearsalBuffer:
             require_thread_multiple("the rehearsal buffer's background thread"
                                     + ("" if cfg.async_updates else " (it answers reads from other nodes)"),
                                     "or, on one node, set 'rehearsal.async: false'")
-        self._switch_interval = sys.getswitchinterval()   # restored by close()
-        if serve is not None:
-            # The thread needs the GIL for each wake-up; by default Python hands it over only
-            # every 5 ms, which would make every remote read wait that long.
-            sys.setswitchinterval(min(self._switch_interval, cfg.progress_ms / 2e3))
         self._pool = (RehearsalThread(serve, cfg.progress_ms / 1e3)
                       if cfg.async_updates or serve is not None else None)
         self._async = cfg.async_updates
@@ -315,7 +317,6 @@ class RehearsalBuffer:
                 self._drain()
             self._pool.shutdown(wait=ok)
             self._pool = None
-            sys.setswitchinterval(self._switch_interval)
         if ok:
             self.shard.free()
             if self._group is not self.world.node_comm:

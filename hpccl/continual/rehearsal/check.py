@@ -76,6 +76,7 @@ def _busy_owner(world, ranks_per_node, busy_s: float, timeout_s: float, progress
     node = w.leaders                          # each rank's (pseudo-)node, by its first rank
     leaders = sorted(set(node))
     worst, draws, from_busy, stuck = 0.0, 0, 0, False
+    served, waited = 0, 0       # draws touching a busy owner done before / after it was back
     for phase in (0, 1):
         if len(leaders) > 1:
             busy = [leaders.index(n) % 2 != phase for n in node]
@@ -85,15 +86,20 @@ def _busy_owner(world, ranks_per_node, busy_s: float, timeout_s: float, progress
         if busy[world.rank]:
             _work_outside_mpi(busy_s)
         elif world.size > 1:
-            result = {"lat": [], "busy": 0}
+            result = {"lat": [], "busy": 0, "served": 0, "waited": 0}
 
             def reader():
-                t_end = time.perf_counter() + 0.7 * busy_s
-                while time.perf_counter() < t_end:
+                start = time.perf_counter()
+                owners_back = start + 0.9 * busy_s      # the barrier's exits differ slightly
+                while time.perf_counter() < start + 0.7 * busy_s:
                     t0 = time.perf_counter()
                     x, _ = sampler.sample(8)
-                    result["lat"].append(time.perf_counter() - t0)
-                    result["busy"] += int(sum(busy[int(v)] for v in x[:, 0]))
+                    done = time.perf_counter()
+                    result["lat"].append(done - t0)
+                    from_busy_now = int(sum(busy[int(v)] for v in x[:, 0]))
+                    result["busy"] += from_busy_now
+                    if from_busy_now:
+                        result["served" if done < owners_back else "waited"] += 1
 
             thread = threading.Thread(target=reader, daemon=True)
             thread.start()
@@ -104,6 +110,8 @@ def _busy_owner(world, ranks_per_node, busy_s: float, timeout_s: float, progress
                 worst = max(worst, max(result["lat"], default=0.0))
                 draws += len(result["lat"])
                 from_busy += result["busy"]
+                served += result["served"]
+                waited += result["waited"]
         if stuck:
             break
         world.comm.Barrier()
@@ -119,13 +127,19 @@ def _busy_owner(world, ranks_per_node, busy_s: float, timeout_s: float, progress
     transport = {"rma": "RMA gets", "messages": "messages"}.get(w.transport, "shared-memory loads")
     if world.size == 1:
         return windows, Finding("busy owner", SKIP, "one rank")
-    # A read that needs its busy owner waits until the owner is back: the first one about
-    # busy_s. Half of that separates the two cases; a served read takes milliseconds, and on
-    # an oversubscribed machine an unlucky one was measured at 0.53 s.
-    limit = busy_s / 2
-    status = OK if worst < limit and draws else FAIL
-    return windows, Finding("busy owner", status, f"{draws} draws ({from_busy} samples from busy ranks) "
-                            f"by {transport}; slowest {worst * 1e3:.1f} ms (limit {limit * 1e3:.0f} ms)")
+    # A read that needs its busy owner cannot finish before the owner is back in MPI, so what
+    # tells the cases apart is whether reads of busy owners' samples finished while they were
+    # busy; not how long the slowest draw took, which on a loaded machine is the machine
+    # (12 ranks on 2 cores stalled a plain load for 1.6 s).
+    detail = (f"{draws} draws ({from_busy} samples from busy ranks) by {transport}; {served} draws "
+              f"touching a busy owner finished while it was busy, {waited} after; slowest "
+              f"{worst * 1e3:.1f} ms")
+    if served:
+        return windows, Finding("busy owner", OK, detail)
+    if waited:
+        return windows, Finding("busy owner", FAIL, detail + ": reads waited for their busy owner")
+    return windows, Finding("busy owner", WARN, detail + ": no draw touched a busy owner, nothing to "
+                            "tell (raise --busy-seconds)")
 
 
 def _work_outside_mpi(seconds: float):
