@@ -157,7 +157,10 @@ def remote_worker(args):
             shard.insert(x, np.arange(n) % 8)
             shards[transport] = shard
         serves = [f for f in (progress_function(s.windows) for s in shards.values()) if f]
-        thread = RehearsalThread(lambda: [f() for f in serves], 1e-3)
+        def serve_all():
+            for f in serves:
+                f()
+        thread = RehearsalThread(serve_all, 1e-3)
         raw = MPI.Win.Allocate(n * rb, 1, comm=comm) if "rma" in shards else None
         if raw is not None:
             raw.Lock_all(MPI.MODE_NOCHECK)
@@ -178,6 +181,10 @@ def remote_worker(args):
                     step(done)
                     done += 1
                 elapsed = time.perf_counter() - t0
+                # wait for the others while answering their reads: a blocking collective
+                # here was seen to leave a peer's 150 KB gets unserved over UCX's TCP
+                finished = comm.Ibarrier()
+                wait_polling(finished.Test, serve_all)
                 row[f"{key}_MBps"] = comm.allreduce(done * r * payload / elapsed) / 1e6
                 return comm.allreduce(done)
 
@@ -215,7 +222,15 @@ def remote_worker(args):
             shard.free()
     group.Free()
     if rank == 0:
-        print(json.dumps(results))
+        print(_RESULT + json.dumps(results), flush=True)
+
+
+_RESULT = "remote-results: "
+
+
+def _results(stdout: str) -> list:
+    """The worker's result line (other ranks' output may follow it)."""
+    return json.loads(next(ln for ln in stdout.splitlines() if ln.startswith(_RESULT))[len(_RESULT):])
 
 
 def remote_table(rows, title):
@@ -258,7 +273,7 @@ def remote_part(args):
                                env=dict(os.environ, **stack.env), timeout=900)
             if r.returncode != 0:
                 raise SystemExit(f"{name} at {n} ranks failed:\n{r.stdout[-2000:]}{r.stderr[-3000:]}")
-            rows += json.loads(r.stdout.strip().splitlines()[-1])
+            rows += _results(r.stdout)
         results["local"].append({"stack": name, "rows": rows})
         remote_table(rows, f"{name}, one machine, every rank its own node (ranks share {os.cpu_count()} cores)")
     if args.testbed_stacks:
@@ -283,7 +298,7 @@ def testbed_remote(args):
                     r = run_on_cluster(tb, stack, 1, _remote_argv(args), hosts=tb.names[:n], timeout=900)
                     if r.returncode != 0:
                         raise SystemExit(f"{stack} at {n} hosts failed:\n{r.stdout[-2000:]}{r.stderr[-3000:]}")
-                    rows += json.loads(r.stdout.strip().splitlines()[-1])
+                    rows += _results(r.stdout)
                 out.append({"stack": stack, "rate": rate or "unlimited", "rows": rows})
                 remote_table(rows, f"{stack} across test-bed hosts (one rank each), links {rate or 'unlimited'}")
     finally:
