@@ -396,8 +396,8 @@ def main():
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--train-per-class", type=int, default=600)
     p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES), help="remote: record sizes")
-    p.add_argument("--stacks-remote", nargs="+", default=["openmpi-ucx", "mpich"],
-                   help="remote: MPI stacks on this machine")
+    p.add_argument("--stacks-remote", nargs="*", default=["openmpi-ucx", "mpich"],
+                   help="remote: MPI stacks on this machine (none: skip)")
     p.add_argument("--testbed-stacks", nargs="*", default=["openmpi-ucx", "mpich", "openmpi-tcp"],
                    help="remote: MPI stacks across the test bed's hosts (none: skip the test bed)")
     p.add_argument("--rates", nargs="*", default=["100mbit"], help="remote: tc tbf link limits on the test bed")
