@@ -74,9 +74,11 @@ class GlobalSampler:
 
     def _refresh_turn(self) -> np.ndarray:
         """The other nodes' ranks whose totals the next read brings, in turn."""
+        if not len(self._remote):
+            return self._remote
         n = min(REFRESH_PER_DRAW, len(self._remote))
         turn = self._remote[(self._cursor + np.arange(n)) % len(self._remote)]
-        self._cursor = (self._cursor + n) % max(1, len(self._remote))
+        self._cursor = (self._cursor + n) % len(self._remote)
         return turn
 
     def _refresh_local(self) -> None:

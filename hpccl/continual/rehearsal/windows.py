@@ -274,27 +274,23 @@ class ShardWindows:
     def _load_local(self, table, plan, out) -> np.ndarray:
         """Same-node records into ``out`` by loads under the seqlock: sequence numbers,
         fence, records, fence, sequence numbers. Returns the indices of torn ones."""
+        # (rows a:b of out, sequence words, their indices, records, their indices)
         parts = []
         if plan.node is not None:
             a, b, seq_index, row_index, node = plan.node
-            parts.append((np.arange(a, b), lambda s=seq_index, w=node[0]: w[s],
-                          lambda a=a, b=b, r=row_index, rows=node[1]: np.take(rows, r, axis=0, out=out[a:b])))
+            parts.append((a, b, node[0], seq_index, node[1], row_index))
         for target, a, b, sl in plan.local:
             seqs, rows = self._local(table, target)
-            parts.append((np.arange(a, b), lambda s=seqs, sl=sl: s[sl],
-                          lambda a=a, b=b, rows=rows, sl=sl: np.take(rows, sl, axis=0, out=out[a:b])))
+            parts.append((a, b, seqs, sl, rows, sl))
         if not parts:
             return np.empty(0, dtype=np.int64)
-        before = [seqs() for _, seqs, _ in parts]
+        before = [words[at] for _, _, words, at, _, _ in parts]
         self.fence()
-        for _, _, copy in parts:
-            copy()
+        for a, b, _, _, rows, at in parts:
+            np.take(rows, at, axis=0, out=out[a:b])
         self.fence()
-        bad = []
-        for (at, seqs, _), first in zip(parts, before):
-            second = seqs()
-            torn = (first != second) | (first & 1 == 1) | (first == 0)
-            bad.append(at[torn])
+        bad = [a + np.flatnonzero((first != words[at]) | (first & 1 == 1) | (first == 0))
+               for (a, _, words, at, _, _), first in zip(parts, before)]
         return np.concatenate(bad)
 
     def _node_memory(self):
