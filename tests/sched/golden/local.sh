@@ -93,6 +93,6 @@ if (( rc != 0 && rc != EXIT_REQUEUE && rc != 2 && rc != 3 )) && [[ "$(checkpoint
 fi
 if (( rc == EXIT_REQUEUE )); then
   # No scheduler to requeue with: the checkpoint waits for the next start of this script.
-  log "checkpointed; resume with: bash $RUN_DIR/job.sh"
+  log "checkpointed; resume with: bash $(printf %q "$RUN_DIR/job.sh")"
 fi
 exit "$rc"

@@ -109,6 +109,6 @@ if (( rc == EXIT_REQUEUE )); then
   # Checkpointed: back into the queue under the same job id (needs --requeue); it resumes.
   log "checkpointed; requeueing job $SLURM_JOB_ID"
   if scontrol requeue "$SLURM_JOB_ID"; then exit 0; fi
-  log "scontrol requeue failed; resubmit by hand: sbatch $RUN_DIR/job.sh"
+  log "scontrol requeue failed; resubmit by hand: sbatch $(printf %q "$RUN_DIR/job.sh")"
 fi
 exit "$rc"

@@ -113,6 +113,6 @@ if (( rc == EXIT_REQUEUE )); then
     log "checkpointed; resubmitted as job $new_id"
     exit 0
   fi
-  log "checkpointed, but qsub failed; resubmit by hand: qsub $RUN_DIR/job.sh"
+  log "checkpointed, but qsub failed; resubmit by hand: qsub $(printf %q "$RUN_DIR/job.sh")"
 fi
 exit "$rc"
