@@ -6,10 +6,16 @@ template or a shipped site on purpose, refresh them and review the diff:
 
     HPCCL_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/sched/test_render.py
     git diff tests/sched/golden/
+
+A refresh rewrites the files that differ and fails those tests (a run that rewrote a golden
+file never passes); under CI=true it is refused.
 """
 
+import difflib
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +23,8 @@ import pytest
 from hpccl.sched.render import (EXIT_REQUEUE, ScriptPlan, launcher_command, render_affinity_wrapper,
                                 render_script)
 from hpccl.sched.sites import load_site
+
+from sched_helpers import IN_CI
 
 GOLDEN = Path(__file__).parent / "golden"
 RUN_DIR = "/scratch/hpccl runs/demo"      # a space, to see the quoting
@@ -46,8 +54,14 @@ def plan_for(name, **changes) -> ScriptPlan:
 def assert_matches_golden(name: str, text: str) -> None:
     path = GOLDEN / name
     if os.environ.get("HPCCL_UPDATE_GOLDEN") == "1":
-        path.write_text(text)
-        return
+        # CI checks the goldens; it never writes them (a rewrite there would pass anything).
+        if IN_CI:
+            pytest.fail("HPCCL_UPDATE_GOLDEN=1 under CI=true: golden files are refreshed by hand, "
+                        "never in CI; unset HPCCL_UPDATE_GOLDEN", pytrace=False)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+            pytest.fail(f"golden file {path} rewritten: review `git diff {path}`, then rerun without "
+                        "HPCCL_UPDATE_GOLDEN", pytrace=False)
     assert path.exists(), f"no golden file {path}; create it on purpose with: {REFRESH}"
     want, got = path.read_text().splitlines(), text.splitlines()
     for i, (w, g) in enumerate(zip(want, got), start=1):
@@ -60,9 +74,54 @@ def assert_matches_golden(name: str, text: str) -> None:
 
 @pytest.mark.parametrize("site", sorted(PLANS))
 def test_script_matches_golden_file(site):
-    text = render_script(plan_for(site))
-    assert text == render_script(plan_for(site))        # a pure function of the plan
-    assert_matches_golden(f"{site}.sh", text)
+    assert_matches_golden(f"{site}.sh", render_script(plan_for(site)))
+
+
+# Two processes that differ in everything a renderer could be tempted to read: the clock and
+# its time zone (26 h apart, so even a date differs), the user, HOME, the working directory,
+# PATH's order, the locale, str hashing (set order), and what a login node or a job sets.
+_RENDER_ALL = """
+import json, os, sys
+sys.path[:0] = [sys.argv[1], os.path.dirname(sys.argv[1])]
+import test_render as t
+print(json.dumps({s: [t.render_script(t.plan_for(s)), t.render_affinity_wrapper(t.plan_for(s))]
+                  for s in sorted(t.PLANS)}))
+"""
+_ENVIRONMENTS = [
+    {"TZ": "<-12>12", "USER": "alice", "LOGNAME": "alice", "PYTHONHASHSEED": "1", "LANG": "C",
+     "LC_ALL": "C", "SHELL": "/bin/sh"},
+    {"TZ": "<+14>-14", "USER": "bob", "LOGNAME": "bob", "PYTHONHASHSEED": "2", "LANG": "C.UTF-8",
+     "LC_ALL": "C.UTF-8", "SHELL": "/bin/zsh", "VIRTUAL_ENV": "/opt/venv", "CONDA_PREFIX": "/opt/conda",
+     "MODULEPATH": "/soft/modulefiles", "SLURM_JOB_ID": "4242", "PBS_JOBID": "77.server",
+     "HPCCL_LAUNCHER": "mpirun -np 3", "HPCCL_MPIRUN": "mpiexec", "OMPI_COMM_WORLD_SIZE": "5",
+     "HOSTNAME": "login07"},
+]
+
+
+def test_rendering_depends_on_the_plan_only(tmp_path):
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("XDG_CONFIG_HOME", "HPCCL_SITE_DIR", "TZ", "PYTHONHASHSEED")}
+    path = base.get("PATH", "").split(os.pathsep)
+    outputs = []
+    for i, extra in enumerate(_ENVIRONMENTS):
+        home = tmp_path / f"home{i}"       # HOME/.config/hpccl/sites does not exist: shipped sites only
+        home.mkdir()
+        env = {**base, **extra, "HOME": str(home), "PWD": str(home),
+               "PATH": os.pathsep.join(path if i == 0 else path[::-1])}
+        r = subprocess.run([sys.executable, "-c", _RENDER_ALL, str(Path(__file__).parent)], cwd=home,
+                           env=env, capture_output=True, timeout=120)
+        assert r.returncode == 0, r.stderr.decode()
+        outputs.append(r.stdout)
+    here = {s: [render_script(plan_for(s)), render_affinity_wrapper(plan_for(s))] for s in sorted(PLANS)}
+    for i, out in enumerate(outputs):
+        for site, texts in json.loads(out).items():
+            for got, want in zip(texts, here[site]):
+                if got != want:
+                    diff = difflib.unified_diff((want or "").splitlines(True), (got or "").splitlines(True),
+                                                "this process", f"environment {i}", n=0)
+                    pytest.fail(f"{site}: the same plan rendered differently with {_ENVIRONMENTS[i]}:\n"
+                                + "".join(list(diff)[:12]), pytrace=False)
+    assert outputs[0] == outputs[1]        # byte for byte, the JSON framing included
 
 
 def test_affinity_wrapper_matches_golden_file():
