@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from helpers import assert_torn_records_are_waited_for_then_given_up, run_cmd
+from hpccl.continual.rehearsal.windows import GIVE_UP_S
 from hpccl.core.launch import mpirun_prefix
 
 WORKER = os.path.join(os.path.dirname(__file__), "buffer_worker.py")
@@ -75,7 +76,8 @@ def test_a_reader_meeting_a_half_written_record_waits_then_gives_up(tmp_path, np
 @pytest.mark.parametrize("mode", ["shared", "remote", "remote+messages"])
 def test_empty_and_tiny_buffers_return_what_exists(tmp_path, mode):
     for info in run_worker(2, "tiny", mode, tmp_path):
-        assert info["empty"] == 0 and info["empty_s"] < 1.0
+        # an empty draw has nothing to wait for: it returns, long before a read would give up
+        assert info["empty"] == 0 and info["empty_s"] < GIVE_UP_S / 4
         assert info["sizes"] == [2]                     # r = 7 asked, 2 stored: both, once each
         assert info["contents"] == [[1.0, 2.0]]
 
