@@ -22,12 +22,15 @@ def test_commit_waits_for_the_slowest_rank_and_the_stall_is_only_the_copy(tmp_pa
     if stack == "mpich" and not os.path.exists(MPICH_PYTHON):
         pytest.fail(f"{MPICH_PYTHON} is missing: scripts/setup.sh builds it")
     s = mpi_stack(stack, ranks_per_node=1)
-    r = run_cmd(s.launch(2, [WORKER, "slow", str(tmp_path)]), timeout=120, env=s.env)
+    r = run_cmd(s.launch(2, [WORKER, "slow", str(tmp_path)]), timeout=240, env=s.env)
     assert r.returncode == 0, r.stdout + r.stderr
     result = json.loads((tmp_path / "result.json").read_text())
-    assert result["stall"] < 0.5                      # rank 0 did not wait for rank 1's 1.5 s write
-    rank1_done = float((tmp_path / "rank1-done").read_text())
-    assert result["appeared"] is not None and result["appeared"] >= rank1_done
+    rank1 = json.loads((tmp_path / "rank1-done").read_text())
+    # Rank 1's file could only be finished once rank 0 was back from save(): rank 0 did not
+    # wait for it. (An order of events, not a time limit, so a loaded machine cannot fail it.)
+    assert rank1["rank0_was_back"], "rank 0's save() waited for rank 1's files"
+    assert 0 < result["stall"] <= result["save_s"]
+    assert result["appeared"] is not None and result["appeared"] >= rank1["at"]
     ckpt = tmp_path / "checkpoint"
     assert sorted(os.listdir(ckpt)) == ["model.pt", "rank00000.pt", "rank00001.pt", "slow.txt", "state.json"]
     state = json.loads((ckpt / "state.json").read_text())
