@@ -87,11 +87,22 @@ def progress_function(windows):
 
 class RehearsalThread:
     """One background thread: runs submitted work in order, and between work items calls
-    ``idle()`` every ``interval`` seconds (``idle=None``: just waits)."""
+    ``idle()`` every ``interval`` seconds (``idle=None``: just waits).
+
+    Any error in the thread, in a work item or in ``idle()``, is fatal to it: the thread
+    stops, every queued and every later piece of work fails with that error, and
+    ``raise_if_failed`` raises it in the caller. A thread that died quietly would leave the
+    training loop waiting for ever on a fetch nobody runs, and peers on other nodes waiting
+    for reads nobody answers; the rank must fail instead, so the job ends like on any other
+    rank's error."""
 
     def __init__(self, idle=None, interval: float = 1e-3):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._idle, self._interval = idle, interval
+        self._error: BaseException | None = None
+        # Held while work is queued and while the thread fails the queue: no item can slip
+        # in after the failure drained the queue and then wait for ever.
+        self._lock = threading.Lock()
         self._switch_interval = sys.getswitchinterval()     # restored by shutdown()
         if idle is not None:
             # Each wake-up needs the GIL; by default Python hands it over only every 5 ms, so
@@ -103,10 +114,28 @@ class RehearsalThread:
 
     def submit(self, fn, *args) -> Future:
         future = Future()
-        self._queue.put((future, fn, args))
+        with self._lock:
+            if self._error is None:
+                self._queue.put((future, fn, args))
+                return future
+        future.set_exception(self._error)
         return future
 
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    def raise_if_failed(self):
+        if self._error is not None:
+            raise self._error
+
     def _loop(self):
+        try:
+            self._serve()
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiting and later caller
+            self._fail(exc)
+
+    def _serve(self):
         timeout = self._interval if self._idle is not None else None
         while True:
             try:
@@ -119,9 +148,22 @@ class RehearsalThread:
             future, fn, args = item
             if future.set_running_or_notify_cancel():
                 try:
-                    future.set_result(fn(*args))
-                except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                    result = fn(*args)
+                except BaseException as exc:
                     future.set_exception(exc)
+                    raise
+                future.set_result(result)
+
+    def _fail(self, exc: BaseException):
+        with self._lock:
+            self._error = exc
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    return
+                if item is not None and item[0].set_running_or_notify_cancel():
+                    item[0].set_exception(exc)
 
     def shutdown(self, wait: bool = True):
         """Stop after the queued work (``wait``: and wait for it); the thread is a daemon, so
@@ -202,6 +244,7 @@ class RehearsalBuffer:
         """This mini-batch's representatives (None before start_task). Asynchronous: blocks
         only while the background fetch is unfinished. Synchronous: fetches now, then
         inserts this batch's candidates, so all of the buffer's work is exposed here."""
+        self._check_thread()
         self._cand = self._candidates(xb, yb)
         if self._async:
             return self._next.result() if self._next is not None else None
@@ -237,7 +280,14 @@ class RehearsalBuffer:
         self._insert(cx, cy)
         return self._fetch() if self._active else None
 
+    def _check_thread(self):
+        """Raise the rehearsal thread's error here, in the training loop: in synchronous mode
+        nothing else would notice that the thread answering other nodes' reads is gone."""
+        if self._pool is not None:
+            self._pool.raise_if_failed()
+
     def _drain(self):
+        self._check_thread()
         if self._next is not None:
             future, self._next = self._next, None
             future.result()
@@ -313,10 +363,13 @@ class RehearsalBuffer:
         """Stop the thread; on success also free the windows (a collective call, so it is
         skipped on the error path, where MPI_Abort follows and must not wait for peers)."""
         if self._pool is not None:
-            if ok:
-                self._drain()
-            self._pool.shutdown(wait=ok)
-            self._pool = None
+            pool = self._pool
+            try:
+                if ok:
+                    self._drain()
+            finally:
+                self._pool = None
+                pool.shutdown(wait=ok and pool.error is None)
         if ok:
             self.shard.free()
             if self._group is not self.world.node_comm:
