@@ -150,11 +150,21 @@ elif scenario in ("torn", "torn-unchecked"):
     free(shard)
 
 elif scenario == "retry":
-    # Deterministic torn records: rank 0 holds its record 3 half written (sequence number odd,
-    # a sample byte changed without a new hash) while every other rank draws all records at
-    # once. A same-node reader must see the odd sequence number, a remote one the hash, and
-    # both must wait until the record is whole again; with the give-up time made small, the
-    # read must fail with hpccl's error instead.
+    # Deterministic torn records: rank 0's record 3 is torn on purpose, four ways, each read by
+    # the ranks whose path can meet it, and mended only once every reader has met it torn
+    # (readers say so from their first round that found a torn record): no sleep, no race.
+    #   odd      half written: sequence number odd, half the sample new, the old hash. Every
+    #            reader must wait for the write to end and then return the new sample.
+    #   mixed    the bytes a get brings when it overlaps a write: sequence number even and
+    #            unchanged, half the sample new, the old hash. Only the hash tells; read from
+    #            other nodes only (a same-node writer always makes the sequence number odd first).
+    #   moved    a same-node reader's loads straddle a whole write: its sequence number is even
+    #            before and after the load of the records, but moved; the write starts after the
+    #            reader's first fence and ends before its second (hooked), so the records it
+    #            loaded are half written. One reader at a time.
+    #   give-up  half written for good, read with the give-up time made 0.5 s: hpccl's error.
+    #            Rank 0 mends it after 60 s at most, so a reader that never gives up returns
+    #            (and fails the test) instead of hanging the job.
     from hpccl.continual.rehearsal import records, windows
     from hpccl.core.errors import HpcclError
     shard, sampler = make_shard(1, 8, (16,))
@@ -163,45 +173,146 @@ elif scenario == "retry":
     everything = 8 * size
     comm.Barrier()
     sampler.refresh()
+    ctl = comm.Dup()                # this test's own messages between rank 0 and the readers
+    MET, STEP, DONE = 1, 2, 3
+    w = shard.windows
+    near = comm.allgather(bool(w.same_node[0]))     # reads rank 0's records by loads
+    readers = list(range(1, size))
+    near_readers = [r for r in readers if near[r]]
+    far_readers = [r for r in readers if not near[r]]
 
-    def tear():
+    # rank 0's writes of its record 3, in the order shard.py writes, fenced like its writes
+    def begin(value):           # sequence number odd, the first half of the sample new
         shard._seq[3] += 1
-        shard._rows[3, -1] ^= 0xFF
-        shard.windows.fence()
+        w.fence()
+        shard._sample[3, :8] = value
+        w.fence()
 
-    def mend():
-        shard._rows[3, -1] ^= 0xFF
+    def finish(value):          # the rest of the sample, sequence number even, hash
+        shard._sample[3, 8:] = value
+        w.fence()
         shard._seq[3] += 1
         records.seal(shard._rows, [3])
-        shard.windows.fence()
+        w.fence()
 
-    info = {"rank": rank}
-    for phase in ("wait", "give-up"):
+    def hear_from_each(group, tag):
+        return sorted(ctl.recv(source=MPI.ANY_SOURCE, tag=tag) for _ in group)
+
+    # readers count the rounds that found torn records and tell rank 0 at the first one
+    torn_rounds, tell = [0], [False]
+    plain_round = windows.ShardWindows._round
+
+    def counting_round(self, *args):
+        bad, totals = plain_round(self, *args)
+        if len(bad):
+            torn_rounds[0] += 1
+            if tell[0]:
+                tell[0] = False
+                ctl.send((rank, True), dest=0, tag=MET)
+        return bad, totals
+    windows.ShardWindows._round = counting_round
+
+    def read(give_up_s=60.0, tell_met=True):
+        windows.GIVE_UP_S = give_up_s
+        torn_rounds[0], tell[0] = 0, tell_met
+        t0 = time.monotonic()
+        try:
+            xs, ys = sampler.sample(everything)
+            v = xs[:, 0].tolist()       # sorted by owner, then record: v[3] is rank 0's record 3
+            got = {"n": len(ys), "whole": bool(np.all(xs == xs[:, :1])), "record_3": v[3],
+                   "others_ok": v[:3] + v[4:] == [float(r * 100 + i) for r in range(size)
+                                                  for i in range(8) if (r, i) != (0, 3)]}
+        except HpcclError as e:
+            got = {"error": str(e)}
+        got.update(seconds=time.monotonic() - t0, torn_rounds=torn_rounds[0])
+        if tell[0]:             # never met it torn: rank 0 must not wait for that
+            tell[0] = False
+            ctl.send((rank, False), dest=0, tag=MET)
+        return got
+
+    def straddled_by_a_write(info):
+        """The next same-node load of this reader: rank 0 begins a write of record 3 right
+        after the load's first fence and finishes it right before its second."""
+        plain_fence = windows.ShardWindows.fence.__get__(w)
+        fences = [0]
+
+        def fence():
+            fences[0] += 1
+            if fences[0] == 2:
+                ctl.send("finish", dest=0, tag=STEP)
+                ctl.recv(source=0, tag=STEP)
+            plain_fence()
+            if fences[0] == 1:
+                ctl.send("begin", dest=0, tag=STEP)
+                ctl.recv(source=0, tag=STEP)
+                plain_fence()
+
+        def load_once(table, plan, out):
+            w.fence = fence
+            try:
+                return windows.ShardWindows._load_local(w, table, plan, out)
+            finally:
+                del w.fence, w._load_local
+                info["straddled"] = fences[0] >= 2
+        w._load_local = load_once
+
+    info = {"rank": rank, "near": near[rank]}
+    # odd
+    if rank == 0:
+        begin(1003)
+    comm.Barrier()
+    if rank == 0:
+        info["met"] = hear_from_each(readers, MET)
+        finish(1003)
+    else:
+        info["odd"] = read()
+    comm.Barrier()
+    # mixed
+    if far_readers:
         if rank == 0:
-            tear()
+            shard._sample[3, :8] = 2003
+            w.fence()
         comm.Barrier()
         if rank == 0:
-            if phase == "wait":
-                time.sleep(1.0)
-                mend()
-            comm.Barrier()
-            if phase == "give-up":
-                mend()
-        else:
-            windows.GIVE_UP_S = 60.0 if phase == "wait" else 0.5
-            t0 = time.monotonic()
-            try:
-                xs, ys = sampler.sample(everything)
-                values = sorted(xs[:, 0].tolist())
-                info[phase] = {"n": len(ys), "whole": bool(np.all(xs == xs[:, :1])),
-                               "has_3": 3.0 in values, "values_ok": values == sorted(
-                                   float(r * 100 + i) for r in range(size) for i in range(8))}
-            except HpcclError as e:
-                info[phase] = {"error": str(e)}
-            info[phase]["seconds"] = time.monotonic() - t0
-            comm.Barrier()
+            info["met_mixed"] = hear_from_each(far_readers, MET)
+            begin(2003)
+            finish(2003)
+        elif rank in far_readers:
+            info["mixed"] = read()
+        comm.Barrier()
+    # moved
+    for k, r in enumerate(near_readers, 1):
+        if rank == 0:
+            assert ctl.recv(source=r, tag=STEP) == "begin"
+            begin(3000 + k)
+            ctl.send(None, dest=r, tag=STEP)
+            assert ctl.recv(source=r, tag=STEP) == "finish"
+            finish(3000 + k)
+            ctl.send(None, dest=r, tag=STEP)
+        elif rank == r:
+            moved = {}
+            straddled_by_a_write(moved)
+            moved.update(read(tell_met=False))
+            info["moved"] = dict(moved, write=3000 + k)
+        comm.Barrier()
+    # give-up
+    if rank == 0:
+        begin(4003)
     comm.Barrier()
+    if rank == 0:
+        pending = [ctl.irecv(source=r, tag=DONE) for r in readers]
+        deadline = time.monotonic() + 60.0
+        while not MPI.Request.testall(pending)[0] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        finish(4003)
+        MPI.Request.waitall(pending)
+    else:
+        info["give-up"] = read(give_up_s=0.5, tell_met=False)
+        ctl.send(rank, dest=0, tag=DONE)
+    comm.Barrier()
+    windows.ShardWindows._round = plain_round
     result(comm.gather(info, root=0))
+    ctl.Free()
     free(shard)
 
 elif scenario == "tiny":
