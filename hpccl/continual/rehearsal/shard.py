@@ -113,6 +113,7 @@ class Shard:
     def clear(self):
         """Forget everything stored and seen (records are reused from the start). Only for a
         buffer nobody samples at the same time: readers may still hold the old total."""
+        self.windows._check("write")
         self.seen[:] = 0
         self.count[:] = 0
         self.record_of[:] = -1
@@ -161,6 +162,7 @@ class Shard:
     def _write(self, classes: np.ndarray, slots: np.ndarray, samples: np.ndarray, at=None):
         """Store samples as the ``slots``-th sample of ``classes``, under the seqlock, then
         sealed (in records ``at`` when restoring a saved shard)."""
+        self.windows._check("write")
         records = self.record_of[classes, slots]
         new = np.flatnonzero(records < 0)              # first fill: the next free records
         records[new] = (self._allocated + np.arange(len(new))) if at is None else at[new]
@@ -182,6 +184,7 @@ class Shard:
         win.fence()
 
     def samples_of_class(self, c: int) -> np.ndarray:
+        self.windows._check()
         return self._sample[self.record_of[c, :self.count[c]]].copy()
 
     # -- HDF5: inspection and restart -------------------------------------------------------------
@@ -191,6 +194,7 @@ class Shard:
 
     def snapshot(self) -> dict:
         """A copy of what ``save`` writes, for writing later while the shard changes."""
+        self.windows._check()
         lay = self.layout
         stored = self.stored_per_class
         records = np.concatenate([self.record_of[c, :stored[c]] for c in range(lay.num_classes)]).astype(np.int64)

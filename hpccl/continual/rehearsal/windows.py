@@ -311,6 +311,7 @@ class ShardWindows:
     def read_node_u64(self, offset: int, out: np.ndarray) -> None:
         """The uint64 at ``offset`` in the shard of each rank of this node (plain loads), in
         rank order, into ``out``; ordered before later loads by a fence."""
+        self._check()
         if self._node_mem is not None and self._node_stride % 8 == 0:
             if offset not in self._node_words:
                 words = self._node_mem[:len(self._node_mem) // 8 * 8].view(np.uint64)
@@ -393,10 +394,12 @@ class ShardWindows:
             self.remote.serve()
 
     # -- life cycle ---------------------------------------------------------------------------
-    def _check(self):
+    def _check(self, what: str = "read"):
+        """Raise on a ``what`` ('read', 'write') of shard memory once it is freed: views of it
+        (here and in Shard) would load or store into memory that is gone."""
         if self._freed:
-            raise HpcclError("rehearsal buffer: read after its windows were freed (the buffer "
-                             "was closed)")
+            raise HpcclError(f"rehearsal buffer: {what} after its windows were freed (the "
+                             "buffer was closed)")
 
     def free(self):
         """Collective: every rank must call it. Later reads or writes fail clearly."""
