@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
 import shutil
 import signal
 import threading
@@ -37,6 +36,8 @@ import time
 
 import torch
 
+from hpccl.core.checkpoint_dirs import (checkpoint_dir, finish_interrupted_swap, move_in,  # noqa: F401
+                                         new_dirs, resumable, write_json_atomic)
 from hpccl.core.errors import HpcclError
 from hpccl.core.schema import parse_every
 
@@ -71,10 +72,6 @@ class StopSignals:
     def restore(self):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-def checkpoint_dir(run_dir: str) -> str:
-    return os.path.join(run_dir, "checkpoint")
 
 
 def rank_file(directory: str, rank: int, kind: str = "rank", ext: str = "pt") -> str:
@@ -157,7 +154,7 @@ class CheckpointWriter:
         self._pending = None
         self._count = 0
         if world.is_root:
-            for stale in _new_dirs(run_dir):       # left by a job killed while writing
+            for stale in new_dirs(run_dir):       # left by a job killed while writing
                 shutil.rmtree(stale, ignore_errors=True)
         world.barrier()
 
@@ -230,46 +227,17 @@ class CheckpointWriter:
             self._commit(job)
 
     def _commit(self, job: _Pending) -> None:
-        with open(os.path.join(job.directory, "state.json"), "w") as f:
-            json.dump({**job.state, "world_size": self.world.size}, f, indent=2)
-        latest = checkpoint_dir(self.run_dir)
-        history = [latest] + [f"{latest}.prev{i}" for i in range(1, self.keep)]
-        trash = os.path.join(self.run_dir, "checkpoint.old")
-        shutil.rmtree(trash, ignore_errors=True)
-        if os.path.exists(history[-1]):
-            os.replace(history[-1], trash)
-        for older, newer in zip(reversed(history[1:]), reversed(history[:-1])):
-            if os.path.exists(newer):
-                os.replace(newer, older)
-        os.replace(job.directory, latest)       # the moment the new checkpoint becomes the one resumed
-        shutil.rmtree(trash, ignore_errors=True)
+        # state.json marks the new directory complete: written only now, when every rank has
+        # written its files, and atomically, so a kill mid-write cannot leave a torn marker.
+        write_json_atomic(os.path.join(job.directory, "state.json"),
+                           {**job.state, "world_size": self.world.size})
+        move_in(self.run_dir, job.directory, self.keep)
         if self.on_commit is not None:
             self.on_commit(job.state, job.stall_s, job.write_s)
 
 
-def _new_dirs(run_dir: str) -> list[str]:
-    """Checkpoints being written (``checkpoint.newK``), oldest first."""
-    import glob
-    found = glob.glob(os.path.join(checkpoint_dir(run_dir) + ".new*"))
-    return sorted(found, key=lambda p: int(re.sub(r"\D", "", os.path.basename(p)) or 0))
-
-
-def _finish_interrupted_swap(run_dir: str) -> None:
-    """A job killed between moving the latest checkpoint aside and moving the new one in left
-    no ``checkpoint/``: the new one is complete when its state.json exists (written last),
-    else the one moved aside is the latest."""
-    latest = checkpoint_dir(run_dir)
-    if os.path.exists(os.path.join(latest, "state.json")):
-        return
-    for candidate in _new_dirs(run_dir)[::-1] + [f"{latest}.prev1"]:
-        if os.path.exists(os.path.join(candidate, "state.json")):
-            shutil.rmtree(latest, ignore_errors=True)
-            os.replace(candidate, latest)
-            return
-
-
 def read_state(run_dir: str) -> dict:
-    _finish_interrupted_swap(run_dir)
+    finish_interrupted_swap(run_dir)
     path = os.path.join(checkpoint_dir(run_dir), "state.json")
     if not os.path.isfile(path):
         raise HpcclError(f"cannot resume {run_dir!r}: it has no checkpoint ({path} is missing). A "

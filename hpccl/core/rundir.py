@@ -33,6 +33,9 @@ def check_run_dir(run_dir: str, set_aside: bool = False) -> str | None:
     log = os.path.join(run_dir, "log.h5")
     if not os.path.exists(log):
         return None
+    # A job killed between the renames of a checkpoint swap left no checkpoint/ but a complete
+    # checkpoint.newK: finish the swap, so that run is resumed, not moved aside as a failed start.
+    checkpoint.finish_interrupted_swap(run_dir)
     status = _status_of(log)
     if status == "complete":
         raise ConfigError(f"run directory {run_dir!r} already holds a run (log.h5, status complete). "

@@ -36,12 +36,19 @@ sys.exit((s.decode() if isinstance(s, bytes) else s) != "complete")' "$RUN_DIR/l
   log "the run is already complete (log.h5); nothing to do"
   exit 0
 fi
-if [[ -f "$RUN_DIR/checkpoint/state.json" ]]; then
+# Whether checkpoint/ holds a checkpoint, after finishing a checkpoint swap that a kill left
+# between its renames (hpccl.core.checkpoint_dirs; without that, a requeue would start afresh).
+has_checkpoint() { "$PYTHON" -m hpccl.core.checkpoint_dirs "$RUN_DIR"; }
+has_checkpoint; found=$?
+if (( found == 0 )); then
   log "resuming from $RUN_DIR/checkpoint"
   hpccl_args=(run --resume "$RUN_DIR")
-else
+elif (( found == 10 )); then
   log "starting"
   hpccl_args=(run "$RUN_DIR/job.yaml" --out "$RUN_DIR")
+else
+  log "could not look for a checkpoint in $RUN_DIR (exit $found): not starting the run"
+  exit "$found"
 fi
 
 launcher=(/usr/bin/mpirun -np 2 --oversubscribe --allow-run-as-root)
@@ -71,7 +78,7 @@ trap 'forward USR1' USR1
 trap 'forward TERM' TERM
 
 # --- launch -----------------------------------------------------------------------------------
-checkpoint_stamp() { stat -c %y "$RUN_DIR/checkpoint/state.json" 2>/dev/null || echo none; }
+checkpoint_stamp() { has_checkpoint >/dev/null 2>&1; stat -c %y "$RUN_DIR/checkpoint/state.json" 2>/dev/null || echo none; }
 checkpoint_at_start=$(checkpoint_stamp)
 "${launcher[@]}" "$PYTHON" -m hpccl "${hpccl_args[@]}" &
 launcher_pid=$!
