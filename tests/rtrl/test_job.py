@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -68,9 +67,7 @@ def test_h5_file_task(tmp_path):
         load_task(cfg.rnn, 0)
 
 
-@pytest.mark.skipif(shutil.which("mpirun") is None, reason="no mpirun on PATH")
 def test_two_rank_spiral_run_log_and_analyze(tmp_path):
-    pytest.importorskip("mpi4py")
     out = tmp_path / "run"
     job = write_rnn_job(tmp_path / "spiral.yaml")
     r = run_cmd(hpccl_cmd("run", job, "-n", "2", "--out", str(out)), timeout=240,
@@ -123,10 +120,8 @@ def test_two_rank_spiral_run_log_and_analyze(tmp_path):
     assert all(os.path.getsize(p) > 0 for p in paths)
 
 
-@pytest.mark.skipif(shutil.which("mpirun") is None, reason="no mpirun on PATH")
 def test_sparse_vs_dense_compare(tmp_path):
     """One rank each, a short stream: same exact gradients, fewer MACs for sparse RTRL."""
-    pytest.importorskip("mpi4py")
     outs = []
     for mode in ("rtrl_sparse", "rtrl_dense"):
         out = tmp_path / mode
