@@ -146,3 +146,30 @@ def test_a_rank_killed_without_warning_requeues_and_finishes(slurm, tmp_path):
     got = read_h5(str(out / "log.h5"))
     assert got["attrs"]["status"] == "complete" and len(got["resumes/task"]) == 1
     assert got["resumes/task"][0] == 2 and len(got["epochs/loss"]) == 5 * 3   # no epoch twice
+
+
+def test_a_job_killed_mid_checkpoint_swap_requeues_and_resumes_from_the_new_checkpoint(slurm, tmp_path):
+    """Rank 0 SIGKILLed between the renames of a checkpoint swap (the previous checkpoint moved
+    aside, the new one not yet in place): the script finishes the swap, requeues, and the
+    requeued job resumes from the new checkpoint instead of starting from the beginning."""
+    job = write_tiny_job(tmp_path / "job.yaml", epochs=3)
+    with open(job, "a") as f:
+        f.write("checkpoint: {every: 1}\n")
+    out, marker = tmp_path / "swap", tmp_path / "killed-once"
+    r = hpccl("submit", job, "--site", "slurm-local", "--gpus", "2", "--out", str(out),
+              env={**slurm.client_env, "HPCCL_INJECT_SWAP_KILL": str(marker)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    job_id = json.load(open(out / "submission.json"))["job_id"]
+    info = wait_done(slurm, job_id, out)
+    log = (out / "attempts.log").read_text()
+    assert info["JobState"] == "COMPLETED" and marker.exists(), job_output(out)
+    killed = json.loads(marker.read_text())      # the checkpoint whose swap was cut short
+    for line in ("after writing a checkpoint: continuing from it", f"requeueing job {job_id}",
+                 "resuming from", "the run exited with code 0"):
+        assert line in log, log
+    assert not (out / "attempts").exists(), log        # nothing was moved aside as a failed start
+    output = "".join(p.read_text() for p in out.glob("slurm-*"))
+    assert f"resuming {out} at task {killed['task']}" in output, output
+    got = read_h5(str(out / "log.h5"))
+    assert got["attrs"]["status"] == "complete" and len(got["resumes/task"]) == 1
+    assert len(got["epochs/loss"]) == 5 * 3
