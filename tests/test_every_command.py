@@ -1,12 +1,12 @@
 """Every command works for every job kind (hpccl.core.kinds):
 
 - every shipped job file through `hpccl validate` and, on every shipped site, `hpccl submit
-  --dry-run` (on two nodes where the site admits them): the script says what the site file
-  and the command line imply (directives for nodes, ranks per node, walltime, queue, account;
-  the launcher with the rank count; run directory, start and resume, requeue), worked out here
-  from those inputs; or, for the jobs whose data or pre-trained model the user makes first
-  (CIFAR, ImageNet, the ViTs), both commands refuse with the same clear error naming the
-  missing file;
+  --dry-run` (two nodes and the longest walltime where the site admits them): the script says
+  what the site file and the command line imply (directives for nodes, ranks per node,
+  walltime, queue, account; the launcher with the rank count; run directory, start and resume,
+  requeue), worked out here from those inputs; or, for the jobs whose data or pre-trained
+  model the user makes first (CIFAR, ImageNet, the ViTs), both commands refuse with the same
+  clear error naming the missing file;
 - a small real run of every kind through `hpccl analyze` in every format (each showing the
   JSON summary's run, ranks, status and headline figure), and through `hpccl
   run --resume`: the kinds that keep no checkpoint refuse it before starting a rank, and a
@@ -59,23 +59,26 @@ def test_validate_every_shipped_job(job, capsys):
         assert f"{job}: valid (" in out
 
 
-def gpus_for(site) -> int:
-    """Two nodes, not full, where the site admits two (nodes, ranks per node, GPUs per node and
-    ranks are then four different numbers, which a renderer must not mix up), else 2 GPUs."""
-    wall = parse_walltime(site.default_walltime)
-    if site.queues:
-        two = any(q.auto and q.min_nodes <= 2 <= q.max_nodes and q.min_s <= wall <= q.max_s
-                  for q in site.queues)
-    else:
-        two = (site.max_nodes or 1) >= 2
-    return 2 * (site.gpus_per_node - 1) if two and site.gpus_per_node > 2 else 2
+def layout_for(site):
+    """(GPUs, walltime) to submit with. Two nodes, not full, where the site admits two: nodes,
+    ranks per node, GPUs per node and ranks are then four different numbers, which a renderer
+    must not mix up (else 2 GPUs). The longest walltime an automatic queue admits for that size,
+    so that first fit has to pass over queues with shorter limits (None: the site's default)."""
+    def fits(nodes):
+        return [q for q in site.queues if q.auto and q.min_nodes <= nodes <= q.max_nodes]
+    two = bool(fits(2)) if site.queues else (site.max_nodes or 1) >= 2
+    gpus = 2 * (site.gpus_per_node - 1) if two and site.gpus_per_node > 2 else 2
+    longest = max((q.max_walltime for q in fits(-(-gpus // site.gpus_per_node))), key=parse_walltime,
+                  default=None)
+    return gpus, longest
 
 
-def expected_script(site, gpus, account):
+def expected_script(site, gpus, walltime, account):
     """What the script must say, worked out from the site file and the command line alone."""
     nodes = -(-gpus // site.gpus_per_node)
     per_node = gpus // nodes
-    wall_s = parse_walltime(site.default_walltime)
+    walltime = walltime or site.default_walltime
+    wall_s = parse_walltime(walltime)
     queue = next((q.name for q in site.queues if q.auto and q.min_nodes <= nodes <= q.max_nodes
                   and q.min_s <= wall_s <= q.max_s), None)
     cores = site.cores_per_node or os.cpu_count()
@@ -83,7 +86,7 @@ def expected_script(site, gpus, account):
                   cores_per_node=cores, cores_per_rank=max(1, cores // per_node),
                   cpus_per_rank=max(1, cores // per_node) * site.threads_per_core,
                   local_mpirun=shlex.join(mpirun_prefix(gpus)))
-    return dict(nodes=nodes, per_node=per_node, walltime=site.default_walltime, wall_s=wall_s,
+    return dict(nodes=nodes, per_node=per_node, walltime=walltime, wall_s=wall_s,
                 queue=queue, account=account or site.account, values=values,
                 launcher=shlex.split(site.launcher.format(**values)))
 
@@ -116,10 +119,11 @@ def test_submit_dry_run_of_every_job_on_every_site(job, site, tmp_path, capsys):
     valid, _, why = cli(["validate", job], capsys)
     out_dir = tmp_path / "run"
     spec = load_site(site)
-    gpus = gpus_for(spec)
+    gpus, walltime = layout_for(spec)
     account = f"proj_{site}" if spec.account_required else None
     args = ["submit", job, "--site", site, "--gpus", str(gpus), "--dry-run", "--out", str(out_dir)]
-    code, out, err = cli(args + (["--account", account] if account else []), capsys)
+    args += (["--account", account] if account else []) + (["--walltime", walltime] if walltime else [])
+    code, out, err = cli(args, capsys)
     if valid:
         assert code == 2 and err.strip() == why.strip()       # the same refusal as validate
         return
@@ -128,7 +132,7 @@ def test_submit_dry_run_of_every_job_on_every_site(job, site, tmp_path, capsys):
     assert os.access(out_dir / "job.sh", os.X_OK) and out.endswith(script)   # printed as written
     cfg = load_job(str(out_dir / "job.yaml"))
     assert cfg.name == load_job(os.path.join(ROOT, job)).name
-    want = expected_script(spec, gpus, account)
+    want = expected_script(spec, gpus, walltime, account)
     run_dir = str(out_dir)
 
     if spec.scheduler == "slurm":
