@@ -20,7 +20,8 @@ from hpccl.erm.jobconfig import ErmConfig
 from hpccl.core.errors import ConfigError
 from hpccl.continual.lora.jobconfig import LoraConfig, PretrainConfig, check_lora_job
 from hpccl.rtrl.jobconfig import OnlineRnnConfig
-from hpccl.core.schema import Loader, apply_override, load_yaml, ranged, suggest
+from hpccl.core.schema import (Loader, YamlInputError, apply_override, load_yaml, ranged,
+                               refuse_control_characters, suggest)
 
 BUILTIN_DATASETS = ("digits", "breast_cancer")   # breast_cancer: 2 classes, for kind: erm
 LEARNER_KINDS = ("incremental", "scratch", "rehearsal", "lorac", "finetune")
@@ -307,10 +308,17 @@ def parse_set(item: str) -> tuple[str, object]:
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. --set train.lr=0.1.")
     key, _, text = item.partition("=")
+    shown = item if len(item) <= 80 else item[:60] + "..." + item[-10:]
     try:
-        value = load_yaml(text) if text.strip() else ""
-    except yaml.YAMLError:
-        value = text
+        try:
+            value = load_yaml(text) if text.strip() else ""
+        except YamlInputError:
+            raise
+        except yaml.YAMLError:
+            value = text        # not YAML: the text as written, held to the same rules
+            refuse_control_characters(value, key.strip())
+    except YamlInputError as e:
+        raise ConfigError(f"--set {shown!r}: {e}.") from None
     return key.strip(), value
 
 
@@ -319,8 +327,10 @@ def load_job(path: str, overrides: list[str] | tuple = ()) -> JobConfig:
     if not os.path.isfile(path):
         raise ConfigError(f"job file {path!r} does not exist (or is not a file).")
     try:
-        with open(path) as f:
+        with open(path, "rb") as f:        # bytes: load_yaml checks the encoding
             raw = load_yaml(f)
+    except YamlInputError as e:
+        raise ConfigError(f"{path}: {e}.") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     return job_from_dict(raw, source=path, overrides=overrides)

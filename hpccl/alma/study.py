@@ -16,8 +16,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from hpccl.core.errors import ConfigError
-from hpccl.core.schema import load_yaml
+from hpccl.core.schema import YamlInputError, load_yaml
 
 
 @dataclass
@@ -44,9 +46,13 @@ class Study:
 
 def load_study(path: str) -> Study:
     try:
-        raw = load_yaml(Path(path).read_text())
+        raw = load_yaml(Path(path).read_bytes())
     except OSError as e:
         raise ConfigError(f"study file {path!r} cannot be read ({e.strerror}).") from None
+    except YamlInputError as e:
+        raise ConfigError(f"{path}: {e}.") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict) or "job" not in raw or not isinstance(raw.get("studies"), dict):
         raise ConfigError(f"{path}: a study file needs 'job' (the base job file, relative to the study "
                           "file) and 'studies' (groups of named variants, each a mapping of --set overrides).")

@@ -21,16 +21,107 @@ import yaml
 from hpccl.core.errors import ConfigError
 
 
+MAX_DEPTH = 64            # nesting levels a job, site or study file may use (they need < 10)
+# Control characters a string may not hold: all but tab and newline (a block scalar's lines).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+class YamlInputError(yaml.YAMLError):
+    """A document hpccl refuses although a lax YAML reader would take it: not UTF-8, a key
+    written twice, nesting beyond MAX_DEPTH, a control character in a string."""
+
+
 class YamlLoader(yaml.SafeLoader):
     """YAML as users write it: ``1e-3`` is a number. PyYAML follows YAML 1.1, where a float
     needs a dot (``1.0e-3``) and ``1e-3`` is a string; YAML 1.2 and most tools read it as a
-    number."""
+    number. And strict where PyYAML is silent: a key written twice is an error (PyYAML keeps
+    the last one, so a setting far down a file quietly undoes one above), and so is nesting
+    deep enough to exhaust Python's recursion limit in the composer."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise YamlInputError(f"nesting deeper than {MAX_DEPTH} levels (line {mark.line + 1}); "
+                                     "hpccl's files need a few")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = (key_node.tag, key_node.value)
+                if key in first:
+                    raise YamlInputError(f"key {key_node.value!r} is written twice in one mapping, on line "
+                                         f"{first[key] + 1} and line {key_node.start_mark.line + 1}; "
+                                         "keep one")
+                first[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
 
 
 YamlLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float",
                                  re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"),
                                  list("-+0123456789"))
+
+
+def _decode(data: bytes) -> str:
+    """UTF-8 (a UTF-8 byte-order mark is dropped); anything else named, with where it fails."""
+    for bom, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                      (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
+        if data.startswith(bom):
+            raise YamlInputError(f"the file is {name} text (it starts with a {name} byte-order mark); "
+                                 "hpccl reads UTF-8. HINT: save it as UTF-8, e.g. iconv -f "
+                                 f"{name} -t UTF-8")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise YamlInputError(f"the file is not UTF-8 text: byte 0x{data[e.start]:02x} on line {line}, "
+                             f"column {column} (a Latin-1 or Windows-1252 file?). HINT: save it as "
+                             "UTF-8, e.g. iconv -f LATIN1 -t UTF-8") from None
+
+
+def refuse_control_characters(value, path: str = "", seen: set | None = None) -> None:
+    """YamlInputError naming the key path of the first string holding a control character."""
+    seen = set() if seen is None else seen
+    if isinstance(value, str):
+        m = _CONTROL.search(value)
+        if m:
+            raise YamlInputError(f"key '{path or '<top level>'}': the string {value!r} holds the control "
+                                 f"character {m.group()!r}; hpccl takes printable text (tabs and "
+                                 "line breaks of a block scalar aside)")
+    elif isinstance(value, (dict, list)) and id(value) not in seen:
+        seen.add(id(value))      # aliases share objects: visit each once (no exponential walk)
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            sub = f"{path}[{key}]" if isinstance(value, list) else (f"{path}.{key}" if path else str(key))
+            refuse_control_characters(key, sub, seen)
+            refuse_control_characters(item, sub, seen)
+
+
+def load_yaml(stream):
+    """The one YAML reader for job files, ``--set`` values, site and study files: YAML 1.2's
+    exponent floats, and strict (``YamlInputError``, a ``yaml.YAMLError``, so callers name the
+    file as for a syntax error). ``stream``: text, bytes, or a file opened in binary mode (so
+    the encoding is checked here, not by the platform's default)."""
+    if hasattr(stream, "read"):
+        stream = stream.read()
+    if isinstance(stream, bytes):
+        stream = _decode(stream)
+    value = yaml.load(stream, Loader=YamlLoader)
+    refuse_control_characters(value)
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,12 +162,6 @@ def ranged(default=dataclasses.MISSING, *, ge=None, gt=None, le=None, lt=None):
     domain = Range(lo=gt if gt is not None else ge, hi=lt if lt is not None else le,
                    lo_open=gt is not None, hi_open=lt is not None)
     return dataclasses.field(default=default, metadata={"domain": domain})
-
-
-def load_yaml(stream):
-    """``yaml.safe_load`` with YAML 1.2's exponent floats: job files, ``--set`` values, site
-    and study files all read numbers the same way."""
-    return yaml.load(stream, Loader=YamlLoader)
 
 
 def _type_name(tp) -> str:
