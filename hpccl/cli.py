@@ -8,6 +8,7 @@ import os
 import sys
 import textwrap
 
+from hpccl.core import cli_args
 from hpccl.core.errors import HpcclError
 
 
@@ -313,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
              "--resume continues from there.",
              "hpccl run jobs/quickstart.yaml -n 4 --set train.epochs=2\n  hpccl run --resume runs/quickstart-20260101-120000 -n 4")
     r.add_argument("job", nargs="?", help="job YAML file (not with --resume)")
-    r.add_argument("-n", "--np", type=int, default=None, help="ranks to start under local mpirun "
+    r.add_argument("-n", "--np", type=cli_args.ranks, default=None, help="ranks to start under local mpirun "
                    "(ignored inside an MPI launch)")
     r.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a job setting, e.g. --set train.lr=0.1 (repeatable)")
@@ -328,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
               "plain state dict (timm ViT names) that model.pretrained loads; data-parallel like run.",
               "hpccl pretrain jobs/lorac_digits.yaml -n 2 && hpccl run jobs/lorac_digits.yaml -n 2")
     pt.add_argument("job", help="job YAML file (its data, model, train and pretrain sections)")
-    pt.add_argument("-n", "--np", type=int, default=None, help="ranks to start under local mpirun")
+    pt.add_argument("-n", "--np", type=cli_args.ranks, default=None, help="ranks to start under local mpirun")
     pt.add_argument("--out", default=None, metavar="FILE", help="weights file (default: pretrain.out, "
                     "else model.pretrained)")
     pt.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
@@ -348,11 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
              "srun -n 8 hpccl check job.yaml      # or locally: hpccl check jobs/quickstart.yaml -n 4")
     c.add_argument("job", nargs="?", help="job YAML file: its runtime and rehearsal settings are checked "
                    "(default: torch backend, async rehearsal, real nodes)")
-    c.add_argument("-n", "--np", type=int, default=None, help="ranks to start under local mpirun")
+    c.add_argument("-n", "--np", type=cli_args.ranks, default=None, help="ranks to start under local mpirun")
     c.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
-    c.add_argument("--busy-seconds", type=float, default=2.0, metavar="S",
+    c.add_argument("--busy-seconds", type=cli_args.seconds, default=2.0, metavar="S",
                    help="how long owners stay busy outside MPI while others read (default 2)")
-    c.add_argument("--timeout", type=float, default=10.0, metavar="S",
+    c.add_argument("--timeout", type=cli_args.seconds, default=10.0, metavar="S",
                    help="a read still unfinished this long after the busy time is a hang (default 10)")
     c.set_defaults(func=cmd_check)
 
@@ -378,9 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("baseline", metavar="RUN_DIR", help="a measured run (1 rank is best)")
     mo.add_argument("--gpus", type=_int_list, default=[1, 2, 4, 8, 16, 32, 64, 128], metavar="N,N,...")
     mo.add_argument("--scaling", choices=("weak", "strong"), default="weak")
-    mo.add_argument("--global-batch", type=int, default=None, help="strong scaling: the fixed global batch")
+    mo.add_argument("--global-batch", type=cli_args.integer(1), default=None, help="strong scaling: the fixed global batch")
     mo.add_argument("--site", default=None, help="site config for GPUs per node, cores and network")
-    mo.add_argument("--gpus-per-node", type=int, default=None)
+    mo.add_argument("--gpus-per-node", type=cli_args.integer(1, 64), default=None)
     mo.add_argument("--no-rehearsal", action="store_true", help="predict without the rehearsal buffer")
     mo.add_argument("--measured", nargs="*", default=[], metavar="RUN_DIR",
                     help="runs at other rank counts to show next to the prediction")

@@ -12,6 +12,7 @@ import argparse
 import inspect
 import sys
 
+from hpccl.core import cli_args
 from hpccl.data import convert
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
@@ -153,31 +154,32 @@ def add_convert_parser(subparsers) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="convert_format", metavar="FORMAT", required=True)
 
     p = _add(sub, "digits", "scikit-learn's 8x8 digits (bundled, no download)", _run_digits)
-    p.add_argument("--test-fraction", type=float, default=0.2, help="share held out for test (default 0.2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    p.add_argument("--test-fraction", type=cli_args.number(0, 1, lo_open=True, hi_open=True), default=0.2,
+                   help="share held out for test (default 0.2)")
+    p.add_argument("--seed", type=cli_args.seed, default=0, help="seed of the split (default 0)")
 
     p = _add(sub, "cifar", "CIFAR-10/100 python pickle folder", _run_cifar)
     p.add_argument("--src", required=True, metavar="DIR", help="extracted CIFAR folder")
 
     p = _add(sub, "imagefolder", "ImageNet-style class folders (streamed)", _run_imagefolder)
     p.add_argument("--src", required=True, metavar="DIR", help="folder holding train/ (and val/)")
-    p.add_argument("--size", type=int, default=224, help="crop size in pixels (default 224)")
-    p.add_argument("--resize", type=int, default=None,
+    p.add_argument("--size", type=cli_args.integer(1, 8192), default=224, help="crop size in pixels (default 224)")
+    p.add_argument("--resize", type=cli_args.integer(1, 16384), default=None,
                    help="short side before cropping (default size*256/224, e.g. 256 for 224)")
     p.add_argument("--val-dir", default=None, metavar="DIR", help="test-set folder (default SRC/val if present)")
-    p.add_argument("--test-fraction", type=float, default=0.0,
+    p.add_argument("--test-fraction", type=cli_args.number(0, 1, hi_open=True), default=0.0,
                    help="share of each training class held out when there is no val folder")
-    p.add_argument("--seed", type=int, default=0, help="seed of the held-out split (default 0)")
-    p.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
+    p.add_argument("--seed", type=cli_args.seed, default=0, help="seed of the held-out split (default 0)")
+    p.add_argument("--workers", type=cli_args.integer(1, 1024), default=1, help="decoding processes (default 1)")
     p.add_argument("--name", default=None, help="dataset name (default: the folder's name)")
 
     p = _add(sub, "synthetic", "Gaussian-cluster data for scaling studies", _run_synthetic)
-    p.add_argument("--num-classes", type=int, default=10, help="number of classes (default 10)")
+    p.add_argument("--num-classes", type=cli_args.integer(2, 1_000_000), default=10, help="number of classes (default 10)")
     p.add_argument("--shape", type=_shape, default=(3, 32, 32), help="sample shape D or C,H,W (default 3,32,32)")
-    p.add_argument("--train-per-class", type=int, default=100, help="training samples a class (default 100)")
-    p.add_argument("--test-per-class", type=int, default=20, help="test samples a class (default 20)")
-    p.add_argument("--noise", type=float, default=1.0, help="noise std relative to prototypes (default 1.0)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--train-per-class", type=cli_args.integer(1), default=100, help="training samples a class (default 100)")
+    p.add_argument("--test-per-class", type=cli_args.integer(1), default=20, help="test samples a class (default 20)")
+    p.add_argument("--noise", type=cli_args.number(0), default=1.0, help="noise std relative to prototypes (default 1.0)")
+    p.add_argument("--seed", type=cli_args.seed, default=0, help="random seed (default 0)")
 
     p = _add(sub, "libsvm", "LIBSVM text file (sparse, for ERM jobs)", _run_libsvm)
     p.add_argument("--src", required=True, metavar="FILE", help="LIBSVM training file")
