@@ -50,7 +50,8 @@ def test_resume_errors_are_clear(tmp_path):
     (tmp_path / "checkpoint").mkdir()
     (tmp_path / "checkpoint" / "state.json").write_text('{"world_size": 4, "task": 1}')
     r = run_cmd(hpccl_cmd("run", "--resume", str(tmp_path), "-n", "2"))
-    assert r.returncode == 2 and "config.yaml" in r.stderr      # the job saved in RUN_DIR is missing
+    # the state names the keys it lacks (a missing config.yaml: tests/test_corrupt_state.py)
+    assert r.returncode == 2 and "state.json: it lacks the key(s) 'epoch'" in r.stderr
     r = run_cmd(hpccl_cmd("run", "jobs/quickstart.yaml", "--resume", str(tmp_path)))
     assert r.returncode == 2 and "give no JOB" in r.stderr
 

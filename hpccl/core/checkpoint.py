@@ -27,8 +27,8 @@ decide, and the decision rides on the epoch's metrics allreduce, so all ranks sa
 from __future__ import annotations
 
 import copy
-import json
 import os
+import pickle
 import shutil
 import signal
 import threading
@@ -38,7 +38,8 @@ import torch
 
 from hpccl.core.checkpoint_dirs import (checkpoint_dir, finish_interrupted_swap, move_in,  # noqa: F401
                                          new_dirs, resumable, write_json_atomic)
-from hpccl.core.errors import HpcclError
+from hpccl.core.checkpoint_check import check_checkpoint, read_state_json
+from hpccl.core.errors import CorruptFileError, HpcclError
 from hpccl.core.schema import parse_every
 
 EXIT_REQUEUE = 99   # the exit code of a run that checkpointed on a signal and wants a requeue
@@ -245,8 +246,22 @@ def read_state(run_dir: str) -> dict:
                          "scheduler's warning before its time limit) and every checkpoint.every "
                          "(default 30min). HINT: start it again with 'hpccl run JOB --out "
                          f"{run_dir}' (its logs move to {run_dir}/attempts/).")
-    with open(path) as f:
-        return json.load(f)
+    # One check for the whole checkpoint, before any rank is launched (cmd_run calls this first):
+    # a damaged file is named here, not met as a traceback on every rank.
+    state = read_state_json(path)
+    check_checkpoint(checkpoint_dir(run_dir), state)
+    return state
+
+
+def torch_load(path: str, map_location) -> dict:
+    """``torch.load`` of a checkpoint file, naming the file when its content is damaged where
+    ``check_checkpoint`` does not look."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except (OSError, RuntimeError, EOFError, ValueError, KeyError, AttributeError, ImportError,
+            pickle.UnpicklingError) as e:
+        raise CorruptFileError(f"cannot resume from {path}: it cannot be loaded ({type(e).__name__}: "
+                               f"{e}); the checkpoint is damaged, nothing was changed.") from None
 
 
 def load(run_dir: str, world) -> tuple[dict, dict, dict]:
@@ -254,7 +269,7 @@ def load(run_dir: str, world) -> tuple[dict, dict, dict]:
     rebuilt by ``rescaled_local``."""
     state = read_state(run_dir)
     directory = checkpoint_dir(run_dir)
-    shared = torch.load(os.path.join(directory, "model.pt"), map_location=world.device, weights_only=False)
+    shared = torch_load(os.path.join(directory, "model.pt"), map_location=world.device)
     if state["world_size"] == world.size:
         local = _load_local(directory, world.rank)
     else:
@@ -263,7 +278,7 @@ def load(run_dir: str, world) -> tuple[dict, dict, dict]:
 
 
 def _load_local(directory: str, rank: int) -> dict:
-    return torch.load(rank_file(directory, rank), map_location="cpu", weights_only=False)
+    return torch_load(rank_file(directory, rank), map_location="cpu")
 
 
 def rescaled_local(directory: str, old_size: int, world) -> dict:

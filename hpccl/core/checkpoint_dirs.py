@@ -93,8 +93,8 @@ def finish_interrupted_swap(run_dir: str) -> None:
     last, just before the renames): it is moved in as ``_commit`` would have. Every entry
     point runs this first: ``hpccl run --resume``, the check of a run directory before a new
     start, and the job script's test for a checkpoint to resume (``resumable``)."""
-    if not os.path.isdir(run_dir):
-        return
+    if not os.path.isdir(run_dir) or not _swap_pending(run_dir):
+        return      # nothing to finish: no lock file either (a refused resume changes nothing)
     # Ranks launched directly (srun hpccl run --resume) all get here at once: one finishes
     # the swap, the others then find nothing to do.
     import fcntl
@@ -107,6 +107,14 @@ def finish_interrupted_swap(run_dir: str) -> None:
         _finish_swap(run_dir)
     finally:
         os.close(fd)
+
+
+def _swap_pending(run_dir: str) -> bool:
+    """What ``_finish_swap`` would act on (it looks again under the lock)."""
+    latest = checkpoint_dir(run_dir)
+    return (any(os.path.isfile(os.path.join(d, "state.json")) for d in new_dirs(run_dir))
+            or (not os.path.exists(os.path.join(latest, "state.json"))
+                and os.path.isfile(os.path.join(f"{latest}.prev1", "state.json"))))
 
 
 def _finish_swap(run_dir: str) -> None:

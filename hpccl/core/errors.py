@@ -35,3 +35,9 @@ class TrainingDiverged(CollectiveError):
 class PeerLost(HpcclError):
     """A transport beside MPI (torch.distributed's gloo or NCCL) lost its connection to another
     rank: that rank or its node failed. Not this rank's bug: one paragraph, then the job ends."""
+
+
+class CorruptFileError(HpcclError):
+    """A file hpccl wrote itself (a checkpoint, a log, a sweep manifest) cannot be read or does
+    not hold what hpccl writes: truncated, overwritten, or edited by hand. The message names
+    the file and what is wrong with it; nothing has been changed on disk."""

@@ -404,7 +404,18 @@ def read_h5(path: str, roles: bool = False) -> dict:
     """The whole file as nested dicts: {"attrs": {...}, "<dataset path>": array, ...}, with
     the attribute journal folded into "attrs" and "group_attrs". The columns of a table are
     cut to the shortest: a writer killed mid-flush may have written part of its last row.
-    ``roles``: also {"roles": {dataset: "row" | "whole"}}."""
+    ``roles``: also {"roles": {dataset: "row" | "whole"}}. A file that is not a readable log
+    (truncated, overwritten; h5py raises OSError, RuntimeError or KeyError for damage) raises
+    CorruptFileError naming it."""
+    from hpccl.core.errors import CorruptFileError
+    try:
+        return _read_h5(path, roles)
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise CorruptFileError(f"{path}: not a readable HDF5 log ({e}). It was truncated or "
+                               "overwritten (a full disk, a copy cut short); nothing was changed.") from None
+
+
+def _read_h5(path: str, roles: bool) -> dict:
     out = {"attrs": {}}
     found_roles, journal = {}, {}
     with open_for_reading(path) as f:

@@ -163,17 +163,60 @@ def load_manifest(path: str) -> dict:
     if os.path.isdir(path):
         path = os.path.join(path, MANIFEST_NAME)
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except FileNotFoundError:
         raise ConfigError(f"no sweep manifest at {path!r}.") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a sweep manifest: byte {e.start} is not UTF-8 text.") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a scaling-sweep manifest (a JSON object), found "
+                          f"{type(data).__name__}.")
     if data.get("kind") != "scaling_sweep" or data.get("schema_version") != MANIFEST_VERSION:
         raise ConfigError(f"{path}: expected a scaling-sweep manifest of schema_version "
                           f"{MANIFEST_VERSION}, found kind {data.get('kind')!r}, version "
                           f"{data.get('schema_version')!r}.")
+    _check_manifest(path, data)
     root = os.path.dirname(os.path.abspath(path))
     for p in data["points"]:
         p["run_dir"] = os.path.normpath(os.path.join(root, p["run_dir"]))
     return data
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+# Every field the analysis reads (hpccl.sched.scaling), with what it must be.
+_TOP_FIELDS = {"mode": (lambda v: v in ("weak", "strong"), "'weak' or 'strong'"),
+               "site": (lambda v: v is None or isinstance(v, str), "a site name"),
+               "points": (lambda v: isinstance(v, list), "a list of points")}
+_POINT_FIELDS = {"gpus": (_count, "an integer >= 1"), "nodes": (_count, "an integer >= 1"),
+                 "batch_per_gpu": (_count, "an integer >= 1"), "global_batch": (_count, "an integer >= 1"),
+                 "lr_multiplier": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+                                   "a number"),
+                 "run_dir": (lambda v: isinstance(v, str) and v != "", "a directory relative to the sweep")}
+
+
+def _check_manifest(path: str, data: dict) -> None:
+    """The fields the analysis reads are there and of their type, else one ConfigError naming
+    the file, the field and what it should be (it raised KeyError deep in the analysis)."""
+    def bad(where, key, expected, found=None, missing=False):
+        what = "is missing" if missing else f"expected {expected}, found {json.dumps(found)[:60]}"
+        return ConfigError(f"{path}: {where}{key!r} {what}. The manifest is written by 'hpccl sweep' and "
+                           "damaged or edited since; nothing was read or changed.")
+    for key, (ok, expected) in _TOP_FIELDS.items():
+        if key not in data and key != "site":
+            raise bad("", key, expected, missing=True)
+        if key in data and not ok(data[key]):
+            raise bad("", key, expected, data[key])
+    for i, p in enumerate(data["points"]):
+        if not isinstance(p, dict):
+            raise bad(f"points[{i}] ", "", "an object", p)
+        for key, (ok, expected) in _POINT_FIELDS.items():
+            if key not in p:
+                raise bad(f"points[{i}]: ", key, expected, missing=True)
+            if not ok(p[key]):
+                raise bad(f"points[{i}]: ", key, expected, p[key])
