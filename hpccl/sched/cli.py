@@ -109,10 +109,21 @@ def cmd_sites(args) -> int:
 
 # --- hpccl submit -----------------------------------------------------------------------------------------
 
+# Flags whose values are written into the job script (the run directory, the queue, the project;
+# the walltime and the site's name too, after reading): refused with a control character.
+_SCRIPT_FLAGS = {"site": "a site name or a site file's path", "queue": "a queue name",
+                 "account": "a project name", "out": "a directory path", "walltime": "a time as HH:MM:SS"}
+
+
 def cmd_submit(args) -> int:
-    from hpccl.sched.sites import load_site
+    from hpccl.sched.sites import check_one_line, load_site
     from hpccl.sched.submit import resolve_account, resolve_walltime
     from hpccl.sched.sweeps import parse_gpus
+    for dest, what in _SCRIPT_FLAGS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            check_one_line(f"--{dest}", value, f"{what} on one line, without newlines or other "
+                           "control characters")
     site = load_site(args.site)
     gpus = parse_gpus(args.gpus)
     walltime_s = resolve_walltime(site, args.walltime)

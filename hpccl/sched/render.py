@@ -5,16 +5,26 @@ shipped in ``templates/``), so the same plan always gives the same text and gold
 can pin it down. Scheduler directives are sorted and their values shell-quoted, as in
 submitit's ``slurm.py``: ``#SBATCH --key=value`` (a bare ``#SBATCH --key`` for flags) and
 ``#PBS -x value``.
+
+Quoting protects a value on a command line, not on a comment line: a newline in a directive's
+value would end the ``#SBATCH`` comment and start a shell line. So whatever a plan's source (a
+site file, a flag, a plan built in Python), :func:`render_script` refuses a value that holds a
+newline or another control character, naming the field, and a launcher that is not plain shell
+words; site files and flags are checked on reading already, with the file and key or the flag.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import re
 import shlex
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
-from hpccl.sched.sites import SiteConfig, format_walltime, parse_walltime
+from hpccl.core.errors import ConfigError
+from hpccl.sched.sites import (SiteConfig, format_walltime, parse_walltime, shell_words_problem,
+                               unsafe_char)
 
 # Exit code of a run that checkpointed on a warning signal and wants to be requeued
 # (hpccl.core.checkpoint.EXIT_REQUEUE; tests check the two agree).
@@ -56,6 +66,64 @@ class ScriptPlan:
     @property
     def wrapper_path(self) -> Optional[str]:
         return f"{self.run_dir}/{WRAPPER_NAME}" if self.site.gpu_affinity.mode == "wrapper" else None
+
+
+# Site fields that never reach a script: free text shown by `hpccl sites`, the queues (the
+# plan's queue is the chosen one's name), the scaling model's links.
+_NOT_RENDERED = {"description", "queues", "network", "extends"}
+
+
+def _values(value, path: str) -> Iterator[tuple[str, object]]:
+    """(field, value) for every scalar and mapping key below ``value``."""
+    if dataclasses.is_dataclass(value):
+        for f in dataclasses.fields(value):
+            if not (path == "site" and f.name in _NOT_RENDERED):
+                yield from _values(getattr(value, f.name), f"{path}.{f.name}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield f"{path} (key {key!r})", key
+            yield from _values(item, f"{path}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _values(item, f"{path}[{i}]")
+    elif value is not None:
+        yield path, value
+
+
+def check_plan(plan: ScriptPlan) -> None:
+    """Refuse a plan whose values would change the script's lines, naming the field: a newline
+    or another control character in any value that is written into it, a launcher that is not
+    plain shell words, a local-rank variable that is not a variable name."""
+    fields = [(f"plan.{f.name}", getattr(plan, f.name)) for f in dataclasses.fields(plan)
+              if f.name != "site"]
+    fields += [("site.name", plan.site.name)] + list(_values(plan.site, "site"))
+    for field, value in fields:
+        what = unsafe_char(value)
+        if what:
+            raise ConfigError(f"job script: {field} = {value!r} holds {what}; a value written into a "
+                              "job script must stay on its line (a newline would end an #SBATCH/#PBS "
+                              "comment or a shell line and start a command), so it is refused "
+                              "wherever it came from; nothing was written.")
+    launcher = launcher_command(plan)
+    problem = shell_words_problem(launcher)
+    if problem:
+        raise ConfigError(f"job script: site.launcher {plan.site.launcher!r} gives {launcher!r}, which "
+                          f"holds {problem}; the launcher is written into the script as "
+                          "launcher=(WORDS) and must be plain shell words; nothing was written.")
+    var = plan.site.gpu_affinity.local_rank_var
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
+        raise ConfigError(f"job script: site.gpu_affinity.local_rank_var {var!r} is not an "
+                          "environment variable name; nothing was written.")
+
+
+def _checked(text: str, what: str) -> str:
+    """``text``, after a last look for a control character that no field check named (a
+    template's own text)."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        found = unsafe_char(line)
+        if found:
+            raise ConfigError(f"{what}: line {number} holds {found}: {line!r}; nothing was written.")
+    return text
 
 
 def placeholder_values(plan: ScriptPlan) -> dict:
@@ -147,7 +215,9 @@ _TITLES = {"slurm": "Slurm", "pbs": "PBS Pro", "none": "no scheduler"}
 
 
 def render_script(plan: ScriptPlan) -> str:
-    """The batch script for ``plan`` (its text; nothing is written)."""
+    """The batch script for ``plan`` (its text; nothing is written). Raises ConfigError, naming
+    the field, for a value that would change the script's lines (see :func:`check_plan`)."""
+    check_plan(plan)
     site = plan.site
     if site.scheduler == "slurm":
         directives = slurm_directives(plan)
@@ -184,7 +254,8 @@ def render_script(plan: ScriptPlan) -> str:
         "env": sorted((k, v) for k, v in site.env.items()), "setup": site.setup,
         "launcher": launcher_command(plan), "wrapper": plan.wrapper_path,
     }
-    return _environment().get_template(f"{site.scheduler}.sh.j2").render(**context)
+    return _checked(_environment().get_template(f"{site.scheduler}.sh.j2").render(**context),
+                    f"the job script for site '{site.name}'")
 
 
 _LOCAL_RANK_VARS = ("PMI_LOCAL_RANK", "PALS_LOCAL_RANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID")
@@ -195,14 +266,16 @@ def render_affinity_wrapper(plan: ScriptPlan) -> Optional[str]:
     aff = plan.site.gpu_affinity
     if aff.mode != "wrapper":
         return None
+    check_plan(plan)
     # The site's variable first, then those of other launchers (PALS, OpenMPI, srun), then 0.
     names = [aff.local_rank_var] + [v for v in _LOCAL_RANK_VARS if v != aff.local_rank_var]
     expr = "0"
     for name in reversed(names):
         expr = f"${{{name}:-{expr}}}"
-    return _environment().get_template("gpu_affinity.sh.j2").render(
+    return _checked(_environment().get_template("gpu_affinity.sh.j2").render(
         site_name=plan.site.name, local_rank_expr=expr,
-        gpus_per_node=plan.site.gpus_per_node, reverse=aff.reverse)
+        gpus_per_node=plan.site.gpus_per_node, reverse=aff.reverse),
+        f"the GPU-affinity wrapper for site '{plan.site.name}'")
 
 
 def describe(plan: ScriptPlan) -> str:

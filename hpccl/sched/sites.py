@@ -11,6 +11,13 @@ over the earlier file (lists and plain values are replaced), so ``account: m1234
 ``~/.config/hpccl/sites/polaris.yaml`` sets the account without touching the shipped file. A
 file with a new name is a new site; ``extends: polaris`` makes it start from another site.
 ``--site`` also takes a path to a YAML file.
+
+Every value of a site file is written into job scripts, so none may hold a newline or another
+control character (checked on load, naming the key; the renderer refuses them again whatever a
+plan's source): a newline in ``slurm.directives.mail-user`` would end its ``#SBATCH`` comment and
+start a shell line. Only ``description`` and the queues' ``note`` (shown by ``hpccl sites``, never
+written into a script) may span lines. ``setup`` lines are trusted shell, run as written, one
+command line per list item; ``launcher`` is shell words (no operators, no command substitution).
 """
 
 from __future__ import annotations
@@ -72,6 +79,102 @@ def parse_time_limit(text, what: str = "walltime") -> int:
 
 def format_walltime(seconds: int) -> str:
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+# Characters that would change a job script's lines, or how a reader sees them: C0 controls
+# (newline, carriage return, NUL, tab, escape...), DEL, C1 controls (NEL is a line break to
+# Python and some editors) and Unicode's line and paragraph separators.
+_UNSAFE_CHAR = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CHAR_NAMES = {"\n": "a newline", "\r": "a carriage return", "\x00": "a NUL byte", "\t": "a tab",
+               "\x1b": "an escape character", "\x7f": "a DEL character"}
+ONE_LINE = "text on one line, without newlines or other control characters"
+ONE_LINE_WHY = ("values like this are written into the job script, where a newline would end "
+                "the line it is on (an #SBATCH/#PBS comment, a quoted shell word) and start a "
+                "shell command")
+
+
+def unsafe_char(text) -> Optional[str]:
+    """How the first character of ``text`` that cannot stand on one line of a job script reads
+    ('a newline at character 5'), or None when there is none."""
+    m = _UNSAFE_CHAR.search(str(text))
+    if m is None:
+        return None
+    c = m.group()
+    return f"{_CHAR_NAMES.get(c, f'the control character U+{ord(c):04X}')} at character {m.start() + 1}"
+
+
+def check_one_line(where: str, value, expected: str = ONE_LINE) -> None:
+    """ConfigError naming ``where`` (a flag, or 'FILE: key K') when ``value`` holds a control
+    character."""
+    what = unsafe_char(value)
+    if what:
+        raise ConfigError(f"{where}: expected {expected}, found {value!r}. It holds {what}: "
+                          f"{ONE_LINE_WHY}.")
+
+
+def shell_words_problem(text: str) -> Optional[str]:
+    """Why ``text`` is not plain shell words, or None. Plain words are what a launcher is written
+    into the job script as (``launcher=(WORDS)``): words, '...', "...", $'...' quotes, backslash
+    escapes and $VARIABLES, and nothing that ends the words or runs a command: no ; & | ( ) < >,
+    no command substitution, no comment, no unclosed quote, no backslash at the end."""
+    what = unsafe_char(text)
+    if what:
+        return what
+    quote, i, word_start = None, 0, True
+    while i < len(text):
+        c = text[i]
+        at = f"at character {i + 1}"
+        if quote == "'":
+            quote = None if c == "'" else quote
+        elif quote in ('"', "$'"):
+            if c == "\\":
+                i += 1
+            elif c == quote[-1]:
+                quote = None
+            elif quote == '"' and (c == "`" or text.startswith("$(", i)):
+                return f"a command substitution ({text[i:i + 2] if c == '$' else c}) {at}"
+        elif c == "\\":
+            if i + 1 == len(text):
+                return "a backslash at the end (it would escape what the script writes after it)"
+            i += 1
+        elif text.startswith("$'", i):
+            quote = "$'"
+            i += 1
+        elif c in "'\"":
+            quote = c
+        elif c == "`" or text.startswith("$(", i):
+            return f"a command substitution ({text[i:i + 2] if c == '$' else c}) {at}"
+        elif c in ";&|()<>":
+            return f"the shell operator {c!r} {at}"
+        elif c == "#" and word_start:
+            return f"a comment ('#' at the start of a word) {at}"
+        word_start = quote is None and c == " "
+        i += 1
+    if quote:
+        return f"an unclosed {quote} quote"
+    return None
+
+
+def _check_raw_text(loader: Loader, raw, path: str = "") -> None:
+    """Refuse a control character in any key or value of a site file's data (before typing, so
+    it is the first error), except the free text that never reaches a script."""
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if unsafe_char(key):
+                raise loader.error(path or "<top level>", "key names on one line, without control "
+                                   "characters", key, f" It holds {unsafe_char(key)}: {ONE_LINE_WHY}.")
+            if (path, key) == ("", "description") or (re.fullmatch(r"queues\[\d+\]", path)
+                                                      and key == "note"):
+                continue
+            _check_raw_text(loader, value, sub)
+    elif isinstance(raw, (list, tuple)):
+        for i, value in enumerate(raw):
+            _check_raw_text(loader, value, f"{path}[{i}]")
+    elif isinstance(raw, str) and unsafe_char(raw):
+        expected = ("one shell command line per list item, without newlines or other control "
+                    "characters" if path.startswith("setup[") else ONE_LINE)
+        raise loader.error(path, expected, raw, f" It holds {unsafe_char(raw)}: {ONE_LINE_WHY}.")
 
 
 def _check_template(loader: Loader, path: str, text: str, allowed=PLACEHOLDERS) -> None:
@@ -212,7 +315,7 @@ class SiteConfig:
     """One machine. The name is the file's name (polaris.yaml -> polaris)."""
     scheduler: Literal["slurm", "pbs", "none"]
     gpus_per_node: int = ranged(ge=1)         # one rank per GPU; CPU-only sites: ranks per node
-    launcher: str                             # command before `python -m hpccl run`, {placeholders}
+    launcher: str                             # command before `python -m hpccl run`: shell words, {placeholders}
     description: str = ""
     cores_per_node: Optional[int] = ranged(None, ge=1)      # null: the cores of the machine running hpccl submit
     threads_per_core: int = ranged(1, ge=1)
@@ -227,9 +330,12 @@ class SiteConfig:
     module_paths: list[str] = field(default_factory=list)  # module use ...
     modules: list[str] = field(default_factory=list)       # module load ...
     env: dict = field(default_factory=dict)                # export KEY=VALUE
-    setup: list[str] = field(default_factory=list)         # shell lines run before the launch
+    # Shell command lines run before the launch, each as written (trusted shell: whoever writes
+    # the site file runs commands in its jobs); one line per item, written as `eval 'LINE'` so
+    # that an unclosed quote or a here-document cannot reach into the lines after it.
+    setup: list[str] = field(default_factory=list)
     python: Optional[str] = None              # null: the Python running hpccl submit
-    shell: str = "/bin/bash"                  # the script's #! line
+    shell: str = "/bin/bash"                  # the script's #! line: an absolute path (and one argument)
     gpu_affinity: GpuAffinityConfig = field(default_factory=GpuAffinityConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     pbs: PbsConfig = field(default_factory=PbsConfig)
@@ -242,6 +348,16 @@ class SiteConfig:
 
     def check(self, loader: Loader, path: str):
         _check_template(loader, "launcher", self.launcher)
+        problem = shell_words_problem(self.launcher)
+        if problem:
+            raise loader.error("launcher", "a command as shell words (words, quotes, $VARIABLES and "
+                               "{placeholders}; no ; & | ( ) < >, command substitution or comment: "
+                               "the launcher is written into the script as launcher=(WORDS))",
+                               self.launcher, f" It holds {problem}.")
+        if not re.fullmatch(r"/\S+( \S+)?", self.shell):
+            raise loader.error("shell", "an absolute path to the script's shell and at most one "
+                               "argument, such as '/bin/bash -l' (the #! line passes the rest to the "
+                               "shell as one argument)", self.shell)
         try:
             parse_walltime(self.default_walltime)
         except ConfigError:
@@ -354,9 +470,13 @@ def _raw_site(name: str, env, seen: tuple = ()) -> tuple[dict, list[str]]:
 
 def load_site(name: str, env=os.environ) -> SiteConfig:
     """Find, merge and validate a site; errors name the file(s), the key and what was expected."""
+    check_one_line("site", name, "a site name or a site file's path on one line, without "
+                   "newlines or other control characters")
     raw, sources = _raw_site(name, env)
     source = sources[-1] if len(sources) == 1 else f"{sources[-1]} (merged over {', '.join(sources[:-1])})"
-    site = Loader(source).section(SiteConfig, raw, "")
+    loader = Loader(source)
+    _check_raw_text(loader, raw)
+    site = loader.section(SiteConfig, raw, "")
     site.name = Path(name).stem if (name.endswith((".yaml", ".yml")) or os.sep in name) else name
     site.sources = sources
     return site

@@ -30,8 +30,8 @@ from hpccl.core.errors import ConfigError, HpcclError
 from hpccl.sched.host_memory import NodeMemory, check_node_memory
 from hpccl.sched.render import (JOB_COPY_NAME, SCRIPT_NAME, WRAPPER_NAME, ScriptPlan,
                                 render_affinity_wrapper, render_script)
-from hpccl.sched.sites import (Layout, QueueConfig, SiteConfig, format_walltime, parse_time_limit,
-                               plan_layout, select_queue)
+from hpccl.sched.sites import (Layout, QueueConfig, SiteConfig, check_one_line, format_walltime,
+                               parse_time_limit, plan_layout, select_queue)
 
 SUBMISSION_NAME = "submission.json"
 JOB_IDS_NAME = "job_ids.txt"
@@ -194,6 +194,10 @@ def load_job_for_site(job_path: str, overrides=()):
     from hpccl.config import load_job
     from hpccl.preflight import preflight
     cfg = load_job(job_path, list(overrides))
+    # The job's name and log.dir make the default run directory, which the script holds.
+    source = f"{job_path} (with --set)" if overrides else job_path
+    for key, value in (("name", cfg.name), ("log.dir", cfg.log.dir)):
+        check_one_line(f"{source}: key '{key}'", value)
     for note in preflight(cfg, job_path):     # on the login node, before anything is queued
         print(f"hpccl: note: {note}", file=sys.stderr)
     if cfg.data is not None and cfg.data.path is not None:
