@@ -10,6 +10,7 @@ import textwrap
 
 import yaml
 
+from hpccl.core import cli_args
 from hpccl.core.errors import ConfigError
 
 
@@ -50,10 +51,10 @@ def add_sched_parsers(sub) -> None:
                    help="override a job setting, e.g. --set train.epochs=2 (repeatable)")
     s.add_argument("--scaling", choices=("weak", "strong"), default=None,
                    help="a scaling study over the GPU counts in --gpus")
-    s.add_argument("--global-batch", type=int, default=None, metavar="B",
+    s.add_argument("--global-batch", type=cli_args.integer(1), default=None, metavar="B",
                    help="strong scaling: the global batch kept at every point (default: the job's "
                         "train.batch_size x the smallest GPU count)")
-    s.add_argument("--min-batch-per-gpu", type=int, default=1, metavar="B",
+    s.add_argument("--min-batch-per-gpu", type=cli_args.integer(1), default=1, metavar="B",
                    help="strong scaling: refuse points whose per-GPU batch falls below this (default 1)")
     s.set_defaults(func=cmd_submit)
 
