@@ -154,7 +154,10 @@ def test_buffer_file_unreadable(copy, capsys, how):
                 f["y"][...] = y
             else:
                 f.attrs["rng_state"] = "{not json"
-    _refused(["run", "--resume", str(copy), "-n", "2"], capsys, copy, path)
+    err = _refused(["run", "--resume", str(copy), "-n", "2"], capsys, copy, path)
+    said = {"no y": "lacks 'y'", "x of another shape": "dataset 'x' has shape",
+            "label out of range": "labels outside", "rng_state not JSON": "'rng_state'"}
+    assert said.get(how, "") in err      # what is wrong, not only which file
 
 
 def test_config_yaml_missing_is_named(copy, capsys):
