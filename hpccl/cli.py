@@ -8,7 +8,7 @@ import os
 import sys
 import textwrap
 
-from hpccl.core import cli_args
+from hpccl.core import cli_args, env
 from hpccl.core.errors import HpcclError
 
 
@@ -74,7 +74,7 @@ def cmd_run(args) -> int:
         return code
     from hpccl.core.runtime import abort_on_error, mpi
     MPI = mpi()
-    direct = inside and os.environ.get("HPCCL_RELAUNCHED") != "1"    # by srun/mpiexec directly
+    direct = inside and env.read("HPCCL_RELAUNCHED") != "1"    # by srun/mpiexec directly
 
     def root_checks():
         if direct:
@@ -87,7 +87,7 @@ def cmd_run(args) -> int:
     _on_root(MPI.COMM_WORLD, root_checks)
     from hpccl.core.rundir import run_job
     abort_on_error(lambda: run_job(cfg, run_dir, [sys.argv[0]] + _argv_tail(), resume=bool(args.resume)))
-    if MPI.COMM_WORLD.Get_rank() == 0 and os.environ.get("HPCCL_RELAUNCHED") != "1":
+    if MPI.COMM_WORLD.Get_rank() == 0 and env.read("HPCCL_RELAUNCHED") != "1":
         print(f"hpccl: run directory: {run_dir}")
     return 0
 

@@ -25,6 +25,8 @@ from hpccl.core.training import lr_multiplier
 from hpccl.continual.metrics import average_accuracy, backward_transfer, forgetting, format_matrix
 from hpccl.core.session import RunSession
 from hpccl.core.timers import IterationTimers, Stopwatch, flush_timers
+from hpccl.core import env
+from hpccl.core.errors import ConfigError
 
 
 def _log_rescale(session, state, world, cfg, report) -> None:
@@ -54,10 +56,15 @@ def _maybe_inject_failure(world, record):
     raises on rank R after the first epoch of task T, while other ranks are mid-training;
     ",epoch=E" picks another epoch (0-based), ",how=sigkill" kills the rank instead, and
     ",once=PATH" fails only while PATH does not exist (it creates it), so a requeue succeeds."""
-    spec = os.environ.get("HPCCL_INJECT_FAILURE")
+    spec = env.read("HPCCL_INJECT_FAILURE")
     if not spec:
         return
-    where = dict(item.split("=") for item in spec.split(","))
+    try:
+        where = dict(item.split("=") for item in spec.split(","))
+        [int(where[k]) for k in ("rank", "task", "epoch") if k in where]
+    except ValueError:
+        raise ConfigError(f"environment variable HPCCL_INJECT_FAILURE: expected "
+                          f"rank=R,task=T[,epoch=E][,how=sigkill][,once=PATH], found {spec!r}.") from None
     if (int(where.get("rank", 0)) == world.rank and int(where.get("task", 0)) == record["task"]
             and int(where.get("epoch", record["epoch"])) == record["epoch"]):
         once = where.get("once")            # a marker file: fail only the first time

@@ -20,6 +20,8 @@ import os
 import re
 import shutil
 
+from hpccl.core import env
+
 
 def checkpoint_dir(run_dir: str) -> str:
     return os.path.join(run_dir, "checkpoint")
@@ -74,7 +76,7 @@ def _maybe_die_mid_swap(new: str):
     a word (SIGKILL, as a node failure would) after the older checkpoints moved down and before
     the new one moved in, once: only while PATH does not exist. PATH gets a copy of the new
     checkpoint's state.json, so a test can tell which checkpoint a resume started from."""
-    marker = os.environ.get("HPCCL_INJECT_SWAP_KILL")
+    marker = env.read("HPCCL_INJECT_SWAP_KILL")
     if marker and not os.path.exists(marker):
         shutil.copyfile(os.path.join(new, "state.json"), marker)
         import signal

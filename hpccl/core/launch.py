@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 from hpccl.core.errors import HpcclError
+from hpccl.core import env as hpccl_env
 
 # Set for every rank by: OpenMPI (OMPI_*), PMIx (PMIX_RANK), MPICH/Hydra and Intel MPI
 # (PMI_RANK), Cray/PALS (PALS_RANKID), Slurm's srun (SLURM_PROCID inside a job step).
@@ -44,7 +45,7 @@ def mpirun_command(nprocs: int, argv: list[str], env=os.environ) -> list[str]:
 
 def mpirun_prefix(nprocs: int, env=os.environ) -> list[str]:
     """The local ``mpirun -np N`` with the flags this machine needs, before the program."""
-    mpirun = shutil.which(env.get("HPCCL_MPIRUN", "mpirun"))
+    mpirun = shutil.which(hpccl_env.read("HPCCL_MPIRUN", env))
     if mpirun is None:
         raise HpcclError("hpccl run -n N needs 'mpirun' on PATH to start N ranks, and none was "
                          "found. HINT: run scripts/setup.sh (installs OpenMPI) or load your "

@@ -38,6 +38,8 @@ import os
 import h5py
 import numpy as np
 
+from hpccl.core import env
+
 SCHEMA_VERSION = 1
 ROLE = "hpccl"            # dataset attribute: "row", "whole" or "journal"
 JOURNAL = "_attrs"        # group of the attribute journal
@@ -283,7 +285,7 @@ def _maybe_inject_kill():
     """Test hook: HPCCL_INJECT_KILL_IN_LOG_WRITE=N SIGKILLs this process just before its Nth
     column write, i.e. in the middle of a flush, the worst moment for a log."""
     if _KILL_AFTER["left"] is None:
-        _KILL_AFTER["left"] = int(os.environ.get("HPCCL_INJECT_KILL_IN_LOG_WRITE", "0") or 0)
+        _KILL_AFTER["left"] = env.read("HPCCL_INJECT_KILL_IN_LOG_WRITE")
     if _KILL_AFTER["left"] > 0:
         _KILL_AFTER["left"] -= 1
         if _KILL_AFTER["left"] == 0:

@@ -20,12 +20,13 @@ import os
 import numpy as np
 
 from hpccl.core.errors import ConfigError, DatasetError
+from hpccl.core import env
 
 _BLOCK_BYTES = 64 << 20
 
 
 def scan_limit_bytes() -> int:
-    return int(float(os.environ.get("HPCCL_SCAN_LIMIT_GB", "4")) * (1 << 30))
+    return int(env.read("HPCCL_SCAN_LIMIT_GB") * (1 << 30))
 
 
 def check_contents(ds, cfg, source: str) -> list[str]:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 
 from hpccl.data.h5format import DatasetFile
+from hpccl.core import env
 
 
 def data_cache_dir() -> str:
-    return os.environ.get("HPCCL_DATA_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "hpccl", "data"))
+    return env.read("HPCCL_DATA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hpccl", "data")
 
 
 def builtin_path(name: str) -> str:

@@ -27,6 +27,7 @@ import scipy.sparse as sp
 
 from hpccl.core.errors import DatasetError
 from hpccl.data.libsvm import shard_bounds
+from hpccl.core import env
 
 
 @dataclass
@@ -168,7 +169,7 @@ def _builtin_path(name):
 # -- reference optimum cache ----------------------------------------------------------------------
 
 def cache_dir() -> str:
-    return os.environ.get("HPCCL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "hpccl"))
+    return env.read("HPCCL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hpccl")
 
 
 def reference_key(path, erm_cfg, dim) -> str:

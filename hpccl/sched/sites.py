@@ -36,6 +36,7 @@ import yaml
 
 from hpccl.core.errors import ConfigError
 from hpccl.core.schema import Loader, load_yaml, ranged, suggest
+from hpccl.core import env as hpccl_env
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "site_configs"
 
@@ -394,7 +395,7 @@ def site_dirs(env=os.environ) -> list[tuple[str, Path]]:
     dirs = [("shipped", SHIPPED_DIR)]
     config_home = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     dirs.append(("user", config_home / "hpccl" / "sites"))
-    for part in (env.get("HPCCL_SITE_DIR") or "").split(os.pathsep):
+    for part in hpccl_env.read("HPCCL_SITE_DIR", env).split(os.pathsep):
         if part:
             dirs.append(("HPCCL_SITE_DIR", Path(part)))
     return dirs

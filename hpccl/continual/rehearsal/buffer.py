@@ -32,6 +32,7 @@ from hpccl.continual.rehearsal.sampler import GlobalSampler
 from hpccl.continual.rehearsal.shard import Shard, ShardLayout
 from hpccl.core.mpi import mpi, require_thread_multiple
 from hpccl.core.seeding import numpy_rng
+from hpccl.core import env
 
 
 def slots_per_class(cfg, num_classes: int, num_train: int, world_size: int) -> int:
@@ -80,7 +81,7 @@ def progress_function(windows):
     check``); the message transport always needs it."""
     if windows.transport == "none":
         return None
-    if windows.transport == "rma" and os.environ.get("HPCCL_REHEARSAL_PROGRESS", "on") == "off":
+    if windows.transport == "rma" and env.read("HPCCL_REHEARSAL_PROGRESS") == "off":
         return None
     return windows.progress
 
