@@ -125,3 +125,17 @@ def test_a_study_file_is_read_as_strictly(tmp_path):
     path.write_bytes(b"job: [\n")
     with pytest.raises(ConfigError, match="study.yaml: not valid YAML"):
         load_study(str(path))
+
+
+@pytest.mark.parametrize("data, said", [(b"scheduler: slurm\nscheduler: pbs\n", "key 'scheduler' is written twice"),
+                                        ("description: café\n".encode("latin-1"), "not UTF-8 text: byte 0xe9"),
+                                        (b'description: "a\\0b"\n', "control character")])
+def test_a_site_file_is_read_as_strictly(tmp_path, capsys, monkeypatch, job, data, said):
+    sites = tmp_path / "sites"
+    sites.mkdir()
+    (sites / "strict.yaml").write_bytes(data)
+    monkeypatch.setenv("HPCCL_SITE_DIR", str(sites))
+    code = main(["submit", job, "--site", "strict", "--gpus", "1", "--dry-run", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{sites / 'strict.yaml'}: " in err and said in err and "Traceback" not in err, err
+    assert "not valid YAML" not in err

@@ -35,7 +35,7 @@ from typing import Literal, Optional
 import yaml
 
 from hpccl.core.errors import ConfigError
-from hpccl.core.schema import Loader, load_yaml, ranged, suggest
+from hpccl.core.schema import Loader, YamlInputError, load_yaml, ranged, suggest
 from hpccl.core import env as hpccl_env
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "site_configs"
@@ -413,10 +413,12 @@ def available_sites(env=os.environ) -> dict[str, list[Path]]:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        with open(path) as f:
+        with open(path, "rb") as f:        # bytes: load_yaml checks the encoding
             raw = load_yaml(f)
     except OSError as e:
         raise ConfigError(f"site file {str(path)!r} cannot be read: {e.strerror}.") from None
+    except YamlInputError as e:
+        raise ConfigError(f"{path}: {e}.") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if raw is None:
