@@ -33,14 +33,35 @@ def check_dataset_job(cfg, source: str) -> list[str]:
     try:
         notes = check_contents(ds, cfg, source)
         info = ds.info
+        labels = ds.labels("train")
     finally:
         ds.close()
     shape = info.sample_shape
     if cfg.kind == "continual" and cfg.scenario.kind != "megabatch":
+        check_batch_fits_tasks(cfg, info, labels, source)
         from hpccl.data.pipeline import pipeline_for
         shape = pipeline_for(cfg.data, info, "cpu", cfg.seed, 0, source).output_shape(shape)
     check_model(cfg, shape, info.num_classes, source)
     return notes
+
+
+def check_batch_fits_tasks(cfg, info, train_labels, source: str) -> None:
+    """``train.batch_size`` against the data it will meet: a rank's mini-batch is drawn from
+    its shard of one task, repeating the shard's samples when it is larger (full-batch
+    training on small shards). One larger than the whole training set of every task together
+    can only be a mistake, and a huge one made each epoch build an index of batch x iterations
+    samples: a run that spun for hours, deaf to SIGTERM."""
+    import numpy as np
+
+    from hpccl.continual.scenario import split_classes
+    sizes = [int(np.isin(train_labels, classes).sum())
+             for classes in split_classes(cfg.scenario, info, cfg.seed, source)]
+    if cfg.train.batch_size > sum(sizes):
+        raise ConfigError(f"{source}: key 'train.batch_size': expected at most the training samples of "
+                          f"the scenario's {len(sizes)} tasks together ({sum(sizes)} in "
+                          f"{info.path!r}; the smallest task has {min(sizes)}), found "
+                          f"{cfg.train.batch_size}. A rank's mini-batch is drawn from its shard of one "
+                          "task. HINT: train.batch_size is per rank (per GPU), not global.")
 
 
 def check_model(cfg, sample_shape, num_classes: int, source: str) -> None:

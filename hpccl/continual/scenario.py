@@ -26,6 +26,14 @@ class Task:
     global_size: int         # training samples of this task over all ranks
 
 
+def split_classes(scenario_cfg, info, seed: int, source: str = "job") -> list[np.ndarray]:
+    """The classes of each task, as every rank computes them from the job seed."""
+    # scenario.classes: a subset (e.g. the classes a backbone was not pre-trained on).
+    pool = scenario_classes(scenario_cfg, info, source)
+    order = pool if scenario_cfg.class_order == "natural" else numpy_rng(seed, "class_order").permutation(pool)
+    return [np.sort(c) for c in np.array_split(order, scenario_cfg.num_tasks)]
+
+
 class ClassIncremental:
     def __init__(self, dataset, scenario_cfg, seed: int, rank: int, size: int, source: str = "job"):
         self.dataset, self.seed, self.rank, self.size = dataset, seed, rank, size
@@ -34,10 +42,7 @@ class ClassIncremental:
         self.sample_shape = info.sample_shape
         self.dtype = info.dtype          # the samples keep it (data/pipeline.py converts on the device)
         num_tasks = scenario_cfg.num_tasks
-        # scenario.classes: a subset (e.g. the classes a backbone was not pre-trained on).
-        pool = scenario_classes(scenario_cfg, info, source)
-        order = pool if scenario_cfg.class_order == "natural" else numpy_rng(seed, "class_order").permutation(pool)
-        self.task_classes = [np.sort(c) for c in np.array_split(order, num_tasks)]
+        self.task_classes = split_classes(scenario_cfg, info, seed, source)
         self.num_tasks = num_tasks
         self.class_to_task = np.empty(info.num_classes, dtype=np.int64)
         for t, classes in enumerate(self.task_classes):

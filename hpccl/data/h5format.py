@@ -148,15 +148,29 @@ class DatasetFile:
         for attr in ("num_classes", "name"):
             if attr not in f.attrs:
                 self._fail(f"missing root attribute {attr!r}")
-        version = int(f.attrs.get("format_version", 1))
+        version = self._int_attr("format_version", 1, lo=1)
         if version > FORMAT_VERSION:
             self._fail(f"format_version {version} is newer than this hpccl reads ({FORMAT_VERSION})")
         name = f.attrs["name"]
-        return DatasetInfo(path=self.path, name=name.decode() if isinstance(name, bytes) else str(name),
-                           num_classes=int(f.attrs["num_classes"]),
+        if isinstance(name, np.ndarray) and name.ndim == 0:
+            name = name.item()
+        if not isinstance(name, (str, bytes)):
+            self._fail(f"root attribute 'name' is {name!r} ({type(name).__name__}), expected a string")
+        return DatasetInfo(path=self.path, name=name.decode(errors="replace") if isinstance(name, bytes) else name,
+                           num_classes=self._int_attr("num_classes", None, lo=1),
                            sample_shape=tuple(f["train/x"].shape[1:]), dtype=f["train/x"].dtype,
                            num_train=int(f["train/x"].shape[0]), num_test=int(f["test/x"].shape[0]),
                            **_channel_stats(f, self._fail))
+
+    def _int_attr(self, key: str, default, lo: int) -> int:
+        """An integer root attribute: 10.5, "10", True or an array are refused, not truncated."""
+        value = self._f.attrs.get(key, default)
+        if isinstance(value, np.ndarray) and value.ndim == 0:
+            value = value.item()
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < lo:
+            self._fail(f"root attribute {key!r} is {value!r} ({type(value).__name__}), expected an "
+                       f"integer >= {lo}")
+        return int(value)
 
     def labels(self, split: str) -> np.ndarray:
         """All labels of a split (8 bytes a sample: small even for ImageNet)."""
