@@ -92,9 +92,19 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _preflight(cfg, source) -> None:
-    from hpccl.preflight import preflight
-    for note in preflight(cfg, source):
+def _preflight(cfg, source, here: bool = True) -> None:
+    """The job's inputs, and (``here``: before a run's ranks start, on the machine that runs
+    them) the device it asks for. hpccl validate may run on a login node without GPUs: there
+    a missing device is a note."""
+    from hpccl.preflight import check_device, preflight
+    notes = preflight(cfg, source)
+    try:
+        check_device(cfg, source)
+    except HpcclError as e:
+        if here:
+            raise
+        notes.append(f"{e} (a note here: hpccl run refuses it on a machine without one)")
+    for note in notes:
         print(f"hpccl: note: {note}", file=sys.stderr)
 
 
@@ -164,7 +174,7 @@ def _argv_tail():
 def cmd_validate(args) -> int:
     from hpccl.config import load_job
     cfg = load_job(args.job, args.set)
-    _preflight(cfg, args.job)
+    _preflight(cfg, args.job, here=False)
     from hpccl.core import kinds
     what = kinds.of_job(cfg).describe(cfg)
     print(f"{args.job}: valid ({cfg.name}: {what}, backend {cfg.runtime.backend})")

@@ -19,6 +19,19 @@ def preflight(cfg, source: str) -> list[str]:
     return kinds.of_job(cfg).check_inputs(cfg, source)
 
 
+def check_device(cfg, source: str) -> None:
+    """``runtime.device: cuda`` where torch sees no GPU: refused before launch (exit 2, the run
+    directory untouched) instead of failing on every rank after it."""
+    if getattr(cfg.runtime, "device", "auto") != "cuda":
+        return
+    import torch
+    if not torch.cuda.is_available():
+        raise ConfigError(f"{source}: key 'runtime.device': expected a device this machine has, found "
+                          f"'cuda', but torch {torch.__version__} sees no GPU here (CUDA build: "
+                          f"{torch.version.cuda}). HINT: run it on a GPU node, or set 'device: auto' "
+                          "to fall back to the CPU.")
+
+
 def check_dataset_job(cfg, source: str) -> list[str]:
     """The inputs of a job that trains a model on an hpccl dataset (continual, megabatch): the
     file's contents fit the scenario, the model builds for its samples, a pre-trained backbone

@@ -58,3 +58,18 @@ def test_a_dataset_attribute_of_the_wrong_type_is_named(tmp_path, capsys, value,
     code, err = validate(capsys, str(job))
     assert code == 2 and f"dataset file {str(data)!r}: root attribute 'num_classes' is" in err, err
     assert shown in err and "expected an integer >= 1" in err
+
+
+def test_a_cuda_job_on_a_machine_without_one_ends_before_launch(tmp_path, capsys, monkeypatch):
+    """torch.cuda.is_available is forced False: this stands in for any machine without a GPU
+    (the test machine has none; a GPU machine would run the job instead)."""
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "run"
+    code = main(["run", QUICKSTART, "--set", "runtime.device=cuda", "-n", "2", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "key 'runtime.device'" in err and "sees no GPU here" in err, err
+    assert not out.exists()           # no run directory holding only its lock
+    # hpccl validate may run on a login node: a note, not a refusal.
+    code, err = validate(capsys, QUICKSTART, "--set", "runtime.device=cuda")
+    assert code == 0 and "hpccl: note:" in err and "sees no GPU here" in err, err
