@@ -55,6 +55,10 @@ PLACEHOLDERS = {
 
 _WALLTIME = re.compile(r"^(\d+):([0-5]\d):([0-5]\d)$")
 
+# Bounds on what a site file describes, far above any machine (the largest have ~10^4 nodes
+# of <= 8 GPUs): a value past them is a typo, such as 1e20 written for 20.
+MAX_NODES = 100_000
+
 
 def parse_walltime(text, what: str = "walltime") -> int:
     """``HH:MM:SS`` (hours may exceed 24) -> seconds; ConfigError naming ``what`` otherwise."""
@@ -198,12 +202,12 @@ class QueueConfig:
     The same name may appear more than once with different node ranges (a routing queue such
     as Polaris' ``prod`` whose time limit depends on the size)."""
     name: str
-    max_nodes: int = ranged(ge=1)
+    max_nodes: int = ranged(ge=1, le=MAX_NODES)
     max_walltime: str
-    min_nodes: int = ranged(1, ge=1)
+    min_nodes: int = ranged(1, ge=1, le=MAX_NODES)
     min_walltime: str = "00:00:00"
     auto: bool = True                  # false: used only when asked for with --queue
-    max_queued: Optional[int] = ranged(None, ge=1)   # jobs one user may have queued in it at once
+    max_queued: Optional[int] = ranged(None, ge=1, le=1_000_000)   # jobs one user may have queued in it at once
     note: str = ""
 
     def check(self, loader: Loader, path: str):
@@ -270,7 +274,7 @@ class SlurmConfig:
     queue_option: Literal["partition", "qos"] = "partition"   # what a queue name is to Slurm
     constraint: Optional[str] = None          # -C, e.g. gpu
     gpu_request: Literal["gpus-per-node", "gres", "none"] = "gpus-per-node"
-    signal_seconds: int = ranged(300, ge=0)   # --signal=B:USR1@N: warning before the time limit
+    signal_seconds: int = ranged(300, ge=0, le=86400)   # --signal=B:USR1@N: warning before the time limit
     requeue: bool = True                      # --requeue, and scontrol requeue on exit code 99
     exclusive: bool = False
     directives: dict = field(default_factory=dict)   # more #SBATCH --KEY=VALUE (true: a bare flag)
@@ -285,7 +289,7 @@ class PbsConfig:
     place: Optional[str] = "scatter"          # -l place=...
     rerunnable: bool = True                   # -r y
     requeue: Literal["resubmit", "qrerun", "none"] = "resubmit"   # on exit code 99
-    signal_seconds: int = ranged(300, ge=0)   # the script's own timer: USR1 this long before the end
+    signal_seconds: int = ranged(300, ge=0, le=86400)   # the script's own timer: USR1 this long before the end
     directives: dict = field(default_factory=dict)   # more #PBS -l KEY=VALUE
 
     def check(self, loader: Loader, path: str):
@@ -305,25 +309,25 @@ def _check_directives(loader: Loader, path: str, directives: dict) -> None:
 @dataclass
 class NetworkConfig:
     """Links of the machine, for the scaling model (``hpccl model``)."""
-    intra_node_latency_us: float = ranged(5.0, gt=0)        # GPU to GPU inside a node (NVLink class)
-    intra_node_bandwidth_gbs: float = ranged(100.0, gt=0)   # GB/s per GPU
-    inter_node_latency_us: float = ranged(10.0, gt=0)       # across the network
-    inter_node_bandwidth_gbs: float = ranged(25.0, gt=0)    # GB/s per GPU (one 200 Gb/s NIC per GPU)
+    intra_node_latency_us: float = ranged(5.0, gt=0, le=1e6)        # GPU to GPU inside a node (NVLink class)
+    intra_node_bandwidth_gbs: float = ranged(100.0, gt=0, le=1e5)   # GB/s per GPU
+    inter_node_latency_us: float = ranged(10.0, gt=0, le=1e6)       # across the network
+    inter_node_bandwidth_gbs: float = ranged(25.0, gt=0, le=1e5)    # GB/s per GPU (one 200 Gb/s NIC per GPU)
 
 
 @dataclass
 class SiteConfig:
     """One machine. The name is the file's name (polaris.yaml -> polaris)."""
     scheduler: Literal["slurm", "pbs", "none"]
-    gpus_per_node: int = ranged(ge=1)         # one rank per GPU; CPU-only sites: ranks per node
+    gpus_per_node: int = ranged(ge=1, le=1024)         # one rank per GPU; CPU-only sites: ranks per node
     launcher: str                             # command before `python -m hpccl run`: shell words, {placeholders}
     description: str = ""
-    cores_per_node: Optional[int] = ranged(None, ge=1)      # null: the cores of the machine running hpccl submit
-    threads_per_core: int = ranged(1, ge=1)
-    memory_per_node_gb: Optional[float] = ranged(None, gt=0)   # host memory; null: this machine's (scheduler none) or unchecked
+    cores_per_node: Optional[int] = ranged(None, ge=1, le=65536)      # null: the cores of the machine running hpccl submit
+    threads_per_core: int = ranged(1, ge=1, le=16)
+    memory_per_node_gb: Optional[float] = ranged(None, gt=0, le=1e6)   # host memory; null: this machine's (scheduler none) or unchecked
     gpus: Optional[bool] = True              # ranks run on GPUs; false: CPU ranks; null: whether this machine has one
     queues: list[QueueConfig] = field(default_factory=list)   # first fit, in this order
-    max_nodes: Optional[int] = ranged(None, ge=1)           # for sites without queues (scheduler: none)
+    max_nodes: Optional[int] = ranged(None, ge=1, le=MAX_NODES)           # for sites without queues (scheduler: none)
     default_walltime: str = "01:00:00"
     account: Optional[str] = None             # -A / --account (project to charge)
     account_required: bool = False
