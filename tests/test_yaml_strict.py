@@ -139,3 +139,18 @@ def test_a_site_file_is_read_as_strictly(tmp_path, capsys, monkeypatch, job, dat
     err = capsys.readouterr().err
     assert code == 2 and f"{sites / 'strict.yaml'}: " in err and said in err and "Traceback" not in err, err
     assert "not valid YAML" not in err
+
+
+def test_an_unquoted_time_stays_a_time_not_base_60_seconds(tmp_path, capsys, monkeypatch, job):
+    """YAML 1.1 reads 1:30:00 as 5400 (base 60): an unquoted walltime was refused as
+    'expected a string, found 5400'. As in YAML 1.2 it stays the text it looks like."""
+    assert load_yaml("t: 1:30:00\nf: 1:30.5\nn: 12\nx: 1e-3") == {"t": "1:30:00", "f": "1:30.5", "n": 12, "x": 0.001}
+    sites = tmp_path / "sites"
+    sites.mkdir()
+    (sites / "unquoted.yaml").write_text("extends: local\ndefault_walltime: 1:30:00\n")
+    monkeypatch.setenv("HPCCL_SITE_DIR", str(sites))
+    out = tmp_path / "run"
+    code = main(["submit", job, "--site", "unquoted", "--gpus", "1", "--dry-run", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "walltime 01:30:00" in (out / "job.sh").read_text()

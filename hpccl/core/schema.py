@@ -65,8 +65,30 @@ class YamlLoader(yaml.SafeLoader):
                 first[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
+    def construct_object(self, node, deep=False):
+        # An explicit tag on text it cannot build (!!float 'x', !!int ''): PyYAML lets the
+        # constructor's ValueError or KeyError out, which names neither line nor tag.
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, OverflowError, LookupError) as e:
+            found = node.value if isinstance(node, yaml.ScalarNode) else f"a {node.id}"
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise YamlInputError(f"line {node.start_mark.line + 1}: the tag {tag} cannot be built "
+                                 f"from {found!r} ({e}); drop the tag or fix the value") from None
 
-YamlLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+# YAML 1.1 also reads 1:30:00 as the base-60 number 5400 (and 1:30.5 as a float): an unquoted
+# walltime became seconds and was refused as "expected a string, found 5400". YAML 1.2 dropped
+# base 60; here such a scalar stays the string it looks like.
+YamlLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if not (tag.endswith((":int", ":float")) and ":[0-5]?[0-9]" in rx.pattern)]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(
+    r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"))
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
+    r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))
 YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float",
                                  re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"),
                                  list("-+0123456789"))
