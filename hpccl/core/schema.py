@@ -42,12 +42,25 @@ class YamlLoader(yaml.SafeLoader):
 
     def compose_node(self, parent, index):
         self._depth += 1
+        # Anchors of the collections being composed: an alias to one of them (&a [*a]) makes a
+        # value that holds itself, which every walk over the data recursed into until
+        # RecursionError (a site file's check of its strings).
+        open_anchors = self.__dict__.setdefault("_open_anchors", [])
+        event = self.peek_event()
+        anchor = event.anchor if isinstance(event, yaml.CollectionStartEvent) else None
         try:
             if self._depth > MAX_DEPTH:
-                mark = self.peek_event().start_mark
-                raise YamlInputError(f"nesting deeper than {MAX_DEPTH} levels (line {mark.line + 1}); "
-                                     "hpccl's files need a few")
-            return super().compose_node(parent, index)
+                raise YamlInputError(f"nesting deeper than {MAX_DEPTH} levels (line "
+                                     f"{event.start_mark.line + 1}); hpccl's files need a few")
+            if isinstance(event, yaml.AliasEvent) and event.anchor in open_anchors:
+                raise YamlInputError(f"the alias *{event.anchor} on line {event.start_mark.line + 1} "
+                                     f"stands inside the value it names (&{event.anchor}): a value "
+                                     "that holds itself; write the value out")
+            open_anchors.append(anchor)
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                open_anchors.pop()
         finally:
             self._depth -= 1
 

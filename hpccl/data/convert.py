@@ -79,6 +79,14 @@ def convert_digits(out, test_fraction: float = 0.2, seed: int = 0) -> str:
     # Pixels are counts 0..16; scale to [0, 1] like uint8 images are when read.
     x = (digits.data.reshape(-1, 1, 8, 8) / 16.0).astype(np.float32)
     y = digits.target.astype(np.int64)
+    # A stratified split needs a sample of every class on each side; scikit-learn's own
+    # refusal of a fraction near 0 or 1 was a ValueError traceback.
+    n, classes = len(y), len(np.unique(y))
+    n_test = math.ceil(n * test_fraction)
+    if min(n_test, n - n_test) < classes:
+        raise DatasetError(f"--test-fraction {test_fraction}: splits the {n} digits into {n - n_test} "
+                           f"train / {n_test} test samples; each side needs at least one of each of the "
+                           f"{classes} classes. HINT: a fraction in [{classes / n:.4f}, {1 - classes / n:.4f}].")
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, random_state=seed,
                                               stratify=y)
     return write_dataset(out, x_tr, y_tr, x_te, y_te, num_classes=10, name="digits")
@@ -319,6 +327,30 @@ def convert_imagefolder(src_dir, out, size: int = 224, resize: int | None = None
 
 # --- synthetic ---------------------------------------------------------------------------------------
 
+def _check_synthetic_size(out, num_classes, shape, train_per_class, test_per_class) -> None:
+    """The samples are streamed to disk, but a split's labels and the prototypes are held in
+    memory: a set beyond either (10**30 samples a class) raised OverflowError or MemoryError."""
+    import shutil
+    from hpccl.core.memory import node_memory_bytes
+    sample = math.prod(shape) * 4
+    samples = num_classes * (train_per_class + test_per_class)
+    folder = os.path.dirname(os.path.abspath(out))
+    while not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    free, memory = shutil.disk_usage(folder).free, node_memory_bytes() or 0
+    held = num_classes * sample + 2 * 8 * num_classes * max(train_per_class, test_per_class)
+    sizes = (f"--num-classes {num_classes} x (--train-per-class {train_per_class} + --test-per-class "
+             f"{test_per_class}) = {samples} samples of {sample} bytes")
+    if samples * (sample + 8) > free:
+        raise DatasetError(f"--out {out}: {sizes} need {samples * (sample + 8) / 1e9:.3g} GB on disk; "
+                           f"{folder} has {free / 1e9:.3g} GB free. HINT: fewer samples a class, or "
+                           "another file system.")
+    if memory and held > memory / 2:
+        raise DatasetError(f"{sizes}: the labels of a split and the class prototypes need "
+                           f"{held / 1e9:.3g} GB of memory, more than half of this machine's "
+                           f"{memory / 1e9:.3g} GB. HINT: fewer classes or samples a class.")
+
+
 def convert_synthetic(out, num_classes: int = 10, shape=(3, 32, 32), train_per_class: int = 100,
                       test_per_class: int = 20, seed: int = 0, noise: float = 1.0) -> str:
     """Gaussian clusters: each class a random N(0, 1) prototype, samples = prototype + noise.
@@ -335,6 +367,7 @@ def convert_synthetic(out, num_classes: int = 10, shape=(3, 32, 32), train_per_c
             raise DatasetError(f"{flag} must be a positive integer, got {v}.")
     if noise < 0:
         raise DatasetError(f"--noise must be >= 0, got {noise}.")
+    _check_synthetic_size(out, num_classes, shape, train_per_class, test_per_class)
     rng = np.random.default_rng(seed)
     prototypes = rng.standard_normal((num_classes,) + shape, dtype=np.float32)
     with _atomic_h5(out) as f:
