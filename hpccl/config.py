@@ -194,12 +194,15 @@ class RuntimeConfig:
         return parse_timeout(self.hang_timeout)
 
 
+EVERY_EXPECTED = "a number of epochs >= 1, a time such as '30min', '90s' or '2h', 'task' or 'off'"
+
+
 @dataclass
 class CheckpointConfig:
     """Periodic checkpoints (besides the one a stop signal writes), for surviving failures."""
     __aliases__ = {"async": "write_async"}
     # YAML reads a bare `off` as false: accepted as 'off'.
-    every: Union[int, str, bool] = ranged("30min", ge=1)   # N epochs | '30min', '90s', '2h' | 'task' | 'off'
+    every: Union[int, str, bool] = ranged("30min", ge=1, expected=EVERY_EXPECTED)   # N epochs | '30min' | 'task' | 'off'
     keep: int = ranged(2, ge=1)                      # the latest and keep - 1 before it
     write_async: bool = True                         # YAML key 'async': written by a background thread
 
@@ -207,9 +210,8 @@ class CheckpointConfig:
         from hpccl.core.schema import parse_every
         if self.every is False:
             self.every = "off"
-        if parse_every(self.every) is None:
-            raise loader.error(f"{path}.every", "a number of epochs >= 1, a time such as '30min', "
-                               "'90s' or '2h', 'task' or 'off'", self.every)
+        if self.every is True or parse_every(self.every) is None:
+            raise loader.error(f"{path}.every", EVERY_EXPECTED, self.every)
 
 
 @dataclass

@@ -59,6 +59,12 @@ def check_run_dir(run_dir: str, set_aside: bool = False) -> str | None:
             f"{status}); its logs were moved to {target} and the run starts from the beginning")
 
 
+def run_status(run_dir: str) -> str | None:
+    """The status in ``run_dir``'s log.h5 ('complete', 'running', ...), None without one."""
+    log = os.path.join(run_dir, "log.h5")
+    return _status_of(log) if os.path.exists(log) else None
+
+
 def _status_of(log_path: str) -> str:
     from hpccl.core.logs import open_for_reading
     try:

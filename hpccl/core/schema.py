@@ -191,12 +191,14 @@ def _number(v) -> str:
     return str(int(v)) if isinstance(v, int) or (isinstance(v, float) and v.is_integer()) else f"{v:g}"
 
 
-def ranged(default=dataclasses.MISSING, *, ge=None, gt=None, le=None, lt=None):
+def ranged(default=dataclasses.MISSING, *, ge=None, gt=None, le=None, lt=None, expected=None):
     """A dataclass field whose numeric value must lie in the given bounds (``ge``/``gt``
-    below, ``le``/``lt`` above); ``None`` stays allowed where the type is Optional."""
+    below, ``le``/``lt`` above); ``None`` stays allowed where the type is Optional.
+    ``expected``: the whole domain in words, where numbers share the key with words (the
+    generated 'an integer >= 1 or a string' would suggest values the key refuses)."""
     domain = Range(lo=gt if gt is not None else ge, hi=lt if lt is not None else le,
                    lo_open=gt is not None, hi_open=lt is not None)
-    return dataclasses.field(default=default, metadata={"domain": domain})
+    return dataclasses.field(default=default, metadata={"domain": domain, "expected": expected})
 
 
 def _type_name(tp) -> str:
@@ -329,7 +331,7 @@ class Loader:
             domain = fields[key].metadata.get("domain")
             if domain is not None and isinstance(kwargs[key], (int, float)) \
                     and not isinstance(kwargs[key], bool) and kwargs[key] not in domain:
-                raise self.error(sub, domain_text(hints[key], domain), raw)
+                raise self.error(sub, fields[key].metadata.get("expected") or domain_text(hints[key], domain), raw)
         for name in fields:
             # Absent sections are built (and checked) like written ones, from an empty mapping.
             if name not in kwargs and dataclasses.is_dataclass(hints[name]):

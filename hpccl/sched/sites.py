@@ -469,7 +469,12 @@ def _raw_site(name: str, env, seen: tuple = ()) -> tuple[dict, list[str]]:
         if parent is not None and len(sources) == 1:
             if not isinstance(parent, str):
                 raise ConfigError(f"{path}: key 'extends': expected a site name, found {parent!r}.")
-            base, base_sources = _raw_site(parent, env, seen + (name,))
+            try:
+                base, base_sources = _raw_site(parent, env, seen + (name,))
+            except ConfigError as e:
+                if str(e).startswith(f"{path}:"):
+                    raise
+                raise ConfigError(f"{path}: key 'extends': {e}") from None
             raw = deep_merge(base, raw)
             sources = base_sources + sources
     return raw, sources
