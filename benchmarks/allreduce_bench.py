@@ -4,6 +4,7 @@ raw MPI.Allreduce of the same bytes on the same ranks, as ratios.
 
     python benchmarks/allreduce_bench.py -n 4          # re-launches itself under mpirun
     mpirun -np 8 python benchmarks/allreduce_bench.py  # or inside any MPI launch
+    python benchmarks/allreduce_bench.py -n 2 --smoke  # seconds: 10,000 elements, 2 repetitions
 
 Times are medians over repetitions after warm-up; the baseline (raw MPI) is measured in the
 same run on the same ranks, because the absolute numbers on a shared machine are noisy.
@@ -39,12 +40,17 @@ def main():
     p.add_argument("-n", type=int, default=None, help="ranks to start under local mpirun")
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--elements", type=int, default=RESNET18_PARAMS, help="float32 elements")
+    p.add_argument("--smoke", action="store_true", help="seconds: 10,000 elements, 2 repetitions "
+                   "(the test suite: every backend, the same table)")
     args = p.parse_args()
+    if args.smoke:
+        args.elements, args.reps = 10_000, 2
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from hpccl.core.launch import mpirun_prefix, under_mpi_launch
     if args.n and not under_mpi_launch():
         cmd = mpirun_prefix(args.n) + [sys.executable, os.path.abspath(__file__),
                                        "--reps", str(args.reps), "--elements", str(args.elements)]
+        cmd += ["--smoke"] if args.smoke else []
         raise SystemExit(subprocess.call(cmd))
 
     import numpy as np
@@ -76,7 +82,8 @@ def main():
 
     if world.rank == 0:
         mb = n * 4 / 1e6
-        print(f"allreduce of {n:,} float32 ({mb:.1f} MB, a ResNet-18 gradient) on {world.size} ranks, "
+        what = "a ResNet-18 gradient" if n == RESNET18_PARAMS else "smoke" if args.smoke else "--elements"
+        print(f"allreduce of {n:,} float32 ({mb:.1f} MB, {what}) on {world.size} ranks, "
               f"{world.num_nodes} node(s); median of {args.reps}, slowest rank")
         print(f"{'method':<28}{'time (ms)':>12}{'algbw (GB/s)':>14}{'ratio to MPI':>14}")
         for name, t in (("MPI.Allreduce (baseline)", t_mpi), ("horovod.allreduce", t_hvd),

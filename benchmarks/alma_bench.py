@@ -13,6 +13,7 @@ with its ranks (``train.lr_scaling: linear``), so the final errors differ a litt
 speed-up one-group / G-groups, training FLOPs (equal by construction) and final error.
 
     python benchmarks/alma_bench.py [-n 2] [--members 2] [--hidden 256,256] [--repeats 3]
+    python benchmarks/alma_bench.py --smoke     # seconds: MLP 16, 2 updates x 1 epoch, once
 """
 from __future__ import annotations
 
@@ -54,7 +55,11 @@ def main() -> int:
     p.add_argument("--megabatches", type=int, default=6)
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--smoke", action="store_true", help="seconds: hidden 16, 2 updates x 1 epoch, 1 repeat "
+                   "(the test suite: both layouts, the same table)")
     args = p.parse_args()
+    if args.smoke:
+        args.hidden, args.megabatches, args.epochs, args.repeats = "16", 2, 1, 1
     if args.ranks % args.members:
         sys.exit("--ranks must be a multiple of --members")
     job = {"name": "alma_bench", "seed": 0, "data": {"builtin": "digits"},

@@ -9,15 +9,18 @@
                  the default interval (30 min) and at 'every: task'.
 --part recovery  final average accuracy of: an uninterrupted run on N ranks; a run with one
                  rank SIGKILLed mid-task (periodic checkpoints every epoch) resumed on N
-                 ranks; the same resumed on N/2 ranks.
+                 ranks; a copy of the same killed run resumed on N/2 ranks (both resumes
+                 start from one state, so they differ only in the ranks).
 
     python benchmarks/checkpoint_bench.py --part stall [-n 4] [--set model.hidden=[1024,1024]]
     python benchmarks/checkpoint_bench.py --part recovery [-n 4]
+    python benchmarks/checkpoint_bench.py --part stall|recovery --smoke   # seconds: the test suite
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -82,10 +85,12 @@ def recovery(args, tmp) -> None:
     half = max(1, args.ranks // 2)
     full = run(args.job, args.ranks, os.path.join(tmp, "full"), args.set)
     results = [(f"uninterrupted, {args.ranks} ranks", full)]
+    killed = os.path.join(tmp, "killed")
+    kill = {"HPCCL_INJECT_FAILURE": f"rank={args.ranks - 1},task={args.kill_task},epoch={args.kill_epoch},how=sigkill"}
+    run(args.job, args.ranks, killed, args.set + ["checkpoint.every=1"], env=kill, expect=None)
     for resume_on in (args.ranks, half):
         out = os.path.join(tmp, f"killed-{resume_on}")
-        kill = {"HPCCL_INJECT_FAILURE": f"rank={args.ranks - 1},task={args.kill_task},epoch={args.kill_epoch},how=sigkill"}
-        run(args.job, args.ranks, out, args.set + ["checkpoint.every=1"], env=kill, expect=None)
+        shutil.copytree(killed, out)
         done = hpccl("run", "--resume", out, "-n", str(resume_on))
         if done.returncode != 0:
             sys.exit(f"resume failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -106,11 +111,19 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--part", choices=("stall", "recovery"), required=True)
     p.add_argument("--job", default="jobs/quickstart.yaml")
-    p.add_argument("-n", "--ranks", type=int, default=4)
+    p.add_argument("-n", "--ranks", type=int, default=None, help="default 4 (--smoke: 2)")
     p.add_argument("--set", action="append", default=[], help="job overrides, as for hpccl run")
     p.add_argument("--kill-task", type=int, default=2)
     p.add_argument("--kill-epoch", type=int, default=4)
+    p.add_argument("--smoke", action="store_true", help="seconds: 2 ranks unless -n, 2 tasks of 2 epochs, "
+                   "MLP 16, the torch backend, a rank killed in task 1 after epoch 1 (the test suite: every "
+                   "run of the part, the same table)")
     args = p.parse_args()
+    if args.smoke:
+        args.ranks, args.kill_task, args.kill_epoch = args.ranks or 2, 1, 1
+        args.set += ["scenario.num_tasks=2", "train.epochs=2", "model.hidden=[16]", "runtime.backend=torch",
+                     "log.progress=off"]
+    args.ranks = args.ranks or 4
     run_or_exit(stall if args.part == "stall" else recovery, args)
     return 0
 

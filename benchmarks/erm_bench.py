@@ -26,8 +26,10 @@ P* is a certified reference optimum (FISTA + Newton polish, gap bound <= 1e-12 r
 cached in ~/.cache/hpccl/erm_bench_fstar.json.  Wall times: Python loops for our solvers
 (single process, one core) vs compiled code for sklearn, so compare times within ours.
 
-usage: python benchmarks/erm_bench.py [--quick] [--data-dir DIR] [--datasets a9a ...]
-(full mode: ~10 min on one core, plus ~2 min once for the a9a reference optimum)
+usage: python benchmarks/erm_bench.py [--quick] [--data-dir DIR] [--datasets a9a ...] [--smoke]
+(full mode: ~10 min on one core, plus ~2 min once for the a9a reference optimum; --smoke:
+seconds, breast cancer and a small synthetic LIBSVM file read as a9a is, low caps, the
+reference optima cached in a temporary file: the test suite)
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from hpccl.erm import Problem, reference_optimum, solve  # noqa: E402
-from hpccl.erm.libsvm import read_libsvm  # noqa: E402
+from hpccl.data.libsvm import read_libsvm  # noqa: E402
 from hpccl.erm.sklearn_ref import saga_fit  # noqa: E402
 
 TARGETS = (1e-4, 1e-6, 1e-8)
@@ -71,8 +73,8 @@ def load_datasets(data_dir: Path, names):
         X /= np.linalg.norm(X, axis=1, keepdims=True)
         y = np.where(y == 1, 1.0, -1.0)
         out.append(("breast_cancer", X, y, dict(l1=1e-4, l2=1e-4), "sklearn-unitrows"))
-    for name in ("a9a", "ijcnn1"):
-        if name not in names:
+    for name in names:
+        if name == "breast_cancer":
             continue
         path = data_dir / f"{name}.bz2"
         if not path.exists():
@@ -84,12 +86,26 @@ def load_datasets(data_dir: Path, names):
     return out
 
 
+def write_smoke_libsvm(path: Path, n=300, d=12, seed=0) -> None:
+    """A small LIBSVM file, labels 0/1 and half the features zero, for --smoke: the LIBSVM
+    branch of load_datasets (the reader, the label mapping) runs without a9a or ijcnn1."""
+    import bz2
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)) * (rng.random((n, d)) < 0.5)
+    X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)     # as breast cancer: unit rows
+    y = (X @ rng.standard_normal(d) + 0.5 * rng.standard_normal(n) > 0).astype(int)
+    with bz2.open(path, "wt") as f:
+        for xi, yi in zip(X, y):
+            f.write(f"{yi} " + " ".join(f"{j + 1}:{v:.6g}" for j, v in enumerate(xi) if v) + "\n")
+
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def f_star_for(name, prob, key):
-    cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}
+def f_star_for(name, prob, key, cache_file=None):
+    cache_file = cache_file or CACHE
+    cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
     k = f"{name}|{key}|{prob.loss.name}|{prob.l1:g}|{prob.l2:g}"
     if k in cache:
         return cache[k]["f_star"], cache[k]["gap_bound"], True
@@ -97,8 +113,8 @@ def f_star_for(name, prob, key):
     ref = reference_optimum(prob, tol=1e-12)
     cache[k] = {"f_star": ref.f_star, "gap_bound": ref.gap_bound,
                 "seconds": time.perf_counter() - t0, "fista_iterations": ref.fista_iterations}
-    CACHE.parent.mkdir(parents=True, exist_ok=True)
-    CACHE.write_text(json.dumps(cache, indent=1))
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    cache_file.write_text(json.dumps(cache, indent=1))
     return ref.f_star, ref.gap_bound, False
 
 
@@ -190,14 +206,27 @@ def main(argv=None):
     ap.add_argument("--datasets", nargs="+", default=["breast_cancer", "a9a", "ijcnn1"])
     ap.add_argument("--no-tune", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--smoke", action="store_true",
+                    help="seconds: breast cancer and a small synthetic LIBSVM file, step_scale grid "
+                    "1, 2, 4, caps 60 passes and 2 s a run (the test suite: the same tables)")
     args = ap.parse_args(argv)
+    if args.smoke:
+        import tempfile
+        with tempfile.TemporaryDirectory(prefix="hpccl-erm-bench-") as tmp:
+            args.data_dir, args.datasets = Path(tmp), ["breast_cancer", "libsvm_smoke"]
+            write_smoke_libsvm(args.data_dir / "libsvm_smoke.bz2")
+            return run(args, cache_file=args.data_dir / "fstar.json")
+    return run(args)
 
+
+def run(args, cache_file=None):
     tune = not (args.quick or args.no_tune)
-    scales = tuple(2 ** k for k in range(11)) if tune else (1,)
-    max_passes = 150 if args.quick else 500
-    max_time = 20.0 if args.quick else 40.0
+    scales = tuple(2 ** k for k in range(3 if args.smoke else 11)) if tune else (1,)
+    max_passes = 60 if args.smoke else 150 if args.quick else 500
+    max_time = 2.0 if args.smoke else 20.0 if args.quick else 40.0
     targets = TARGETS
-    print(f"# erm_bench: mode={'quick' if args.quick else 'full'}, step_scale grid={scales}"
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    print(f"# erm_bench: mode={mode}, step_scale grid={scales}"
           f"{' (climbed until 2 non-improvements)' if tune else ''}, caps per run: "
           f"{max_passes} passes, {max_time:.0f}s solver time; seed {args.seed}; 1 BLAS thread")
     verdicts = []
@@ -205,7 +234,7 @@ def main(argv=None):
         n, d = X.shape
         prob = Problem(X, y, loss="logistic", **reg)
         t0 = time.perf_counter()
-        f_star, gap, cached = f_star_for(name, prob, key)
+        f_star, gap, cached = f_star_for(name, prob, key, cache_file)
         print(f"\n## {name}: n={n}, d={d}, logistic, l1={reg['l1']:g}, l2={reg['l2']:g}; "
               f"P*={f_star:.15g} (certified gap {gap:.1e}, "
               f"{'cached' if cached else f'{time.perf_counter() - t0:.0f}s'})")
@@ -228,7 +257,7 @@ def main(argv=None):
             for label, solver in (("Katyusha (b=1)", "katyusha"), ("SVRG (b=1)", "svrg")):
                 rows[label] = tuned(solver, 1)[0]
         rows["sklearn saga (b=1)"] = Outcome(
-            run_saga(prob, f_star, targets, max_epochs=256 if args.quick else 2048,
+            run_saga(prob, f_star, targets, max_epochs=256 if args.quick or args.smoke else 2048,
                      max_time=max_time), None)
 
         hdr = "".join(f" | {'<=%.0e' % t:^15}" for t in targets)

@@ -8,6 +8,7 @@ continual loop's timers). Printed per size: the median time of an appending flus
 whole rewrite of the same log, their ratio, and the file size.
 
     python benchmarks/log_bench.py [--epochs 200] [--iterations 500]
+    python benchmarks/log_bench.py --smoke      # seconds: 20 epochs of 20 rows
 """
 from __future__ import annotations
 
@@ -31,7 +32,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--iterations", type=int, default=500, help="timer rows a flush adds")
+    ap.add_argument("--smoke", action="store_true", help="seconds: 20 epochs of 20 rows (the test "
+                    "suite: every size reported, the same table)")
     args = ap.parse_args()
+    if args.smoke:
+        args.epochs, args.iterations = 20, 20
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         log = H5Log(os.path.join(tmp, "rank00000.h5"), "rank", {"rank": 0})

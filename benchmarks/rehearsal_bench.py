@@ -7,6 +7,7 @@ against the network's own limit, per transport.
     python benchmarks/rehearsal_bench.py --part training --stacks openmpi openmpi-ucx:2 mpich mpich:2
     python benchmarks/rehearsal_bench.py --part remote              # this machine, then the test bed
     python benchmarks/rehearsal_bench.py --part remote --smoke      # seconds (the test suite)
+    python benchmarks/rehearsal_bench.py --smoke      # sampling and training in seconds (the test suite)
 
 Part 3 ('remote') puts every rank on its own node and, in the same run, for records of 3 KB
 (CIFAR uint8) and 150 KB (ImageNet uint8) and r = 7 and 64, measures (a) a raw loop of
@@ -42,8 +43,10 @@ ideal (b + r) / b. Machines here are shared and noisy: each cell is the best epo
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -84,7 +87,9 @@ def sampling_worker(args):
             ops0, bytes0, rounds0, recs0 = w.ops, w.bytes, w.rounds, w.remote_records
             t0 = time.perf_counter()
             draws = 0
-            while time.perf_counter() - t0 < args.seconds:
+            # each loop runs at least once: on a busy machine a rank descheduled for all of
+            # --seconds would count no draws, and the rates would divide by zero
+            while draws == 0 or time.perf_counter() - t0 < args.seconds:
                 sampler.sample(r, out=outputs[draws % 2])
                 draws += 1
             elapsed = time.perf_counter() - t0
@@ -93,7 +98,7 @@ def sampling_worker(args):
             comm.Barrier()
             t0 = time.perf_counter()
             gathers = 0
-            while time.perf_counter() - t0 < args.seconds:
+            while gathers == 0 or time.perf_counter() - t0 < args.seconds:
                 rows = rng.choice(layout.capacity, size=r, replace=False)
                 rows.sort()
                 np.take(private, rows, axis=0, out=outputs[gathers % 2])
@@ -104,7 +109,7 @@ def sampling_worker(args):
             comm.Barrier()
             t0 = time.perf_counter()
             copies = 0
-            while time.perf_counter() - t0 < args.seconds:
+            while copies == 0 or time.perf_counter() - t0 < args.seconds:
                 np.take(private, row_sets[copies % 256], axis=0, out=outputs[copies % 2])
                 copies += 1
             copy_rate = comm.allreduce(copies * r * layout.sample_bytes / (time.perf_counter() - t0))
@@ -177,7 +182,7 @@ def remote_worker(args):
             def timed(key, step):
                 comm.Barrier()
                 done, t0 = 0, time.perf_counter()
-                while time.perf_counter() - t0 < args.seconds:
+                while done == 0 or time.perf_counter() - t0 < args.seconds:     # at least once, as above
                     step(done)
                     done += 1
                 elapsed = time.perf_counter() - t0
@@ -335,6 +340,7 @@ def training_part(args):
     from hpccl.analysis.report import load_run
     from hpccl.data.convert import convert_synthetic
     work = tempfile.mkdtemp(prefix="hpccl-rehearsal-bench-")
+    atexit.register(shutil.rmtree, work, True)
     data = os.path.join(work, "synthetic.h5")
     convert_synthetic(data, num_classes=10, shape=(3, 32, 32), train_per_class=args.train_per_class,
                       test_per_class=20, seed=0)
@@ -374,7 +380,7 @@ log: {{progress: off}}
             rows[label] = (min(epoch_times), float(np.median(epoch_times)), wait / total,
                            time.perf_counter() - t0)
         base = rows["incremental"][0]
-        layout = f"2 x {args.n // 2}" if rpn else "1 node"
+        layout = f"{args.n // int(rpn)} x {rpn}" if rpn else "1 node"
         for label, (best, median, frac, wall) in rows.items():
             table.append((name, layout, label, best, median, best / base, frac))
     print(f"\nexposed rehearsal cost, {args.n} ranks, torch backend, CNN width {args.width} on 3x32x32, "
@@ -404,8 +410,10 @@ def main():
     p.add_argument("--testbed-stacks", nargs="*", default=["openmpi-ucx", "mpich", "openmpi-tcp"],
                    help="remote: MPI stacks across the test bed's hosts (none: skip the test bed)")
     p.add_argument("--rates", nargs="*", default=["100mbit"], help="remote: tc tbf link limits on the test bed")
-    p.add_argument("--smoke", action="store_true", help="remote: 2 ranks, r = 7, 3 KB, 0.2 s per point, "
-                   "one stack, no test bed")
+    p.add_argument("--smoke", action="store_true", help="seconds, for the test suite: sampling on 2 ranks, "
+                   "r = 7, 0.1 s per point; training on 2 ranks as 2 pseudo-nodes of the openmpi stack, 1 "
+                   "epoch of a small CNN; remote on 2 ranks, r = 7, 3 KB, 0.2 s per point, one stack, no "
+                   "test bed")
     p.add_argument("--json", help="remote: also write the results here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--remote-worker", action="store_true", help=argparse.SUPPRESS)
@@ -419,6 +427,9 @@ def main():
             args.ranks, args.reps, args.sizes, args.seconds = [2], [7], ["3KB"], 0.2
             args.stacks_remote, args.testbed_stacks = ["openmpi-ucx"], []
         return remote_part(args)
+    if args.smoke:
+        args.ranks, args.reps, args.seconds = [2], [7], 0.1
+        args.stacks, args.n, args.epochs, args.width, args.train_per_class = ["openmpi:1"], 2, 1, 4, 60
     if args.part in ("sampling", "both"):
         sampling_part(args)
     if args.part in ("training", "both"):

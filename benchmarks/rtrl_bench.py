@@ -20,6 +20,7 @@ then the memory per step: influence matrix (RTRL, constant) vs activations store
 (growing with the sequence length).
 
     python benchmarks/rtrl_bench.py [--quick] [--support 1.0] [--threads 1]
+    python benchmarks/rtrl_bench.py --smoke     # seconds: N = 8, 2 sparsities, 1 sequence
 """
 from __future__ import annotations
 
@@ -138,14 +139,18 @@ def main(argv=None):
     ap.add_argument("--sequences", type=int, default=None, help="measured sequences (17 steps)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--smoke", action="store_true", help="seconds: N = 8, sparsity 0 and 0.8, one "
+                    "training and one measured sequence, T = 17 (the test suite: the same tables)")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.sizes, args.sparsities, args.sequences, args.train_sequences = [8], [0.0, 0.8], 1, 1
     torch.set_num_threads(args.threads)
     if args.sequences is None:
         args.sequences = 2 if args.quick else 6
     if args.train_sequences is None:
         args.train_sequences = 0 if args.quick else 100
-    args.seq_lens = [17, 100] if args.quick else [17, 100, 1000]
-    args.mem_sizes = [max(args.sizes)] if args.quick else args.sizes
+    args.seq_lens = [17] if args.smoke else [17, 100] if args.quick else [17, 100, 1000]
+    args.mem_sizes = [max(args.sizes)] if args.quick or args.smoke else args.sizes
     print(f"# torch {torch.__version__}, {args.threads} thread(s), float32, spiral input, "
           f"pseudo-derivative support {args.support}, trained {args.train_sequences} sequences "
           f"before measuring, {args.sequences} x 17 steps measured")

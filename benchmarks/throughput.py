@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py                      # CPU-sized defaults
     python benchmarks/throughput.py --device cuda --preset gpu
+    python benchmarks/throughput.py --smoke              # seconds: 8 samples of 16x16, b = 4, r = 2
 
 For each model, samples/s of:
   plain      a plain PyTorch loop: uint8 batch -> device -> float / 255 -> forward, backward,
@@ -27,6 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 PRESETS = {   # model, image side, samples per epoch
+    "smoke": [("resnet18", 16, 8), ("resnet50", 16, 8)],       # --smoke: the test suite
     "tiny": [("resnet18", 32, 112), ("resnet50", 32, 56)],     # does it run (seconds)
     "cpu": [("resnet18", 32, 448), ("resnet50", 64, 112)],
     "gpu": [("resnet18", 32, 14336), ("resnet50", 224, 3584)],
@@ -66,7 +68,11 @@ def main():
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--smoke", action="store_true", help="seconds: preset smoke (8 samples of 16x16), b = 4, "
+                   "r = 2, 1 repeat, 1 thread (the test suite: every variant, the same table)")
     args = p.parse_args()
+    if args.smoke:
+        args.preset, args.batch, args.reps, args.repeats = "smoke", 4, 2, 1
 
     import numpy as np
     import torch
@@ -79,7 +85,8 @@ def main():
     from hpccl.core.timers import IterationTimers
     from hpccl.models import build_model, place_model
 
-    world = init_world(RuntimeConfig(backend="mpi", device=args.device))
+    # smoke: one thread, since on a busy shared machine a second one spinning in OpenMP's barrier costs minutes
+    world = init_world(RuntimeConfig(backend="mpi", device=args.device, threads_per_rank=1 if args.smoke else None))
     device, b = world.device, args.batch
     train = TrainConfig(epochs=1, batch_size=b, lr=0.01, momentum=0.9, precision=args.precision)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
