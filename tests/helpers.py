@@ -104,13 +104,14 @@ def near_ranks(mode: str, size: int) -> list[int]:
     return {"shared": list(range(1, size)), "remote": [], "pairs": [1]}[layout]
 
 
-def assert_torn_records_are_waited_for_then_given_up(infos, mode):
+def assert_torn_records_are_waited_for_then_given_up(infos, mode=None, near=None):
     """The 'retry' scenario of buffer_worker.py: rank 0's record 3 torn on purpose (half
     written; mixed bytes under an even sequence number; a whole write between a same-node
     reader's two fences; half written for good with a 0.5 s give-up time). Each reader must
     meet it torn, re-read it, and return the sample as the finished write left it, or fail
-    with hpccl's error once it gave up."""
-    near = near_ranks(mode, len(infos))
+    with hpccl's error once it gave up. ``near``: the readers on rank 0's node, where the
+    layout is not one of the worker's MODEs (real hosts); else they follow from ``mode``."""
+    near = near if near is not None else near_ranks(mode, len(infos))
     assert [i["rank"] for i in infos[1:] if i["near"]] == near, infos
     assert sorted(infos[0]["met"]) == [[r, True] for r in range(1, len(infos))], infos[0]
 

@@ -34,7 +34,10 @@ def test_buffer_invariants_across_hosts(testbed, shared, stack, transport):
     assert res["p"] > 1e-3, res
     res = run("torn")
     assert res["draws"] >= 3000 * 6 and res["torn"] == 0 and res["bad_label"] == 0, res
-    assert_torn_records_are_waited_for_then_given_up(run("retry"))
+    # Ranks fill the hosts in order, 2 each: rank 1 loads rank 0's records, ranks 2-5 read them
+    # through the transport; both paths must meet the torn record.
+    infos = run("retry")
+    assert_torn_records_are_waited_for_then_given_up(infos, near=[r for r in range(1, len(infos)) if r // 2 == 0])
     for info in run("tiny"):
         assert info["empty"] == 0 and info["sizes"] == [2] and info["contents"] == [[1.0, 2.0]], info
     for info in run("restart"):
