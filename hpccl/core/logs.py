@@ -412,6 +412,8 @@ def read_h5(path: str, roles: bool = False) -> dict:
     from hpccl.core.errors import CorruptFileError
     try:
         return _read_h5(path, roles)
+    except FileNotFoundError:
+        raise                   # not there (yet): not damage; callers polling a run wait for it
     except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
         raise CorruptFileError(f"{path}: not a readable HDF5 log ({e}). It was truncated or "
                                "overwritten (a full disk, a copy cut short); nothing was changed.") from None

@@ -22,6 +22,7 @@ import numpy as np
 
 from hpccl.cli import main
 from hpccl.core.launch import mpirun_prefix
+from hpccl.core.errors import CorruptFileError
 from hpccl.core.logs import read_h5
 
 from sched_helpers import resume_supported, write_tiny_job
@@ -115,7 +116,7 @@ def test_thetagpu_script_preempted_resubmits_and_resumes(tmp_path, long_job, ref
         while time.time() < end and epochs < 2 and proc.poll() is None:
             try:
                 epochs = len(read_h5(str(run / "log.h5"))["epochs/loss"])
-            except (OSError, KeyError):
+            except (OSError, KeyError, CorruptFileError):     # not there yet, or mid-flush
                 pass
             time.sleep(0.2)
         assert epochs >= 2 and proc.poll() is None, proc.communicate()[0] if proc.poll() is not None else ""
