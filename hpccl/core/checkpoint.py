@@ -241,7 +241,7 @@ def read_state(run_dir: str) -> dict:
     finish_interrupted_swap(run_dir)
     path = os.path.join(checkpoint_dir(run_dir), "state.json")
     if not os.path.isfile(path):
-        from hpccl.core.rundir import run_status
+        from hpccl.core.logs import run_status
         if run_status(run_dir) == "complete":
             raise HpcclError(f"cannot resume {run_dir!r}: its run is complete (log.h5, status "
                              "complete); nothing is left to train. HINT: its results: 'hpccl analyze "

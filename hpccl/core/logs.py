@@ -402,6 +402,23 @@ def open_for_reading(path: str) -> h5py.File:
     return h5py.File(fid)
 
 
+def status_of(log_path: str) -> str:
+    """A run log's status attribute ('complete', 'running', ...; 'unreadable' when h5py cannot
+    open the file)."""
+    try:
+        with open_for_reading(log_path) as f:
+            status = f.attrs.get("status", "unknown")
+    except OSError:
+        return "unreadable"
+    return status.decode() if isinstance(status, bytes) else str(status)
+
+
+def run_status(run_dir: str) -> str | None:
+    """The status in ``run_dir``'s log.h5, None without one."""
+    log = os.path.join(run_dir, "log.h5")
+    return status_of(log) if os.path.exists(log) else None
+
+
 def read_h5(path: str, roles: bool = False) -> dict:
     """The whole file as nested dicts: {"attrs": {...}, "<dataset path>": array, ...}, with
     the attribute journal folded into "attrs" and "group_attrs". The columns of a table are

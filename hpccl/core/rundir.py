@@ -59,20 +59,9 @@ def check_run_dir(run_dir: str, set_aside: bool = False) -> str | None:
             f"{status}); its logs were moved to {target} and the run starts from the beginning")
 
 
-def run_status(run_dir: str) -> str | None:
-    """The status in ``run_dir``'s log.h5 ('complete', 'running', ...), None without one."""
-    log = os.path.join(run_dir, "log.h5")
-    return _status_of(log) if os.path.exists(log) else None
-
-
 def _status_of(log_path: str) -> str:
-    from hpccl.core.logs import open_for_reading
-    try:
-        with open_for_reading(log_path) as f:
-            status = f.attrs.get("status", "unknown")
-    except OSError:
-        return "unreadable"
-    return status.decode() if isinstance(status, bytes) else str(status)
+    from hpccl.core.logs import status_of
+    return status_of(log_path)
 
 
 def run_job(cfg, run_dir: str, argv: list[str], resume: bool = False) -> dict:
