@@ -95,7 +95,7 @@ def finish_interrupted_swap(run_dir: str) -> None:
     last, just before the renames): it is moved in as ``_commit`` would have. Every entry
     point runs this first: ``hpccl run --resume``, the check of a run directory before a new
     start, and the job script's test for a checkpoint to resume (``resumable``)."""
-    if not os.path.isdir(run_dir) or not _swap_pending(run_dir):
+    if not os.path.isdir(run_dir) or _swap_pending(run_dir) is None:
         return      # nothing to finish: no lock file either (a refused resume changes nothing)
     # Ranks launched directly (srun hpccl run --resume) all get here at once: one finishes
     # the swap, the others then find nothing to do.
@@ -111,25 +111,30 @@ def finish_interrupted_swap(run_dir: str) -> None:
         os.close(fd)
 
 
-def _swap_pending(run_dir: str) -> bool:
-    """What ``_finish_swap`` would act on (it looks again under the lock)."""
+def _swap_pending(run_dir: str) -> str | None:
+    """The directory an interrupted swap left to move in: the complete ``checkpoint.newK``,
+    else ``checkpoint.prev1`` when there is no latest (moved by hand, or a swap older than this
+    code: the previous one is the newest there is); None when there is nothing to finish."""
+    complete = [d for d in new_dirs(run_dir) if os.path.isfile(os.path.join(d, "state.json"))]
+    if complete:
+        return complete[-1]
     latest = checkpoint_dir(run_dir)
-    return (any(os.path.isfile(os.path.join(d, "state.json")) for d in new_dirs(run_dir))
-            or (not os.path.exists(os.path.join(latest, "state.json"))
-                and os.path.isfile(os.path.join(f"{latest}.prev1", "state.json"))))
+    if not os.path.exists(os.path.join(latest, "state.json")) and \
+            os.path.isfile(os.path.join(f"{latest}.prev1", "state.json")):
+        return f"{latest}.prev1"
+    return None
 
 
 def _finish_swap(run_dir: str) -> None:
-    complete = [d for d in new_dirs(run_dir) if os.path.isfile(os.path.join(d, "state.json"))]
+    pending = _swap_pending(run_dir)      # again, under the lock: another rank may have done it
+    if pending is None:
+        return
     latest = checkpoint_dir(run_dir)
-    if complete:
-        move_in(run_dir, complete[-1], keep=None)
-    elif not os.path.exists(os.path.join(latest, "state.json")) and \
-            os.path.isfile(os.path.join(f"{latest}.prev1", "state.json")):
-        # No latest but a previous one (moved by hand, or a swap older than this code):
-        # the previous one is the newest there is.
+    if pending == f"{latest}.prev1":
         shutil.rmtree(latest, ignore_errors=True)
-        os.replace(f"{latest}.prev1", latest)
+        os.replace(pending, latest)
+    else:
+        move_in(run_dir, pending, keep=None)
 
 
 def resumable(run_dir: str) -> bool:
