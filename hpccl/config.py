@@ -29,7 +29,7 @@ LEARNER_KINDS = ("incremental", "scratch", "rehearsal", "lorac", "finetune")
 
 @dataclass
 class DataConfig:
-    path: Optional[str] = None       # an hpccl HDF5 dataset file (see README "Dataset format");
+    path: Optional[str] = None       # an hpccl HDF5 dataset file (see docs/datasets.md);
                                      # kind: erm also reads LIBSVM text files (.bz2/.gz/.xz ok)
     builtin: Optional[str] = None    # or a dataset shipped with a dependency: digits
     # On the device, continual jobs (hpccl/data/pipeline.py):
@@ -53,14 +53,14 @@ class DataConfig:
 
 @dataclass
 class ScenarioConfig:
-    kind: Literal["class_incremental", "megabatch"] = "class_incremental"
+    kind: Literal["class_incremental", "megabatch"] = "class_incremental"   # tasks of classes, or ALMA mega-batches
     # class_incremental: the classes in num_tasks tasks
-    num_tasks: int = ranged(5, ge=1)
+    num_tasks: int = ranged(5, ge=1)        # tasks the classes are split into
     class_order: Literal["seeded", "natural"] = "seeded"  # natural: 0, 1, 2, ...
     classes: Optional[list[int]] = None      # only these dataset classes (null: all), e.g. those
                                              # disjoint from a pre-training subset
     # megabatch (ALMA, see hpccl.alma.job): the training set in M i.i.d. mega-batches
-    num_megabatches: int = ranged(10, ge=1)
+    num_megabatches: int = ranged(10, ge=1)  # M: mega-batches the training set arrives in
     wait: Union[int, Literal["all"]] = ranged(1, ge=1)    # train every w arrivals; all: once, at the end (w = M)
     replay: float = ranged(0.0, ge=0, le=1)                     # share of every past mega-batch added to an update
     val_share: float = ranged(0.1, ge=0, lt=1)                  # of each update's data, held out for early stopping
@@ -97,7 +97,7 @@ class _KindWithOptions:
 @dataclass
 class ModelConfig(_KindWithOptions):
     """``kind`` plus that model's own options, given flat (e.g. ``hidden: [128, 128]``)."""
-    kind: str = "mlp"
+    kind: str = "mlp"       # mlp | cnn | resnet18 | resnet50 | vit | moe
 
     def check(self, loader: Loader, path: str):
         from hpccl.models import MODEL_KINDS, model_option_names
@@ -113,7 +113,8 @@ class ModelConfig(_KindWithOptions):
 @dataclass
 class LearnerConfig(_KindWithOptions):
     """``kind`` plus, for the ALMA learners, their options given flat (e.g. ``init: copy``)."""
-    kind: str = "incremental"
+    kind: str = "incremental"   # what to train on: incremental | scratch | rehearsal | lorac |
+                                # finetune, or an ALMA learner
 
     def check(self, loader: Loader, path: str):
         from hpccl.alma.jobconfig import ALMA_LEARNER_KINDS
@@ -129,14 +130,14 @@ class TrainConfig:
     epochs: int = ranged(5, ge=1)     # per task
     batch_size: int = ranged(32, ge=1)  # per rank
     lr: float = ranged(0.05, gt=0)    # for one rank; scaled by lr_scaling
-    lr_scaling: Literal["none", "linear"] = "linear"
+    lr_scaling: Literal["none", "linear"] = "linear"   # linear: lr x ranks on N ranks (Goyal et al.)
     lr_scaling_cap: Optional[float] = ranged(None, ge=1)   # e.g. 64: never scale by more than x64
     warmup_epochs: int = ranged(0, ge=0)  # ramp from lr to the scaled lr (Goyal et al.)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    momentum: float = ranged(0.9, ge=0, le=1)
-    weight_decay: float = ranged(0.0, ge=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"   # the local optimizer, wrapped by the gradient backend
+    momentum: float = ranged(0.9, ge=0, le=1)   # SGD momentum
+    weight_decay: float = ranged(0.0, ge=0)     # L2 penalty of the optimizer
     grad_clip_norm: Optional[float] = ranged(None, gt=0)   # clip the averaged gradient's L2 norm (null: off)
-    eval_batch_size: int = ranged(256, ge=1)
+    eval_batch_size: int = ranged(256, ge=1)    # samples per batch when scoring the test data
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"   # autocast of forward and loss; fp16 scales the loss
 
 
@@ -171,7 +172,7 @@ class RuntimeConfig:
     # Gradient allreduce: horovod | torch | mpi for continual jobs (default horovod); the
     # kinds that run their own MPI collectives (megabatch, erm, online_rnn) take mpi only.
     backend: Optional[Literal["horovod", "torch", "mpi"]] = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"   # auto: cuda:<local rank> where torch sees a GPU, else cpu
     threads_per_rank: Optional[int] = ranged(None, ge=1, le=1024)   # torch threads; default: this rank's cores / the ranks sharing them
     profile_sync: bool = False      # CUDA: synchronise after every timed phase (exact breakdown, no overlap)
     # A rank that waits on the others (a collective, the gradient allreduce, a rehearsal draw)
@@ -218,7 +219,8 @@ class CheckpointConfig:
 class LogConfig:
     dir: str = "runs"                         # run directories are created below this
     # YAML reads a bare `off` as false: accept booleans (false: off, true: auto).
-    progress: Union[Literal["auto", "bar", "lines", "off"], bool] = "auto"
+    progress: Union[Literal["auto", "bar", "lines", "off"], bool] = "auto"   # rank 0's progress: a bar
+                                              # on a terminal (auto), lines in a log file, or none
 
     def check(self, loader: Loader, path: str):
         if isinstance(self.progress, bool):
@@ -232,25 +234,26 @@ JOB_KINDS = ("continual", "erm", "online_rnn")
 
 @dataclass
 class JobConfig:
-    name: str
-    kind: Literal["continual", "erm", "online_rnn"] = "continual"
+    name: str                                # names the run directory (NAME-TIME) and the logs
+    kind: Literal["continual", "erm", "online_rnn"] = "continual"   # what runs: continual learning,
+                                             # an ERM solve, online RNN learning
     data: Optional[DataConfig] = None        # required by continual and erm jobs
-    seed: int = ranged(0, ge=0, lt=2**63)
+    seed: int = ranged(0, ge=0, lt=2**63)   # one seed for the job, derived per purpose: reruns reproduce the numbers
     # the continual kind (scenario, model and train also serve megabatch jobs)
-    scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    learner: LearnerConfig = field(default_factory=LearnerConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    scenario: ScenarioConfig = field(default_factory=ScenarioConfig)   # what arrives, in which order
+    model: ModelConfig = field(default_factory=ModelConfig)   # the network
+    learner: LearnerConfig = field(default_factory=LearnerConfig)   # what to train on at each task
+    train: TrainConfig = field(default_factory=TrainConfig)   # optimisation of each task
     rehearsal: RehearsalConfig = field(default_factory=RehearsalConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)            # learner: lorac
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)  # hpccl pretrain
     # the other kinds, each its own section
-    erm: ErmConfig = field(default_factory=ErmConfig)
-    rnn: OnlineRnnConfig = field(default_factory=OnlineRnnConfig)
+    erm: ErmConfig = field(default_factory=ErmConfig)   # kind: erm
+    rnn: OnlineRnnConfig = field(default_factory=OnlineRnnConfig)   # kind: online_rnn
     # every kind
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)   # ranks, devices and the gradient backend
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    log: LogConfig = field(default_factory=LogConfig)
+    log: LogConfig = field(default_factory=LogConfig)   # where runs are written, how progress shows
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -25,7 +25,7 @@ SOLVER_OPTIONS = {
 @dataclass
 class ErmConfig:
     solver: str = "dasvrda"                  # dasvrda | svrg | katyusha | sgd | fista
-    loss: Literal["logistic", "squared", "smoothed_hinge"] = "logistic"
+    loss: Literal["logistic", "squared", "smoothed_hinge"] = "logistic"   # phi(a_i^T x, y_i)
     l1: float = ranged(1e-4, ge=0)                        # weight of ||x||_1
     l2: float = ranged(1e-4, ge=0)                        # weight of (1/2)||x||_2^2 (strong convexity)
     epochs: float = ranged(100.0, gt=0)      # at most this many passes over the data

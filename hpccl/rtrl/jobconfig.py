@@ -20,7 +20,7 @@ MODES = ("rtrl_sparse", "rtrl_dense", "bptt")
 @dataclass
 class OnlineRnnConfig:
     # -- the task ---------------------------------------------------------------------------
-    task: Literal["spiral", "digits", "file"] = "spiral"
+    task: Literal["spiral", "digits", "file"] = "spiral"   # spiral: rotation direction; digits: row by row; file: path
     path: Optional[str] = None          # task: file -- HDF5 with x [N, T, D] and y [N]
     num_examples: int = ranged(4096, ge=1)  # spiral: examples generated
     seq_len: int = ranged(17, ge=1)     # spiral: steps per sequence
@@ -30,16 +30,16 @@ class OnlineRnnConfig:
     weight_sparsity: float = ranged(0.0, ge=0, lt=1)  # share of recurrent weights masked to zero, [0, 1)
     activity_sparse: bool = True        # EGRU events (false: a plain GRU, every unit active)
     thr_mean: float = ranged(0.3, gt=0, lt=1)  # thresholds ~ Beta(alpha, 3) with this mean (EGRU paper)
-    learn_threshold: bool = True
+    learn_threshold: bool = True        # train the EGRU thresholds too
     pseudo_support: float = ranged(1.0, gt=0)  # pseudo-derivative half-width (EGRU paper: 1.0)
     dampening: float = ranged(0.7, ge=0)  # pseudo-derivative height (EGRU paper: 0.7)
     input_gain: float = ranged(1.0, gt=0)  # input weight init scale (spiral: 3 helps cross thresholds)
     # -- learning ----------------------------------------------------------------------------
-    mode: Literal["rtrl_sparse", "rtrl_dense", "bptt"] = "rtrl_sparse"
+    mode: Literal["rtrl_sparse", "rtrl_dense", "bptt"] = "rtrl_sparse"   # sparse RTRL, or the dense RTRL and BPTT references
     update_every: Optional[int] = ranged(None, ge=1)  # steps between updates; null: once per sequence
-    loss_at: Literal["last", "all"] = "last"
-    optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = ranged(0.01, gt=0)
+    loss_at: Literal["last", "all"] = "last"   # the loss at the last step of a sequence, or at every step
+    optimizer: Literal["adam", "sgd"] = "adam"   # the optimizer of the updates
+    lr: float = ranged(0.01, gt=0)      # learning rate of the optimizer
     grad_clip: Optional[float] = ranged(None, gt=0)  # max global gradient norm (null: off)
     num_sequences: int = ranged(1000, ge=1)  # stream length, per rank
     eval_every: int = ranged(200, ge=1)  # sequences (per rank) between test evaluations + log flushes

@@ -208,7 +208,7 @@ class QueueConfig:
     min_walltime: str = "00:00:00"
     auto: bool = True                  # false: used only when asked for with --queue
     max_queued: Optional[int] = ranged(None, ge=1, le=1_000_000)   # jobs one user may have queued in it at once
-    note: str = ""
+    note: str = ""                     # shown by hpccl sites (may span lines)
 
     def check(self, loader: Loader, path: str):
         for key in ("max_walltime", "min_walltime"):
@@ -259,9 +259,9 @@ class GpuAffinityConfig:
     wrapper:  hpccl writes gpu_affinity.sh into the run directory; it sets CUDA_VISIBLE_DEVICES
               from the node-local rank in ``local_rank_var`` (reversed with ``reverse``)
     """
-    mode: Literal["none", "launcher", "wrapper"] = "none"
-    local_rank_var: str = "OMPI_COMM_WORLD_LOCAL_RANK"
-    reverse: bool = False
+    mode: Literal["none", "launcher", "wrapper"] = "none"   # none: cuda:<local rank>; launcher: it binds; wrapper: gpu_affinity.sh
+    local_rank_var: str = "OMPI_COMM_WORLD_LOCAL_RANK"   # wrapper: the variable holding the node-local rank
+    reverse: bool = False                     # wrapper: give GPUs in reverse order (as ALCF's Polaris script)
 
     def check(self, loader: Loader, path: str):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.local_rank_var):
@@ -273,10 +273,10 @@ class GpuAffinityConfig:
 class SlurmConfig:
     queue_option: Literal["partition", "qos"] = "partition"   # what a queue name is to Slurm
     constraint: Optional[str] = None          # -C, e.g. gpu
-    gpu_request: Literal["gpus-per-node", "gres", "none"] = "gpus-per-node"
+    gpu_request: Literal["gpus-per-node", "gres", "none"] = "gpus-per-node"   # how GPUs are asked for
     signal_seconds: int = ranged(300, ge=0, le=86400)   # --signal=B:USR1@N: warning before the time limit
     requeue: bool = True                      # --requeue, and scontrol requeue on exit code 99
-    exclusive: bool = False
+    exclusive: bool = False                   # --exclusive: whole nodes
     directives: dict = field(default_factory=dict)   # more #SBATCH --KEY=VALUE (true: a bare flag)
 
     def check(self, loader: Loader, path: str):
@@ -318,19 +318,19 @@ class NetworkConfig:
 @dataclass
 class SiteConfig:
     """One machine. The name is the file's name (polaris.yaml -> polaris)."""
-    scheduler: Literal["slurm", "pbs", "none"]
+    scheduler: Literal["slurm", "pbs", "none"]   # none: the script runs in the background under the local mpirun
     gpus_per_node: int = ranged(ge=1, le=1024)         # one rank per GPU; CPU-only sites: ranks per node
     launcher: str                             # command before `python -m hpccl run`: shell words, {placeholders}
-    description: str = ""
+    description: str = ""                     # shown by hpccl sites (may span lines)
     cores_per_node: Optional[int] = ranged(None, ge=1, le=65536)      # null: the cores of the machine running hpccl submit
-    threads_per_core: int = ranged(1, ge=1, le=16)
+    threads_per_core: int = ranged(1, ge=1, le=16)   # hardware threads per core (fills {cpus_per_rank})
     memory_per_node_gb: Optional[float] = ranged(None, gt=0, le=1e6)   # host memory; null: this machine's (scheduler none) or unchecked
     gpus: Optional[bool] = True              # ranks run on GPUs; false: CPU ranks; null: whether this machine has one
     queues: list[QueueConfig] = field(default_factory=list)   # first fit, in this order
     max_nodes: Optional[int] = ranged(None, ge=1, le=MAX_NODES)           # for sites without queues (scheduler: none)
-    default_walltime: str = "01:00:00"
+    default_walltime: str = "01:00:00"        # HH:MM:SS, used without --walltime
     account: Optional[str] = None             # -A / --account (project to charge)
-    account_required: bool = False
+    account_required: bool = False            # refuse to submit without an account
     filesystems: list[str] = field(default_factory=list)   # PBS -l filesystems=a:b, Slurm --licenses=a,b
     module_paths: list[str] = field(default_factory=list)  # module use ...
     modules: list[str] = field(default_factory=list)       # module load ...
@@ -341,9 +341,9 @@ class SiteConfig:
     setup: list[str] = field(default_factory=list)
     python: Optional[str] = None              # null: the Python running hpccl submit
     shell: str = "/bin/bash"                  # the script's #! line: an absolute path (and one argument)
-    gpu_affinity: GpuAffinityConfig = field(default_factory=GpuAffinityConfig)
-    slurm: SlurmConfig = field(default_factory=SlurmConfig)
-    pbs: PbsConfig = field(default_factory=PbsConfig)
+    gpu_affinity: GpuAffinityConfig = field(default_factory=GpuAffinityConfig)   # how each rank gets its GPU
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)   # Slurm-only settings
+    pbs: PbsConfig = field(default_factory=PbsConfig)   # PBS-only settings
     network: NetworkConfig = field(default_factory=NetworkConfig)
     extends: Optional[str] = None             # start from another site's file
 

@@ -34,16 +34,16 @@ LORA_LEARNERS = ("lorac", "finetune")   # both need model kind 'vit'
 
 @dataclass
 class LoraConfig:
-    rank: int = ranged(4, ge=1)
+    rank: int = ranged(4, ge=1)                    # the rank of every LoRA adapter
     alpha: Optional[float] = ranged(None, gt=0)     # null: = rank
-    matrices: list[str] = field(default_factory=lambda: list(LORA_MATRICES))
+    matrices: list[str] = field(default_factory=lambda: list(LORA_MATRICES))   # which weights of every block get adapters
     ortho_weight: float = ranged(0.1, ge=0)        # 0: no orthogonality term
     ipc_fraction: float = ranged(0.1, ge=0, lt=1)  # share of pairs; 0: no IPC
     ipc_beta: float = ranged(0.85, ge=0, lt=1)     # EMA factor
-    omega_init: float = ranged(1.0, ge=0)
-    omega_lr_scale: float = ranged(10.0, gt=0)
-    shared: bool = False
-    train_head: bool = True
+    omega_init: float = ranged(1.0, ge=0)          # initial weight of each past adapter in the composition
+    omega_lr_scale: float = ranged(10.0, gt=0)     # the omegas' learning rate, as a multiple of train.lr
+    shared: bool = False                           # one adapter trained on and on (an ablation)
+    train_head: bool = True                        # train the classifier head with the adapters
 
     def check(self, loader: Loader, path: str):
         bad = [m for m in self.matrices if m not in LORA_MATRICES]
@@ -54,13 +54,13 @@ class LoraConfig:
 
 @dataclass
 class PretrainConfig:
-    classes: Optional[list[int]] = None
+    classes: Optional[list[int]] = None              # classes to pre-train on (null: those not in scenario.classes)
     epochs: Optional[int] = ranged(None, ge=1)       # null: the train section's
-    batch_size: Optional[int] = ranged(None, ge=1)
-    lr: Optional[float] = ranged(None, gt=0)
-    optimizer: Optional[Literal["sgd", "adam"]] = None
-    weight_decay: Optional[float] = ranged(None, ge=0)
-    out: Optional[str] = None
+    batch_size: Optional[int] = ranged(None, ge=1)   # null: the train section's
+    lr: Optional[float] = ranged(None, gt=0)         # null: the train section's
+    optimizer: Optional[Literal["sgd", "adam"]] = None   # null: the train section's
+    weight_decay: Optional[float] = ranged(None, ge=0)   # null: the train section's
+    out: Optional[str] = None                        # the state-dict file written (null: model.pretrained)
 
     def check(self, loader: Loader, path: str):
         if self.classes is not None and (not self.classes or min(self.classes) < 0
