@@ -227,6 +227,11 @@ def cmd_analyze(args) -> int:
     if args.plot:   # before reading or printing anything: a --plot DIR that cannot be written
         from hpccl.core.paths import check_output_dir
         check_output_dir(args.plot, "--plot", "a directory to write PNG figures into")
+    if args.tensorboard:
+        from hpccl.core.paths import check_output_dir
+        from hpccl.analysis.tensorboard import check_names
+        check_output_dir(args.tensorboard, "--tensorboard", "a directory to write TensorBoard event files into")
+        check_names(args.runs, args.tensorboard)
     sweeps = [p for p in args.runs if os.path.isfile(os.path.join(p, "manifest.json"))]
     runs = [p for p in args.runs if p not in sweeps]
 
@@ -244,6 +249,10 @@ def cmd_analyze(args) -> int:
         print(format_report(reports, args.format, compare=args.compare))
         if args.plot:
             for path in _plot_runs(reports, args.plot):
+                print(f"wrote {path}", file=sys.stderr)
+        if args.tensorboard:
+            from hpccl.analysis.tensorboard import export_runs
+            for path in export_runs(runs, args.tensorboard):
                 print(f"wrote {path}", file=sys.stderr)
     for path in sweeps:
         from hpccl.sched.scaling import analyze_sweep, sweep_table
@@ -295,15 +304,21 @@ def cmd_model(args) -> int:
         point = measured_point(run_dir)
         measured[point["ranks"]] = point
     if args.format == "json":
-        print(json.dumps(_jsonable({"measured_components": m.__dict__, "network": net.__dict__,
+        print(json.dumps(_jsonable({"engine": args.engine, "measured_components": m.__dict__,
+                                    "network": net.__dict__ if net else None, "sources": m.sources,
                                     "predicted": rows, "measured": list(measured.values())}), indent=2))
         return 0
     if args.format == "text":
-        print(f"{args.scaling} scaling predicted from {args.baseline} ({m.ranks} rank(s), {m.device}): "
-              f"compute {m.compute_s_per_sample * 1e6:.1f} us/sample, gradient {m.gradient_bytes / 1e6:.2f} MB, "
-              f"fetch {m.fetch_s_per_rep * 1e6:.1f} us/representative; {gpus_per_node} GPUs per node; "
-              f"links intra {net.intra_latency_s * 1e6:.0f} us / {net.intra_bandwidth / 1e9:.0f} GB/s, "
-              f"inter {net.inter_latency_s * 1e6:.0f} us / {net.inter_bandwidth / 1e9:.0f} GB/s")
+        link = ("none fitted" if m.allreduce_bandwidth is None else
+                f"{m.allreduce_scope}-node {m.allreduce_latency_s * 1e6:.0f} us / "
+                f"{m.allreduce_bandwidth / 1e6:.2f} MB/s fitted")
+        print(f"{args.scaling} scaling predicted ({args.engine}) from {', '.join(args.runs)} ({m.device}, "
+              f"{m.backend} backend): compute {m.compute_s_per_sample * 1e6:.1f} us/sample, gradient "
+              f"{m.gradient_bytes / 1e6:.2f} MB, fetch {m.fetch_s_per_rep * 1e6:.1f} us/representative "
+              f"+ {m.fetch_s_per_owner * 1e6:.1f} us/owner; allreduce link {link}; {gpus_per_node} GPUs per node"
+              + (f"; site links intra {net.intra_latency_s * 1e6:.0f} us / {net.intra_bandwidth / 1e9:.0f} GB/s, "
+                 f"inter {net.inter_latency_s * 1e6:.0f} us / {net.inter_bandwidth / 1e9:.0f} GB/s" if net else ""))
+        print("terms from: " + "; ".join(f"{k} <- {v}" for k, v in m.sources.items()))
     print(render(*model_table(rows, measured or None), fmt=args.format))
     return 0
 

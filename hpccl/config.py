@@ -221,6 +221,9 @@ class LogConfig:
     # YAML reads a bare `off` as false: accept booleans (false: off, true: auto).
     progress: Union[Literal["auto", "bar", "lines", "off"], bool] = "auto"   # rank 0's progress: a bar
                                               # on a terminal (auto), lines in a log file, or none
+    tensorboard: bool = False                 # rank 0 also writes TensorBoard scalars into RUN_DIR/tensorboard/
+                                              # as it trains (loss, accuracy per task, lr, samples/s, phase
+                                              # times, each kind's per-epoch rows), flushed every epoch
 
     def check(self, loader: Loader, path: str):
         if isinstance(self.progress, bool):

@@ -119,6 +119,9 @@ class H5Log:
         self._lengths: dict[str, int] = {}        # rows in the file, per column
         self._written_attrs: dict[tuple, str] = {}  # (object, key) -> what the file holds
         self._file = None
+        # fn(rows, first, arrays) after each flush: the rows and arrays it wrote, and each
+        # column's index of its first new row (hpccl.core.tensorboard mirrors the log so).
+        self.observers: list = []
 
     # -- what a writer adds -------------------------------------------------------------------
     def set_attrs(self, group: str = "/", **attrs):
@@ -155,6 +158,7 @@ class H5Log:
         rows = {name: _as_array(values) for name, values in self._rows.items() if values}
         arrays = {name: _as_array(array) for name, array in self._arrays.items()}
         changed = self._changed_attrs()
+        first = {name: self._lengths.get(name, 0) for name in rows}
         entries = [_journal_entry(obj, key, value) for obj, key, value in changed]
         appendable = all(name in self._lengths and _holds(self._file[name], values)
                          for name, values in rows.items())
@@ -170,6 +174,8 @@ class H5Log:
                 self._written_attrs.update({(o, k): repr(v) for o, k, v in changed})
             self._file.flush()
         self._rows, self._arrays = {}, {}
+        for observe in self.observers:
+            observe(rows, first, arrays)
 
     def _append_rows(self, ds, values):
         n = ds.shape[0]

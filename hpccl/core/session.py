@@ -41,6 +41,7 @@ class RunSession:
         self.status = "failed"
         self._at_close = []
         self.memory = MemoryWatch()        # this rank's peak host memory, for its log
+        self.tensorboard = None            # rank 0's LiveMirror of its logs (log.tensorboard)
         if resume:
             from hpccl.core import kinds
             kinds.of_job(cfg).refuse_resume(run_dir)
@@ -56,12 +57,16 @@ class RunSession:
         self.hostnames = world.comm.allgather(world.hostname)
         if self.resume:
             self._reopen(rows, rank_rows, lr_multiplier)
-            return
-        self.rank_log = rank_log(self.run_dir, world, **(rank_attrs or {}))
-        self.rank_log.flush()
-        if world.is_root:
-            self.log = run_log(self.run_dir, self.cfg, world, self.argv, self.hostnames, **(run_attrs or {}))
-            self.log.flush()
+        else:
+            self.rank_log = rank_log(self.run_dir, world, **(rank_attrs or {}))
+            self.rank_log.flush()
+            if world.is_root:
+                self.log = run_log(self.run_dir, self.cfg, world, self.argv, self.hostnames,
+                                   **(run_attrs or {}))
+                self.log.flush()
+        if self.cfg.log.tensorboard and self.log is not None:
+            from hpccl.core.tensorboard import SUBDIR, LiveMirror
+            self.tensorboard = LiveMirror(os.path.join(self.run_dir, SUBDIR), self.log, self.rank_log)
 
     def _reopen(self, rows, rank_rows, lr_multiplier) -> None:
         world = self.world
@@ -118,8 +123,12 @@ class RunSession:
         if self.rank_log is not None:
             self.rank_log.set_attrs(**self.memory.peaks())
             self.rank_log.close(self.status)
-        if self.log is not None:
-            self.log.close(self.status)
+        try:
+            if self.log is not None:
+                self.log.close(self.status)
+        finally:            # after the logs: their last flush reaches the mirror too
+            if self.tensorboard is not None:
+                self.tensorboard.close()
 
     def report(self, text: str) -> None:
         """The run's final lines, printed by rank 0."""
