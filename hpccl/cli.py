@@ -304,21 +304,15 @@ def cmd_model(args) -> int:
         point = measured_point(run_dir)
         measured[point["ranks"]] = point
     if args.format == "json":
-        print(json.dumps(_jsonable({"engine": args.engine, "measured_components": m.__dict__,
-                                    "network": net.__dict__ if net else None, "sources": m.sources,
+        print(json.dumps(_jsonable({"measured_components": m.__dict__, "network": net.__dict__,
                                     "predicted": rows, "measured": list(measured.values())}), indent=2))
         return 0
     if args.format == "text":
-        link = ("none fitted" if m.allreduce_bandwidth is None else
-                f"{m.allreduce_scope}-node {m.allreduce_latency_s * 1e6:.0f} us / "
-                f"{m.allreduce_bandwidth / 1e6:.2f} MB/s fitted")
-        print(f"{args.scaling} scaling predicted ({args.engine}) from {', '.join(args.runs)} ({m.device}, "
-              f"{m.backend} backend): compute {m.compute_s_per_sample * 1e6:.1f} us/sample, gradient "
-              f"{m.gradient_bytes / 1e6:.2f} MB, fetch {m.fetch_s_per_rep * 1e6:.1f} us/representative "
-              f"+ {m.fetch_s_per_owner * 1e6:.1f} us/owner; allreduce link {link}; {gpus_per_node} GPUs per node"
-              + (f"; site links intra {net.intra_latency_s * 1e6:.0f} us / {net.intra_bandwidth / 1e9:.0f} GB/s, "
-                 f"inter {net.inter_latency_s * 1e6:.0f} us / {net.inter_bandwidth / 1e9:.0f} GB/s" if net else ""))
-        print("terms from: " + "; ".join(f"{k} <- {v}" for k, v in m.sources.items()))
+        print(f"{args.scaling} scaling predicted from {args.baseline} ({m.ranks} rank(s), {m.device}): "
+              f"compute {m.compute_s_per_sample * 1e6:.1f} us/sample, gradient {m.gradient_bytes / 1e6:.2f} MB, "
+              f"fetch {m.fetch_s_per_rep * 1e6:.1f} us/representative; {gpus_per_node} GPUs per node; "
+              f"links intra {net.intra_latency_s * 1e6:.0f} us / {net.intra_bandwidth / 1e9:.0f} GB/s, "
+              f"inter {net.inter_latency_s * 1e6:.0f} us / {net.inter_bandwidth / 1e9:.0f} GB/s")
     print(render(*model_table(rows, measured or None), fmt=args.format))
     return 0
 
@@ -392,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
              "hpccl analyze --compare runs/study/rehearsal runs/study/scratch --plot figures/")
     a.add_argument("runs", nargs="+", metavar="RUN_OR_SWEEP_DIR")
     a.add_argument("--plot", metavar="DIR", default=None, help="also write PNG figures into DIR")
+    a.add_argument("--tensorboard", metavar="DIR", default=None, help="also write each run's scalars "
+                   "as TensorBoard events into DIR/<run name>/ (the tags of log.tensorboard: true)")
     a.add_argument("--format", choices=("text", "json", "csv", "md"), default="text",
                    help="text (default), json (everything), csv or md (one row per run)")
     a.add_argument("--compare", action="store_true", help="one table, a row per run: final "
