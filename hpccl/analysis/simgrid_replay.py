@@ -1,0 +1,256 @@
+"""A second prediction engine: the iteration replayed event by event in SimGrid's SMPI.
+
+The analytical model (hpccl.analysis.model) adds closed forms; this engine writes what every
+rank does in a few iterations as SMPI time-independent traces, a platform from the site's
+network, and lets SimGrid 3.32 (Debian ``libsimgrid-dev``: ``smpirun -replay``, which runs the
+packaged ``smpireplaymain``; nothing is compiled) simulate them, flows sharing links included.
+The two engines side by side bracket a prediction.
+
+Input: the same ``Measured`` and ``Network`` as the analytical model, plus p ranks, GPUs per
+node and the batch; output: a row with the keys of ``model.iteration_time``.
+
+Platform (``write_platform``): one SimGrid host per node with one core per GPU (ranks of a node
+compute side by side); ranks of one node talk over the host's loopback link (intra-node latency
+and bandwidth, FATPIPE in SimGrid: every pair gets the full NVLink/NVSwitch bandwidth); the
+node's NICs are one full-duplex link of their summed bandwidth (gpus_per_node times a rank's
+share, ``Network.nic_bandwidth`` or ``inter_bandwidth``: NCCL opens one ring per NIC, so one
+allreduce reaches them all) with half the inter-node latency on each side, into a non-blocking
+backbone. SMPI's piecewise bandwidth and latency factors (fitted to Ethernet and InfiniBand
+benchmarks) are set to 1 and cross-traffic and the TCP window bound are off, so a transfer of S
+bytes over a link (a, B) takes exactly a + S / B: the engine's only model is SimGrid's flow
+sharing, not a second calibration.
+
+Trace of one iteration of rank i (``write_traces``; compute as flops on 1 Gflop/s hosts, so
+flops = seconds * 1e9):
+
+    compute   t_data
+    (async)   the rehearsal gets, posted: isend/irecv          \\  the gets overlap compute and
+    compute   t_compute                                         |  allreduce, as the rehearsal
+    allreduce G bytes (SMPI's algorithm for the backend)        |  thread's do
+    (async)   wait for this rank's gets                         /
+    (sync)    the gets, posted and waited; compute r*f + c*e (the rehearsal thread's own work)
+    compute   t_step + t_other
+
+Rehearsal gets: a draw of rank d takes r representatives from owners drawn uniformly over the
+p ranks (a seeded RNG, the same draws for every replay of one prediction); all of one owner's
+records come in one message of n*S bytes (one latency per distinct owner, as the Rgets of one
+owner are issued together); draws from the rank itself cost no transfer. The one-sided reads
+become two-sided messages that the owner sends: every rank posts, without blocking, the
+isends of the answers it owes and the irecvs of the answers it is owed, so no rank waits for
+another to post (deadlock-free whatever the order), and SimGrid moves the data while the
+owner's actor computes (the owner's CPU takes no part, as in an RMA get). A rank then waits
+for its own receives only; its sends are waited at the end of the trace. Tags are the
+iteration number, unique per (owner, drawer, iteration) since one message carries all of a
+pair's records.
+
+Components come from up to three replays of N iterations each: the iteration without
+rehearsal (t_allreduce is what it adds to the compute terms), the sync iteration (what it adds
+is t_fetch + t_insert: the gets in context and the rehearsal thread's local work r*f + c*e),
+and the async iteration. That local work runs beside the compute in hpccl, but SMPI's compute
+blocks the actor, so in async mode it joins afterwards:
+exposed = max(the async replay's extra time, t_fetch + t_insert - (t_compute + t_allreduce)).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+
+from hpccl.core.errors import HpcclError
+
+HOST_SPEED = 1e9          # flops per second of a simulated core: trace flops = seconds * 1e9
+# hpccl's algorithm names (hpccl.analysis.model.ALGORITHMS) -> SMPI's allreduce algorithms
+# (smpi/allreduce; SimGrid's src/smpi/colls/allreduce/): ring = 'lr' (logical ring:
+# reduce-scatter then allgather, 2(p-1) steps of G/p), recursive doubling = 'rdb',
+# recursive halving/doubling (Rabenseifner) = 'rab_rdb'.
+SMPI_ALLREDUCE = {"ring": "lr", "recursive_doubling": "rdb", "recursive_halving_doubling": "rab_rdb"}
+INSTALL_HINT = "install Debian's libsimgrid-dev (apt-get install libsimgrid-dev) or run scripts/setup.sh"
+_SIMULATED = re.compile(r"Simulated time: ([0-9.eE+-]+) seconds")
+
+
+def smpirun() -> str:
+    """The smpirun launcher, or HpcclError saying how to install it."""
+    path = shutil.which("smpirun")
+    if not path:
+        raise HpcclError(f"hpccl model --engine simgrid needs SimGrid's smpirun, which is not on PATH: "
+                         f"{INSTALL_HINT}.")
+    return path
+
+
+def allreduce_algorithm(m, nbytes: float) -> str:
+    """hpccl's name of the backend's algorithm (the analytical model's choice where it has one)."""
+    try:
+        from hpccl.analysis.model import allreduce_algorithm as choose
+    except ImportError:     # an analytical model without a per-backend choice: ring
+        return "ring"
+    return choose(getattr(m, "backend", "torch"), nbytes, m.device)
+
+
+def write_platform(path: str, net, nodes: int, gpus_per_node: int) -> None:
+    nic = (getattr(net, "nic_bandwidth", None) or net.inter_bandwidth) * gpus_per_node
+    with open(path, "w") as f:
+        f.write(f"""<?xml version='1.0'?>
+<!DOCTYPE platform SYSTEM "https://simgrid.org/simgrid.dtd">
+<platform version="4.1">
+  <cluster id="hpccl" prefix="node" suffix="" radical="0-{nodes - 1}" speed="{HOST_SPEED:.0f}f"
+           core="{gpus_per_node}" bw="{nic:.6g}Bps" lat="{net.inter_latency_s / 2:.6g}s"
+           sharing_policy="SPLITDUPLEX" bb_bw="{nic * nodes:.6g}Bps" bb_lat="0s"
+           loopback_bw="{net.intra_bandwidth:.6g}Bps" loopback_lat="{net.intra_latency_s:.6g}s"/>
+</platform>
+""")
+
+
+def draw_owners(p: int, r: int, iterations: int, seed: int = 0) -> np.ndarray:
+    """owners[it, d, j]: the rank owning draw j of rank d in iteration it (uniform over ranks)."""
+    return np.random.default_rng(seed).integers(0, p, size=(iterations, p, r))
+
+
+def _gets(owners: np.ndarray, rank: int, it: int, sample_bytes: int) -> tuple[list[str], list[str]]:
+    """(posting lines, waiting lines) of rank's rehearsal messages in iteration ``it``."""
+    post, wait = [], []
+    mine = owners[it, rank]
+    for owner, n in zip(*np.unique(mine[mine != rank], return_counts=True)):
+        post.append(f"{rank} irecv {owner} {it} {n * sample_bytes}")
+        wait.append(f"{rank} wait {owner} {rank} {it}")
+    for drawer in range(owners.shape[1]):
+        if drawer != rank:
+            n = int(np.count_nonzero(owners[it, drawer] == rank))
+            if n:
+                post.append(f"{rank} isend {drawer} {it} {n * sample_bytes}")
+    return post, wait
+
+
+def write_traces(directory: str, p: int, iterations: int, t_data: float, t_compute: float, t_after: float,
+                 gradient_bytes: float, owners: np.ndarray | None, sample_bytes: int, async_gets: bool,
+                 t_local: float = 0.0, compute: bool = True, allreduce: bool = True) -> str:
+    """Per-rank traces and the list file ``smpirun -replay`` takes; returns the list's path."""
+    def flops(seconds):
+        return f"{max(0.0, seconds) * HOST_SPEED:.6f}"
+    files = []
+    for rank in range(p):
+        lines = [f"{rank} init"]
+        for it in range(iterations):
+            post, wait = _gets(owners, rank, it, sample_bytes) if owners is not None else ([], [])
+            if compute:
+                lines.append(f"{rank} compute {flops(t_data)}")
+            if async_gets:
+                lines += post
+            elif post or t_local:
+                lines += post + wait
+                if t_local:
+                    lines.append(f"{rank} compute {flops(t_local)}")
+            if compute:
+                lines.append(f"{rank} compute {flops(t_compute)}")
+            if allreduce and p > 1:
+                lines.append(f"{rank} allreduce {gradient_bytes:.0f} 0")
+            if async_gets:
+                lines += wait
+            if compute:
+                lines.append(f"{rank} compute {flops(t_after)}")
+        lines += [f"{rank} waitall", f"{rank} finalize"]
+        path = os.path.join(directory, f"rank{rank}.txt")
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        files.append(path)
+    listing = os.path.join(directory, "traces.txt")
+    with open(listing, "w") as f:
+        f.write("\n".join(files) + "\n")
+    return listing
+
+
+def replay(directory: str, listing: str, p: int, gpus_per_node: int, algorithm: str = "ring",
+           timeout_s: float = 1800) -> float:
+    """Simulated seconds of a replay of ``listing`` on ``directory``/platform.xml."""
+    if algorithm not in SMPI_ALLREDUCE:
+        raise HpcclError(f"simgrid engine: allreduce algorithm {algorithm!r} unknown; expected one of "
+                         f"{sorted(SMPI_ALLREDUCE)}.")
+    hostfile = os.path.join(directory, "hosts.txt")
+    with open(hostfile, "w") as f:
+        f.write("".join(f"node{rank // gpus_per_node}\n" for rank in range(p)))
+    cmd = [smpirun(), "-np", str(p), "-platform", os.path.join(directory, "platform.xml"),
+           "-hostfile", hostfile, "-replay", listing,
+           "--cfg=smpi/bw-factor:0:1", "--cfg=smpi/lat-factor:0:1", "--cfg=network/crosstraffic:0",
+           "--cfg=network/TCP-gamma:0", f"--cfg=smpi/allreduce:{SMPI_ALLREDUCE[algorithm]}",
+           "--cfg=smpi/display-timing:yes", "--log=root.thres:warning", "--log=smpi_utils.thres:info"]
+    try:
+        done = subprocess.run(cmd, cwd=directory, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise HpcclError(f"simgrid engine: the replay of {p} ranks ran past {timeout_s:.0f} s; "
+                         "fewer iterations or ranks would finish.") from None
+    found = _SIMULATED.findall(done.stdout + done.stderr)
+    if done.returncode != 0 or not found:
+        tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
+        raise HpcclError(f"simgrid engine: smpirun exited with code {done.returncode} replaying {listing} "
+                         f"on {p} ranks and printed no simulated time; its last lines: {' | '.join(tail)}")
+    return float(found[-1])
+
+
+def iteration_time(m, p: int, gpus_per_node: int, net, b: float | None = None, rehearsal: bool = True,
+                   cores_per_node: int | None = None, iterations: int = 3, seed: int = 0,
+                   algorithm: str | None = None, workdir: str | None = None) -> dict:
+    """One prediction row (the keys of hpccl.analysis.model.iteration_time) from SMPI replays."""
+    b = m.batch if b is None else b
+    r = m.representatives if rehearsal else 0
+    k_cpu = 1.0
+    if m.device.startswith("cpu") and cores_per_node:
+        k_cpu = max(1.0, min(p, gpus_per_node) / cores_per_node)
+    t_data = b * m.data_s_per_sample
+    t_compute = (b + r) * m.compute_s_per_sample * k_cpu
+    t_after = m.step_s + getattr(m, "other_s", 0.0)
+    t_local = r * m.fetch_s_per_rep + (m.candidates * m.insert_s_per_candidate if r else 0.0)
+    algorithm = algorithm or allreduce_algorithm(m, m.gradient_bytes)
+    owners = draw_owners(p, r, iterations, seed) if r and p > 1 else None
+    nodes = -(-p // gpus_per_node)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="hpccl-simgrid-", dir=workdir) as tmp:
+        write_platform(os.path.join(tmp, "platform.xml"), net, nodes, gpus_per_node)
+
+        def run(name, **kw):
+            sub = os.path.join(tmp, name)
+            os.makedirs(sub)
+            listing = write_traces(sub, p, iterations, t_data, t_compute, t_after, m.gradient_bytes,
+                                   sample_bytes=m.sample_bytes, **kw)
+            return replay(tmp, listing, p, gpus_per_node, algorithm) / iterations
+
+        plain = run("plain", owners=None, async_gets=False)
+        t_ar = max(0.0, plain - (t_data + t_compute + t_after))
+        t_fetch = t_insert = exposed = 0.0
+        if r:
+            t_insert = m.candidates * m.insert_s_per_candidate
+            # the sync iteration's extra time is the whole rehearsal thread's, in context (ranks
+            # that finish their gets early compute, rather than crowd the others' transfers)
+            sync = run("sync", owners=owners, async_gets=False, t_local=t_local) - plain
+            t_fetch = max(0.0, sync - t_insert)
+            exposed = sync
+            if m.async_rehearsal:
+                overlapped = run("async", owners=owners, async_gets=True) - plain if owners is not None else 0.0
+                exposed = max(0.0, overlapped, t_fetch + t_insert - (t_compute + t_ar))
+    total = t_data + t_compute + t_after + t_ar + exposed
+    return {"gpus": p, "batch_per_gpu": b, "t_data": t_data, "t_compute": t_compute, "t_step": m.step_s,
+            "t_allreduce": t_ar, "t_fetch": t_fetch, "t_insert": t_insert, "rehearsal_exposed": exposed,
+            "iteration_s": total, "samples_per_s": p * b / total, "t_other": getattr(m, "other_s", 0.0),
+            "allreduce_algorithm": algorithm if p > 1 else None, "engine": "simgrid",
+            "replay_wall_s": time.perf_counter() - started}
+
+
+def predict(m, gpus: list[int], gpus_per_node: int, net, mode: str = "weak", global_batch: int | None = None,
+            rehearsal: bool = True, cores_per_node: int | None = None, **kw) -> list[dict]:
+    """Rows like hpccl.analysis.model.predict's, each replayed."""
+    rows = []
+    for p in gpus:
+        b = m.batch if mode == "weak" else (global_batch or m.batch * min(gpus)) / p
+        row = iteration_time(m, p, gpus_per_node, net, b, rehearsal, cores_per_node, **kw)
+        row["epoch_s"] = m.samples_per_epoch / (p * b) * row["iteration_s"] if m.samples_per_epoch else None
+        rows.append(row)
+    base = rows[0]
+    for row in rows:
+        n = row["gpus"] / base["gpus"]
+        row["efficiency"] = (row["samples_per_s"] / (n * base["samples_per_s"]) if mode == "weak"
+                             else base["iteration_s"] / (n * row["iteration_s"]))
+    return rows

@@ -1,0 +1,141 @@
+"""The SimGrid replay engine against closed forms derived here, on 2 to 8 simulated ranks.
+
+With SMPI's bandwidth and latency factors at 1 (the engine sets them), a message of S bytes
+over a route of latency a and bandwidth B takes a + S / B, flows on one link share it, and
+compute of t seconds takes t: every expected value below follows from that alone.
+
+SimGrid comes from Debian's libsimgrid-dev, which scripts/setup.sh installs (as root). Where
+it is absent the tests skip, except under CI=true: there setup.sh has run, so a missing
+smpirun is a broken set-up and must fail, not hide behind a skip.
+"""
+
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from hpccl.analysis import simgrid_replay as sr
+from hpccl.analysis.model import Measured, Network
+from hpccl.core.errors import HpcclError
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+if not shutil.which("smpirun"):
+    if IN_CI:
+        pytest.fail("CI=true but SimGrid's smpirun is missing: scripts/setup.sh installs libsimgrid-dev",
+                    pytrace=False)
+    pytest.skip("SimGrid's smpirun not installed (apt-get install libsimgrid-dev)", allow_module_level=True)
+
+# round numbers; SimGrid prints the simulated time to 6 significant digits and rounds each event
+# to 1 ns (surf/precision), hence rel=1e-5 and abs=1e-8 below
+NET = Network(intra_latency_s=2e-6, intra_bandwidth=50e9, inter_latency_s=10e-6, inter_bandwidth=1e9)
+S = 1_000_000       # bytes of a record
+
+
+def measured(**kw):
+    base = dict(data_s_per_sample=1e-4, compute_s_per_sample=1e-3, step_s=2e-3, gradient_bytes=8_000_000,
+                sample_bytes=S, batch=10, representatives=0, candidates=0, fetch_s_per_rep=0.0,
+                insert_s_per_candidate=0.0, async_rehearsal=True, samples_per_epoch=0, ranks=1, device="cuda")
+    base.update(kw)
+    return Measured(**base)
+
+
+def replay(tmp_path, p, gpus_per_node, owners=None, algorithm="ring", iterations=1, **kw):
+    """Simulated seconds of one trace set on a fresh platform."""
+    d = str(tmp_path / f"r{len(list(tmp_path.iterdir()))}")
+    os.makedirs(d)
+    sr.write_platform(os.path.join(d, "platform.xml"), NET, -(-p // gpus_per_node), gpus_per_node)
+    args = dict(t_data=0.0, t_compute=0.0, t_after=0.0, gradient_bytes=0, owners=owners, sample_bytes=S,
+                async_gets=False, compute=False, allreduce=False)
+    args.update(kw)
+    return sr.replay(d, sr.write_traces(d, p, iterations, **args), p, gpus_per_node, algorithm)
+
+
+def only_draws(p, r, draws):
+    """owners for one iteration where rank d draws all r records from draws[d] (itself: none)."""
+    owners = np.tile(np.arange(p)[None, :, None], (1, 1, r))
+    for drawer, owner in draws.items():
+        owners[0, drawer, :] = owner
+    return owners
+
+
+def test_compute_alone_takes_its_seconds(tmp_path):
+    t = replay(tmp_path, 4, 2, iterations=3, t_data=0.001, t_compute=0.05, t_after=0.004, compute=True)
+    assert t == pytest.approx(3 * 0.055, rel=1e-5, abs=1e-8)
+
+
+@pytest.mark.parametrize("gpus_per_node, a, bw", [(1, NET.inter_latency_s, NET.inter_bandwidth),
+                                                  (2, NET.intra_latency_s, NET.intra_bandwidth)])
+def test_one_get_is_latency_plus_bytes_over_bandwidth(tmp_path, gpus_per_node, a, bw):
+    # rank 1 draws 3 records of rank 0: one message of 3 S bytes, over the NICs across nodes,
+    # over the node's loopback (NVLink) inside one
+    t = replay(tmp_path, 2, gpus_per_node, owners=only_draws(2, 3, {1: 0}))
+    assert t == pytest.approx(a + 3 * S / bw, rel=1e-5, abs=1e-8)
+
+
+def test_an_owner_serving_two_drawers_shares_its_nic(tmp_path):
+    # ranks 1 and 2 draw 2 records each from rank 0, one per node: rank 0's uplink carries 4 S
+    t = replay(tmp_path, 3, 1, owners=only_draws(3, 2, {1: 0, 2: 0}))
+    assert t == pytest.approx(NET.inter_latency_s + 4 * S / NET.inter_bandwidth, rel=1e-5, abs=1e-8)
+    # from two different owners the uplinks are separate: 2 S each, side by side
+    t = replay(tmp_path, 3, 1, owners=only_draws(3, 2, {1: 0, 2: 1}))
+    assert t == pytest.approx(NET.inter_latency_s + 2 * S / NET.inter_bandwidth, rel=1e-5, abs=1e-8)
+
+
+@pytest.mark.parametrize("p", [2, 4, 8])
+def test_ring_allreduce_follows_its_closed_form(tmp_path, p):
+    # all on one node: 2 (p-1) steps of G/p bytes, each over its own pair of the loopback
+    g = 8_000_000
+    t = replay(tmp_path, p, 8, gradient_bytes=g, allreduce=True, algorithm="ring")
+    assert t == pytest.approx(2 * (p - 1) * (NET.intra_latency_s + g / p / NET.intra_bandwidth), rel=1e-5, abs=1e-8)
+
+
+@pytest.mark.parametrize("p", [2, 4, 8])
+def test_recursive_doubling_follows_its_closed_form(tmp_path, p):
+    # log2 p exchanges of the whole gradient, one rank per node: a + G / B each
+    g = 8_000_000
+    t = replay(tmp_path, p, 1, gradient_bytes=g, allreduce=True, algorithm="recursive_doubling")
+    assert t == pytest.approx(math.log2(p) * (NET.inter_latency_s + g / NET.inter_bandwidth), rel=1e-5, abs=1e-8)
+
+
+def test_row_components_and_overlap(tmp_path):
+    # 4 ranks on 2 nodes, rank 0's draws from rank 2 cross a NIC; the gets are hidden behind
+    # compute when async, added when sync; the row has the analytical engine's keys
+    from hpccl.analysis import model
+    m = measured(representatives=4, candidates=2, fetch_s_per_rep=1e-4, insert_s_per_candidate=5e-4)
+    net_rows = {}
+    for asynchronous in (True, False):
+        m.async_rehearsal = asynchronous
+        net_rows[asynchronous] = sr.iteration_time(m, 4, 2, NET, iterations=2, workdir=str(tmp_path))
+    expected_keys = set(model.iteration_time(m, 4, 2, NET))
+    row = net_rows[True]
+    assert expected_keys - {"t_rehearsal_link", "t_queue", "owners_per_draw", "rehearsal_bytes",
+                            "link_source"} <= set(row)
+    assert row["t_compute"] == pytest.approx((10 + 4) * 1e-3)
+    assert row["t_data"] == pytest.approx(10 * 1e-4)
+    # ring of 4 ranks over 2 nodes: each of its 6 steps has one flow of G/4 bytes leaving each
+    # node, through the node's NICs (2 ranks' shares of bandwidth)
+    g = m.gradient_bytes
+    assert row["t_allreduce"] == pytest.approx(6 * (NET.inter_latency_s + g / 4 / (2 * NET.inter_bandwidth)),
+                                               rel=1e-5)
+    assert row["t_fetch"] > 4 * 1e-4       # the local copies plus at least one remote message
+    assert row["rehearsal_exposed"] == pytest.approx(0.0, abs=1e-9)   # 14 ms of compute hides it
+    sync = net_rows[False]
+    assert sync["rehearsal_exposed"] >= sync["t_fetch"] + sync["t_insert"] - 1e-9
+    assert sync["iteration_s"] == pytest.approx(row["iteration_s"] + sync["rehearsal_exposed"], rel=1e-5, abs=1e-8)
+
+
+def test_async_gets_longer_than_compute_are_exposed(tmp_path):
+    # 1 ms of compute against gets of 4 S bytes at 1 GB/s (4 ms): 3 ms show
+    owners = only_draws(2, 4, {1: 0})
+    t_plain = replay(tmp_path, 2, 1, iterations=1, t_compute=1e-3, compute=True)
+    t_async = replay(tmp_path, 2, 1, owners=owners, async_gets=True, t_compute=1e-3, compute=True)
+    assert t_plain == pytest.approx(1e-3)
+    assert t_async == pytest.approx(NET.inter_latency_s + 4 * S / NET.inter_bandwidth, rel=1e-5, abs=1e-8)
+
+
+def test_missing_smpirun_says_how_to_install(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(HpcclError, match="libsimgrid-dev"):
+        sr.iteration_time(measured(), 2, 1, NET)
