@@ -62,6 +62,19 @@ if ! command -v tc >/dev/null || ! command -v ip >/dev/null; then
   fi
 fi
 
+# `hpccl model --engine simgrid` replays iterations in SimGrid's SMPI: Debian's package ships
+# smpirun and its trace-replay program (smpireplaymain), so nothing is built.
+if ! command -v smpirun >/dev/null; then
+  if [[ $(id -u) -eq 0 ]]; then
+    say "installing SimGrid (libsimgrid-dev: smpirun) for hpccl model --engine simgrid"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq --no-install-recommends libsimgrid-dev >/dev/null \
+      || { apt-get update -qq && apt-get install -y -qq --no-install-recommends libsimgrid-dev >/dev/null; }
+  else
+    say "smpirun not found (Debian: libsimgrid-dev): hpccl model --engine simgrid and its tests need it"
+  fi
+fi
+
 # --- 2. virtual environment -----------------------------------------------------------------
 if [[ ! -x "$VENV/bin/python" ]]; then
   say "creating virtual environment $VENV"
