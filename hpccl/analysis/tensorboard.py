@@ -1,14 +1,15 @@
 """``hpccl analyze RUN... --tensorboard DIR``: finished runs' logs as TensorBoard event files,
 one folder a run (``DIR/<run directory name>/``), with the tags and steps of the live writer
 (``log.tensorboard``; both come from ``hpccl.core.tensorboard.Scalars``), so exported and live
-runs compare in one TensorBoard."""
+runs compare in one TensorBoard. The logs are read by ``open_run``, as every analysis reads
+them."""
 
 from __future__ import annotations
 
 import os
 
 from hpccl.core.errors import HpcclError
-from hpccl.core.tensorboard import points_of_run, write_points
+from hpccl.core.tensorboard import ACCURACY, STEPS, TIMERS, Scalars, write_points
 
 
 def run_name(run_dir: str) -> str:
@@ -16,7 +17,8 @@ def run_name(run_dir: str) -> str:
 
 
 def check_names(runs: list[str], out_dir: str) -> None:
-    """Two runs that would share a folder of ``out_dir``, refused before anything is written."""
+    """Runs that would share a folder of ``out_dir``, or a file in a run's folder's place,
+    refused before anything is written."""
     seen: dict[str, str] = {}
     for run in runs:
         name = run_name(run)
@@ -32,12 +34,34 @@ def check_names(runs: list[str], out_dir: str) -> None:
                              "another directory, or move the file.")
 
 
+def _columns(frame, table: str) -> dict:
+    return {f"{table}/{c}": frame[c].to_numpy() for c in frame.columns}
+
+
+def points(run) -> list[tuple[str, int, float]]:
+    """Every point of a run (an ``open_run`` Run): ``log.h5``'s tables and accuracy matrices,
+    then rank 0's timers, fed to ``Scalars`` whole, in the order the live writer sees them."""
+    scalars = Scalars()
+    rows = {}
+    for table in STEPS:
+        if table in run.tables:
+            rows.update(_columns(run.table(table), table))
+    matrices = {name: getattr(run, "accuracy" if name.endswith("top1") else "top5").to_numpy()
+                for name in ACCURACY}
+    found = scalars.run(rows, {}, {name: m for name, m in matrices.items() if m.size})
+    timers = run.timers
+    if len(timers):
+        found += scalars.rank0(_columns(timers[timers["rank"] == 0], TIMERS))
+    return found
+
+
 def export_runs(runs: list[str], out_dir: str) -> list[str]:
     """Each run's scalars into ``out_dir/<name>/`` (its event files replaced); the folders."""
+    from hpccl.analysis.frames import open_run
     check_names(runs, out_dir)
     written = []
     for run in dict.fromkeys(os.path.abspath(r) for r in runs):
         folder = os.path.join(out_dir, run_name(run))
-        write_points(folder, points_of_run(run))
+        write_points(folder, points(open_run(run)))
         written.append(folder)
     return written

@@ -3,8 +3,8 @@
 ``log.tensorboard: true`` makes rank 0 mirror its logs into ``RUN_DIR/tensorboard/`` as they
 are flushed (``LiveMirror``, attached to the logs by the run session, so every job kind gets
 it from the place its rows are written); ``hpccl analyze RUN --tensorboard DIR`` feeds a
-finished run's log through the same ``Scalars`` mapping (``points_of_run``, written by
-``hpccl.analysis.tensorboard``). Rows fed in pieces
+finished run's log, as ``hpccl.analysis.open_run`` reads it, through the same ``Scalars``
+mapping (``hpccl.analysis.tensorboard``). Rows fed in pieces
 (flush by flush) give what the whole log fed at once gives, so live and exported runs of the
 same job show the same tags at the same steps.
 
@@ -40,7 +40,7 @@ STEPS = {"epochs": None,        # continual: one row per epoch, all tasks
          "stream": "sequence"}   # online_rnn: each sequence
 # Columns that say where a row is rather than what was measured.
 _NOT_SCALARS = {"epochs": {"task", "epoch"}}
-_ACCURACY = {"eval/top1": "accuracy", "eval/top5": "accuracy_top5"}
+ACCURACY = {"eval/top1": "accuracy", "eval/top5": "accuracy_top5"}
 TIMERS = "timers"               # rank 0's per-iteration phase times (ranks/rank00000.h5)
 _TIMER_KEYS = ("task", "epoch")
 SUBDIR = "tensorboard"          # RUN_DIR/tensorboard/ of the live writer
@@ -56,7 +56,7 @@ class Scalars:
 
     def __init__(self):
         self._epoch_step: dict[tuple, int] = {}   # (task, epoch) -> step of its epochs row
-        self._accuracy_rows = dict.fromkeys(_ACCURACY, 0)
+        self._accuracy_rows = dict.fromkeys(ACCURACY, 0)
         self._timer_sums: dict[tuple, dict] = {}   # the last epoch's phase sums (may go on)
 
     def run(self, rows: dict, first: dict, arrays: dict) -> list[tuple[str, int, float]]:
@@ -85,7 +85,7 @@ class Scalars:
             if table == "epochs" and {"samples", "time_s"} <= set(columns):
                 points += [("epochs/samples_per_s", int(s), float(k) / float(t))
                            for s, k, t in zip(steps, columns["samples"][:n], columns["time_s"][:n]) if t > 0]
-        for name, prefix in _ACCURACY.items():
+        for name, prefix in ACCURACY.items():
             if name in arrays:
                 points += self._accuracy(name, prefix, np.asarray(arrays[name], dtype=float))
         return [p for p in points if not np.isnan(p[2])]
@@ -215,21 +215,6 @@ class LiveMirror:
                 writer.close()
             except Exception:     # noqa: BLE001 -- already reported by _guarded, or nothing lost
                 pass
-
-
-def points_of_run(run_dir: str) -> list[tuple[str, int, float]]:
-    """Every point of a run, from its ``log.h5`` and rank 0's log as they are on disk."""
-    from hpccl.core.logs import read_h5
-    scalars = Scalars()
-    data = read_h5(os.path.join(run_dir, "log.h5"), roles=True)
-    roles = data.pop("roles")
-    points = scalars.run({n: data[n] for n, r in roles.items() if r == "row"}, {},
-                         {n: data[n] for n, r in roles.items() if r == "whole"})
-    rank0 = os.path.join(run_dir, "ranks", "rank00000.h5")
-    if os.path.exists(rank0):
-        ranks = read_h5(rank0, roles=True)
-        points += scalars.rank0({n: ranks[n] for n, r in ranks["roles"].items() if r == "row"})
-    return points
 
 
 def write_points(logdir: str, points) -> None:
