@@ -201,11 +201,11 @@ class QueueConfig:
 
     The same name may appear more than once with different node ranges (a routing queue such
     as Polaris' ``prod`` whose time limit depends on the size)."""
-    name: str
-    max_nodes: int = ranged(ge=1, le=MAX_NODES)
-    max_walltime: str
-    min_nodes: int = ranged(1, ge=1, le=MAX_NODES)
-    min_walltime: str = "00:00:00"
+    name: str                          # as the scheduler knows it (-q, --partition or --qos)
+    max_nodes: int = ranged(ge=1, le=MAX_NODES)   # the largest job it admits
+    max_walltime: str                  # HH:MM:SS, the longest job it admits
+    min_nodes: int = ranged(1, ge=1, le=MAX_NODES)   # the smallest job it admits
+    min_walltime: str = "00:00:00"     # HH:MM:SS, the shortest job it admits
     auto: bool = True                  # false: used only when asked for with --queue
     max_queued: Optional[int] = ranged(None, ge=1, le=1_000_000)   # jobs one user may have queued in it at once
     note: str = ""                     # shown by hpccl sites (may span lines)
