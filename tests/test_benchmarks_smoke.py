@@ -1,12 +1,12 @@
-"""The README's benchmark commands (the block under "Benchmarks live in `benchmarks/`"), each
-run as written with --smoke appended: a benchmark that stops importing, a README line naming a
-flag or part that no longer exists, or a table that loses its rows fails the suite instead of
-a user. Every check reads the table the full run prints (or the JSON beside it) and asserts
-what a broken benchmark would get wrong: every row there, numbers finite and positive, each
-ratio the quotient of the numbers printed beside it, so its baseline was measured in the same
-run; the rank count the README names reached the ranks.
+"""The benchmark commands of docs/benchmarks.md (the block under "Benchmarks live in
+`benchmarks/`"), each run as written with --smoke appended: a benchmark that stops importing, a
+line there naming a flag or part that no longer exists, or a table that loses its rows fails
+the suite instead of a user. Every check reads the table the full run prints (or the JSON beside
+it) and asserts what a broken benchmark would get wrong: every row there, numbers finite and
+positive, each ratio the quotient of the numbers printed beside it, so its baseline was measured
+in the same run; the rank count the page names reached the ranks.
 
-Every file in benchmarks/ must have a README line, and every README line a check here, or a
+Every file in benchmarks/ must have a line on the page, and every line a check here, or a
 reason it runs elsewhere (EXCLUDED): a new benchmark cannot stay out of the suite unseen."""
 
 import json
@@ -21,7 +21,7 @@ import pytest
 
 from helpers import ROOT, run_cmd
 
-README = os.path.join(ROOT, "README.md")
+BENCHMARKS_PAGE = os.path.join(ROOT, "docs", "benchmarks.md")
 EXCLUDED = {
     "scripts/gpu_check.sh": "needs a GPU (its CPU dry run takes minutes)",
     "benchmarks/cluster_bench.py": "needs root and the multi-host test bed: "
@@ -30,8 +30,8 @@ EXCLUDED = {
 
 
 def readme_commands() -> list[str]:
-    """The commands of the README's benchmark block, comments stripped."""
-    with open(README) as f:
+    """The commands of the benchmark block of docs/benchmarks.md, comments stripped."""
+    with open(BENCHMARKS_PAGE) as f:
         text = f.read()
     start = text.index("```bash", text.index("Benchmarks live in `benchmarks/`")) + len("```bash")
     block = text[start:text.index("```", start)]
@@ -95,7 +95,7 @@ def json_lines(stdout: str, opener: str) -> list:
     return [json.loads(ln) for ln in stdout.splitlines() if ln.startswith(opener)]
 
 
-# -- one check per README command: (extra arguments, check(stdout, argv, tmp_path)) ------------
+# -- one check per documented command: (extra arguments, check(stdout, argv, tmp_path)) ------------
 def check_allreduce(out, argv, tmp):
     ranks = smoke_ranks(argv, 1)          # without -n: one rank, no mpirun
     assert re.search(rf"allreduce of 10,000 float32 .* on {ranks} ranks", out), out
@@ -269,12 +269,12 @@ def test_every_benchmark_has_a_readme_command_and_every_command_a_check():
     commands = readme_commands()
     scripts = {script_of(c) for c in commands}
     on_disk = {f"benchmarks/{f}" for f in os.listdir(os.path.join(ROOT, "benchmarks")) if f.endswith(".py")}
-    assert on_disk <= scripts, f"benchmarks without a README command: {sorted(on_disk - scripts)}"
+    assert on_disk <= scripts, f"benchmarks without a command in docs/benchmarks.md: {sorted(on_disk - scripts)}"
     assert set(EXCLUDED) <= scripts, sorted(set(EXCLUDED) - scripts)
     for c in commands:
         assert os.path.isfile(os.path.join(ROOT, script_of(c))), c
-        assert script_of(c) in EXCLUDED or key_of(c) in CHECKS, f"no smoke check for the README's {c!r}"
-    assert {key_of(c) for c in COMMANDS} == set(CHECKS), "a check for a command the README no longer has"
+        assert script_of(c) in EXCLUDED or key_of(c) in CHECKS, f"no smoke check for docs/benchmarks.md's {c!r}"
+    assert {key_of(c) for c in COMMANDS} == set(CHECKS), "a check for a command docs/benchmarks.md no longer has"
 
 
 def run_smoke(command, tmp):
@@ -285,7 +285,7 @@ def run_smoke(command, tmp):
 
 @pytest.fixture(scope="module")
 def smoke_runs(request, tmp_path_factory):
-    """The selected commands, two at a time, in README order: the benchmarks spend much of
+    """The selected commands, two at a time, in the page's order: the benchmarks spend much of
     their time starting processes and waiting on them, so two keep both cores busy."""
     selected = [item.callspec.params["command"] for item in request.session.items
                 if item.module is request.module and hasattr(item, "callspec")]
@@ -300,7 +300,7 @@ def smoke_runs(request, tmp_path_factory):
 @pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(shlex.split(c)[1:]) for c in COMMANDS])
 def test_readme_benchmark_command_smoke(command, smoke_runs):
     argv = shlex.split(command)
-    assert argv[0] == ".venv/bin/python", command       # the README's interpreter, run as this one
+    assert argv[0] == ".venv/bin/python", command       # the page's interpreter, run as this one
     tmp, run = smoke_runs[command]
     r = run.result()
     assert r.returncode == 0, f"{command} --smoke: exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
