@@ -285,17 +285,17 @@ def _int_list(text: str) -> list[int]:
 
 
 def cmd_model(args) -> int:
-    from hpccl.analysis.model import Network, measure, measured_point, model_table, predict
+    from hpccl.analysis.model import Network, calibrate, measured_point, model_table, predict
     from hpccl.analysis.report import _jsonable
     from hpccl.analysis.tables import render
-    m = measure(args.baseline)
-    gpus_per_node, cores, net = args.gpus_per_node, None, Network()
+    gpus_per_node, cores, net = args.gpus_per_node, None, None
     if args.site:
         from hpccl.sched.sites import load_site
         site = load_site(args.site)
         gpus_per_node = gpus_per_node or site.gpus_per_node
         cores = site.cores_per_node or os.cpu_count()
-        net = Network.from_site(site)
+        net = Network.from_site(site, os.path.splitext(os.path.basename(args.site))[0])
+    m = calibrate(args.runs, net)
     gpus_per_node = gpus_per_node or 4
     rows = predict(m, args.gpus, gpus_per_node, net, args.scaling, args.global_batch,
                    rehearsal=not args.no_rehearsal, cores_per_node=cores)
@@ -304,15 +304,21 @@ def cmd_model(args) -> int:
         point = measured_point(run_dir)
         measured[point["ranks"]] = point
     if args.format == "json":
-        print(json.dumps(_jsonable({"measured_components": m.__dict__, "network": net.__dict__,
+        print(json.dumps(_jsonable({"engine": args.engine, "measured_components": m.__dict__,
+                                    "network": net.__dict__ if net else None, "sources": m.sources,
                                     "predicted": rows, "measured": list(measured.values())}), indent=2))
         return 0
     if args.format == "text":
-        print(f"{args.scaling} scaling predicted from {args.baseline} ({m.ranks} rank(s), {m.device}): "
-              f"compute {m.compute_s_per_sample * 1e6:.1f} us/sample, gradient {m.gradient_bytes / 1e6:.2f} MB, "
-              f"fetch {m.fetch_s_per_rep * 1e6:.1f} us/representative; {gpus_per_node} GPUs per node; "
-              f"links intra {net.intra_latency_s * 1e6:.0f} us / {net.intra_bandwidth / 1e9:.0f} GB/s, "
-              f"inter {net.inter_latency_s * 1e6:.0f} us / {net.inter_bandwidth / 1e9:.0f} GB/s")
+        link = ("none fitted" if m.allreduce_bandwidth is None else
+                f"{m.allreduce_scope}-node {m.allreduce_latency_s * 1e6:.0f} us / "
+                f"{m.allreduce_bandwidth / 1e6:.2f} MB/s fitted")
+        print(f"{args.scaling} scaling predicted ({args.engine}) from {', '.join(args.runs)} ({m.device}, "
+              f"{m.backend} backend): compute {m.compute_s_per_sample * 1e6:.1f} us/sample, gradient "
+              f"{m.gradient_bytes / 1e6:.2f} MB, fetch {m.fetch_s_per_rep * 1e6:.1f} us/representative "
+              f"+ {m.fetch_s_per_owner * 1e6:.1f} us/owner; allreduce link {link}; {gpus_per_node} GPUs per node"
+              + (f"; site links intra {net.intra_latency_s * 1e6:.0f} us / {net.intra_bandwidth / 1e9:.0f} GB/s, "
+                 f"inter {net.inter_latency_s * 1e6:.0f} us / {net.inter_bandwidth / 1e9:.0f} GB/s" if net else ""))
+        print("terms from: " + "; ".join(f"{k} <- {v}" for k, v in m.sources.items()))
     print(render(*model_table(rows, measured or None), fmt=args.format))
     return 0
 
@@ -397,7 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     mo = _add(sub, "model", "Predict iteration time, throughput and efficiency on 1 to 128 GPUs from a "
               "small measured run and a site's network (formulas: README 'Scaling model').",
               "hpccl model runs/base-1rank --site polaris --gpus 1,2,4,8,16,32,64,128 --scaling weak")
-    mo.add_argument("baseline", metavar="RUN_DIR", help="a measured run (1 rank is best)")
+    mo.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                    help="measured runs to calibrate from: one at 1 rank (compute, data, step, buffer "
+                    "costs), and runs at 2+ ranks for the allreduce link and the per-owner get cost")
+    mo.add_argument("--engine", choices=("analytical",), default="analytical",
+                    help="analytical (closed-form terms; formulas in hpccl/analysis/model.py)")
     mo.add_argument("--gpus", type=_int_list, default=[1, 2, 4, 8, 16, 32, 64, 128], metavar="N,N,...")
     mo.add_argument("--scaling", choices=("weak", "strong"), default="weak")
     mo.add_argument("--global-batch", type=cli_args.integer(1), default=None, help="strong scaling: the fixed global batch")

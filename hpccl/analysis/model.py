@@ -1,41 +1,67 @@
-"""A scaling model for planning runs up to 128 GPUs from measurements at small scale.
+"""A scaling model for planning runs up to 1024 GPUs from measurements at small scale.
 
-Per-iteration time on p GPUs (ranks), with per-GPU batch b and r representatives:
+Every term is fitted from measured runs (``calibrate``) or taken from a site's numbers, and
+the model says which: ``Measured.sources`` names the run (or site) behind each term, and a
+term with neither is refused (HpcclError), never guessed.
 
-    t_data     = b * d                       d: data loading per sample (measured)
-    t_compute  = (b + r) * c * k_cpu         c: forward+backward per sample (measured);
-                                             k_cpu = max(1, ranks on a node / cores of a node)
-                                             (CPU runs only: ranks share the cores)
-    t_step     = s                           optimizer step without communication (measured, p = 1)
-    t_allreduce= 0                                                              if p = 1
-               = 2 (p-1)/p * G / B_link + 2 (p-1) * a_link                     ring allreduce
-                 G: gradient bytes; (a, B) of the slowest link used: intra-node if the p GPUs
-                 fit on one node, else inter-node (from the site's `network` section)
-    t_fetch    = r * (f_loc * phi + f_rem * (phi + a_inter + S / B_inter)) + n_rem_nodes * a_inter
-                 phi: fetch cost per representative from same-node memory (measured);
-                 S: bytes of a sample; f_rem = share of the buffer on other nodes = (p - g)/p for
-                 p > g GPUs per node (draws are uniform over all stored samples); the headers of
-                 the other nodes' ranks cost one latency each
-    t_insert   = c_b * e                     e: insert cost per candidate (measured)
-    exposed    = max(0, t_fetch + t_insert - (t_compute + t_allreduce))    async (overlapped)
-               = t_fetch + t_insert                                         sync
-    T(p)       = t_data + t_compute + t_step + t_allreduce + exposed
+Per-iteration time on p ranks, per-rank batch b, r representatives per draw, c candidates:
 
-Throughput X(p) = p * b / T(p) new samples/s; weak scaling (b fixed): efficiency
-X(p) / (p X(1)); strong scaling (global batch B fixed, b = B / p): time per epoch
-E(p) = n / B * T(p) and efficiency E(1) / (p E(p)).
+    t_data      = b * d                 d: data loading per sample               (1-rank run)
+    t_compute   = (b + r) * k * k_cpu   k: forward+backward per sample            (1-rank run)
+                                        k_cpu = max(1, ranks on a node / cores of a node), CPU only
+    t_step      = s                     optimizer step alone                     (1-rank run)
+    t_other     = o                     bookkeeping outside the timed phases     (1-rank run)
+    t_allreduce = the backend's algorithm on G gradient bytes, alpha-beta per link (a, B):
+        ring                        2 (p-1) a + 2 (p-1)/p G/B
+        recursive doubling          ceil(log2 p) (a + G/B)              (+ 2 (a + G/B) if p is not a power of 2)
+        recursive halving/doubling  2 log2 p' a + 2 (p'-1)/p' G/B       (p' = largest power of 2 <= p;
+                                                                         + 2 (a + G/B) if p != p')
+      backend -> algorithm: torch (gloo on CPU: ring; NCCL on GPU: ring for large messages),
+      horovod (NCCL ring on GPU; its 64 MB fusion buffer makes messages large, and Open MPI's
+      tuned allreduce picks ring above 10 KB on CPU), mpi (MPI_Allreduce of one buffer: Open MPI
+      4.1's fixed decision is recursive doubling below 10 000 bytes, ring above; MPICH is
+      recursive doubling below 2 KB and recursive halving/doubling (Rabenseifner) above).
+      On GPUs (torch, horovod: NCCL) the cheaper of ring and NCCL's double binary tree,
+        tree                        2 ceil(log2 p) a + 2 G/B
+      (a, B) from runs at 2+ ranks (fitted on the same algorithm), else from the site's
+      intra-node link when the p ranks fit on one node, its inter-node link otherwise.
+    rehearsal, per draw:
+        owners      = p (1 - (1 - 1/p)^r)            expected distinct owners of r uniform draws
+        remote      = owners - (1 - (1 - 1/p)^r)     expected owners other than the drawing rank
+        bytes       = r (p-1)/p * S                  S: bytes of a record
+        t_fetch     = r * f + remote * (g + a) + bytes / B_nic + t_queue
+                      f: local copy per record (1-rank run); g: per owner (run at 2+ ranks)
+        t_queue     = bytes / B_nic * rho / (1 - rho)   at the owner's NIC, shared with the gradient
+                      allreduce (TCP/NCCL share a link fairly: an M/G/1 processor-sharing queue);
+                      rho = t_allreduce / (t_compute + t_allreduce) while the fetch overlaps the
+                      step (async), 0 when it runs alone (sync). Every owner serves about r (p-1)/p
+                      gets per iteration, the same bytes it is drawn for, so its NIC sends `bytes`.
+        t_link      = bytes / B_nic                  the owner's NIC is busy that much longer, which
+                                                     lengthens a network-bound allreduce (async)
+        t_insert    = c * e                          e: insert per candidate (1-rank run)
+        exposed     = max(0, t_fetch + t_insert - (t_compute + t_allreduce + t_link))   async
+                    = t_fetch + t_insert                                                sync
+    T(p) = t_data + t_compute + t_step + t_other + t_allreduce + t_link + exposed
+
+Throughput X(p) = p b / T(p) new samples/s; weak scaling (b fixed): efficiency X(p) / (p X(1));
+strong scaling (global batch fixed, b = B / p): E(p) = n / B * T(p), efficiency E(1) / (p E(p)).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import yaml
 
 from hpccl.core.errors import HpcclError
+
+ALGORITHMS = ("ring", "tree", "recursive_doubling", "recursive_halving_doubling")
+# Open MPI 4.1 coll/tuned fixed decision (coll_tuned_decision_fixed.c): below this many bytes
+# MPI_Allreduce uses recursive doubling, above it ring (segmented ring for large messages).
+OPENMPI_SMALL_ALLREDUCE = 10_000
 
 
 @dataclass
@@ -54,6 +80,14 @@ class Measured:
     samples_per_epoch: int           # global training samples of one epoch (one task)
     ranks: int
     device: str
+    other_s: float = 0.0             # per iteration outside the timed phases
+    fetch_s_per_owner: float = 0.0   # per remote owner of a draw, beyond latency and bytes
+    backend: str = "torch"
+    # Fitted allreduce link (None: no run at 2+ ranks; a site must give it), and where
+    allreduce_latency_s: float | None = None
+    allreduce_bandwidth: float | None = None    # bytes/s
+    allreduce_scope: str | None = None          # 'intra' (ranks on one node) or 'inter'
+    sources: dict = field(default_factory=dict)  # term -> the run (or site) it came from
 
 
 @dataclass
@@ -62,57 +96,77 @@ class Network:
     intra_bandwidth: float = 100e9    # bytes/s
     inter_latency_s: float = 10e-6
     inter_bandwidth: float = 25e9     # one 200 Gb/s NIC per GPU
+    nic_bandwidth: float | None = None   # bytes/s one rank's share of its node's NICs (None: inter_bandwidth)
+    source: str = "defaults"
 
     @classmethod
-    def from_site(cls, site) -> "Network":
+    def from_site(cls, site, name: str = "site") -> "Network":
         """From a site's ``network`` section (hpccl.sched.sites.NetworkConfig)."""
         net = site.network
+        nic = None
+        nics, per_nic = getattr(net, "nics_per_node", None), getattr(net, "nic_bandwidth_gbs", None)
+        if nics and per_nic:
+            nic = nics * per_nic * 1e9 / max(1, site.gpus_per_node)
         return cls(intra_latency_s=net.intra_node_latency_us * 1e-6,
                    intra_bandwidth=net.intra_node_bandwidth_gbs * 1e9,
                    inter_latency_s=net.inter_node_latency_us * 1e-6,
-                   inter_bandwidth=net.inter_node_bandwidth_gbs * 1e9)
+                   inter_bandwidth=net.inter_node_bandwidth_gbs * 1e9, nic_bandwidth=nic,
+                   source=f"site {name}")
 
 
-def measure(run_dir: str) -> Measured:
-    """Per-iteration components from a run's logs (use a 1-rank run as the baseline)."""
-    from hpccl.analysis.report import load_run
-    run, ranks = load_run(run_dir)
-    if not ranks or "timers/total" not in ranks[0]:
-        raise HpcclError(f"{run_dir!r} has no iteration timers to build a scaling model from.")
-    cfg = yaml.safe_load(run["attrs"]["config_yaml"])
-    r0 = ranks[0]
-    learner = cfg["learner"]["kind"]
-    reh = cfg.get("rehearsal", {})
-    b = cfg["train"]["batch_size"]
-    rep = reh.get("representatives", 0) if learner == "rehearsal" else 0
-    cand = reh.get("candidates", 0) if learner == "rehearsal" else 0
-    # rehearsal starts at start_task: iterations before it carry no representatives
-    tasks = r0["timers/task"]
-    active = tasks >= (reh.get("start_task", 1) if learner == "rehearsal" else 0)
-    its = max(1, int(active.sum()))
-    per_it = {k: float(np.sum(r0[f"timers/{k}"][active])) / its
-              for k in ("data_load", "forward_backward", "allreduce_step", "rehearsal_wait")}
-    fetch = cand_cost = 0.0
-    if "tasks/buffer_fetch_s" in r0 and r0["tasks/buffer_fetched"][-1] > 0:
-        fetch = float(r0["tasks/buffer_fetch_s"][-1] / r0["tasks/buffer_fetched"][-1])
-        cand_cost = float(r0["tasks/buffer_insert_s"][-1] / max(1, r0["tasks/buffer_offered"][-1]))
-    epochs = run["epochs/samples"]
-    world = int(run["attrs"]["world_size"])
-    shape = np.prod(json.loads(run["attrs"].get("sample_shape", "[1]")) or [1])
-    return Measured(data_s_per_sample=per_it["data_load"] / b,
-                    compute_s_per_sample=per_it["forward_backward"] / (b + rep),
-                    # at 1 rank this phase is the optimizer step alone; at more it includes the
-                    # allreduce, which the model computes itself, so a 1-rank baseline is best
-                    step_s=per_it["allreduce_step"] if world == 1 else 0.0,
-                    gradient_bytes=int(run["attrs"].get("model_gradient_bytes", 0)),
-                    sample_bytes=int(4 * shape), batch=b, representatives=rep, candidates=cand,
-                    fetch_s_per_rep=fetch, insert_s_per_candidate=cand_cost,
-                    async_rehearsal=bool(reh.get("async", True)),
-                    samples_per_epoch=int(np.median(epochs)) if len(epochs) else 0, ranks=world,
-                    device=str(run["attrs"].get("device", "cpu")))
+# -- the terms -----------------------------------------------------------------------------------
+def allreduce_algorithm(backend: str, nbytes: float, device: str = "cpu") -> str:
+    if backend == "mpi" and nbytes < OPENMPI_SMALL_ALLREDUCE:
+        return "recursive_doubling"
+    return "ring"
 
 
-def iteration_time(m: Measured, p: int, gpus_per_node: int, net: Network, b: float | None = None,
+def allreduce_counts(algorithm: str, p: int, nbytes: float) -> tuple[float, float]:
+    """(latencies, bytes over the slowest link) of one allreduce of ``nbytes`` on p ranks."""
+    if p <= 1:
+        return 0.0, 0.0
+    if algorithm == "ring":
+        return 2 * (p - 1), 2 * (p - 1) / p * nbytes
+    pow2 = 1 << (p.bit_length() - 1)
+    extra = 0 if pow2 == p else 2          # fold the ranks beyond a power of two in, and back out
+    if algorithm == "recursive_doubling":
+        steps = math.ceil(math.log2(pow2)) + extra
+        return steps, steps * nbytes
+    if algorithm == "tree":            # NCCL's double binary tree: reduce up, broadcast down, pipelined
+        return 2 * math.ceil(math.log2(p)), 2 * nbytes
+    if algorithm == "recursive_halving_doubling":
+        return 2 * math.log2(pow2) + extra, 2 * (pow2 - 1) / pow2 * nbytes + extra * nbytes
+    raise ValueError(f"unknown allreduce algorithm {algorithm!r}; expected one of {ALGORITHMS}")
+
+
+def expected_owners(p: int, r: int) -> float:
+    """Expected distinct ranks among the owners of r draws uniform over p ranks' shards."""
+    return p * (1 - (1 - 1 / p) ** r) if p > 0 and r > 0 else 0.0
+
+
+def _link(m: Measured, p: int, gpus_per_node: int, net: Network | None) -> tuple[float, float, str]:
+    """(latency, bandwidth, source) of the allreduce's slowest link on p ranks."""
+    scope = "intra" if p <= gpus_per_node else "inter"
+    if net is not None and net.source != "defaults":
+        lat, bw = ((net.intra_latency_s, net.intra_bandwidth) if scope == "intra"
+                   else (net.inter_latency_s, net.inter_bandwidth))
+        return lat, bw, f"{net.source} ({scope}-node link)"
+    if m.allreduce_bandwidth and m.allreduce_scope in (scope, "inter"):
+        # a link fitted across nodes bounds one inside a node too (never faster than measured)
+        return m.allreduce_latency_s or 0.0, m.allreduce_bandwidth, m.sources.get("allreduce", "calibration")
+    if net is not None:
+        lat, bw = ((net.intra_latency_s, net.intra_bandwidth) if scope == "intra"
+                   else (net.inter_latency_s, net.inter_bandwidth))
+        return lat, bw, f"{net.source} ({scope}-node link)"
+    have = (f"only a link fitted {m.allreduce_scope}-node ({m.sources.get('allreduce')})"
+            if m.allreduce_bandwidth else "no run at 2+ ranks")
+    raise HpcclError(f"hpccl model cannot predict the gradient allreduce on {p} ranks "
+                     f"({scope}-node, {gpus_per_node} per node): it has {have} and no site network "
+                     "numbers. Expected a run at 2+ ranks across nodes in --calibrate, or --site "
+                     "with a 'network' section.")
+
+
+def iteration_time(m: Measured, p: int, gpus_per_node: int, net: Network | None, b: float | None = None,
                    rehearsal: bool = True, cores_per_node: int | None = None) -> dict:
     b = m.batch if b is None else b
     r = m.representatives if rehearsal else 0
@@ -122,29 +176,50 @@ def iteration_time(m: Measured, p: int, gpus_per_node: int, net: Network, b: flo
         k_cpu = max(1.0, ranks_per_node / cores_per_node)
     t_data = b * m.data_s_per_sample
     t_compute = (b + r) * m.compute_s_per_sample * k_cpu
-    if p == 1:
-        t_ar = 0.0
-    else:
-        a, bw = ((net.intra_latency_s, net.intra_bandwidth) if p <= gpus_per_node
-                 else (net.inter_latency_s, net.inter_bandwidth))
-        t_ar = 2 * (p - 1) / p * m.gradient_bytes / bw + 2 * (p - 1) * a
-    t_fetch = t_insert = exposed = 0.0
+    algo = allreduce_algorithm(m.backend, m.gradient_bytes, m.device)
+    t_ar, a, bw, link_source = 0.0, 0.0, float("inf"), None
+    if p > 1:
+        a, bw, link_source = _link(m, p, gpus_per_node, net)
+        n_lat, n_bytes = allreduce_counts(algo, p, m.gradient_bytes)
+        t_ar = n_lat * a + n_bytes / bw
+        if m.device.startswith("cuda") and m.backend != "mpi":
+            # NCCL tunes between its ring and its double binary tree by the same alpha-beta
+            # estimate, so at many ranks (ring latency 2 (p-1) a) it takes the tree
+            n_lat, n_bytes = allreduce_counts("tree", p, m.gradient_bytes)
+            if n_lat * a + n_bytes / bw < t_ar:
+                algo, t_ar = "tree", n_lat * a + n_bytes / bw
+    t_fetch = t_insert = exposed = t_link = t_queue = owners = reh_bytes = 0.0
     if r:
-        f_rem = max(0.0, (p - gpus_per_node) / p)
-        remote_nodes = max(0, math.ceil(p / gpus_per_node) - 1)
-        t_fetch = r * ((1 - f_rem) * m.fetch_s_per_rep
-                       + f_rem * (m.fetch_s_per_rep + net.inter_latency_s + m.sample_bytes / net.inter_bandwidth))
-        t_fetch += remote_nodes * gpus_per_node * net.inter_latency_s
+        owners = expected_owners(p, r)
+        remote = owners - (1 - (1 - 1 / p) ** r)
+        reh_bytes = r * (p - 1) / p * m.sample_bytes
+        # across nodes a get crosses the owner's NIC (its share of the node's NICs, from the
+        # site) or the fitted link; inside a node it takes the allreduce's link
+        nic = bw
+        if (p > gpus_per_node and net is not None and net.nic_bandwidth and link_source
+                and link_source.startswith(net.source)):
+            nic = net.nic_bandwidth
+        transfer = reh_bytes / nic if p > 1 else 0.0
+        rho = 0.0
+        if m.async_rehearsal and t_ar > 0:
+            rho = min(0.95, t_ar / (t_compute + t_ar))
+        t_queue = transfer * rho / (1 - rho)
+        a_get = a if p > gpus_per_node else 0.0
+        t_fetch = r * m.fetch_s_per_rep + remote * (m.fetch_s_per_owner + a_get) + transfer + t_queue
+        t_link = transfer if m.async_rehearsal else 0.0
         t_insert = m.candidates * m.insert_s_per_candidate
-        exposed = (max(0.0, t_fetch + t_insert - (t_compute + t_ar)) if m.async_rehearsal
+        exposed = (max(0.0, t_fetch + t_insert - (t_compute + t_ar + t_link)) if m.async_rehearsal
                    else t_fetch + t_insert)
-    total = t_data + t_compute + m.step_s + t_ar + exposed
+    total = t_data + t_compute + m.step_s + m.other_s + t_ar + t_link + exposed
     return {"gpus": p, "batch_per_gpu": b, "t_data": t_data, "t_compute": t_compute, "t_step": m.step_s,
             "t_allreduce": t_ar, "t_fetch": t_fetch, "t_insert": t_insert, "rehearsal_exposed": exposed,
-            "iteration_s": total, "samples_per_s": p * b / total}
+            "iteration_s": total, "samples_per_s": p * b / total,
+            "t_other": m.other_s, "t_rehearsal_link": t_link, "t_queue": t_queue,
+            "owners_per_draw": owners, "rehearsal_bytes": reh_bytes, "allreduce_algorithm": algo if p > 1 else None,
+            "link_source": link_source}
 
 
-def predict(m: Measured, gpus: list[int], gpus_per_node: int, net: Network, mode: str = "weak",
+def predict(m: Measured, gpus: list[int], gpus_per_node: int, net: Network | None, mode: str = "weak",
             global_batch: int | None = None, rehearsal: bool = True, cores_per_node: int | None = None) -> list[dict]:
     rows = []
     for p in gpus:
@@ -162,11 +237,147 @@ def predict(m: Measured, gpus: list[int], gpus_per_node: int, net: Network, mode
     return rows
 
 
+# -- reading runs --------------------------------------------------------------------------------
+def _read(run_dir: str):
+    from hpccl.analysis.report import load_run
+    run, ranks = load_run(run_dir)
+    if not ranks or "timers/total" not in ranks[0]:
+        raise HpcclError(f"{run_dir!r} has no iteration timers to build a scaling model from.")
+    cfg = yaml.safe_load(run["attrs"]["config_yaml"])
+    learner = cfg["learner"]["kind"]
+    reh = cfg.get("rehearsal", {}) or {}
+    start = reh.get("start_task", 1) if learner == "rehearsal" else 0
+    return run, ranks, cfg, learner, reh, start
+
+
+def _phases(rank: dict, start: int) -> tuple[dict, int]:
+    """Mean per iteration of each timer over the tasks with rehearsal active."""
+    active = rank["timers/task"] >= start
+    its = max(1, int(active.sum()))
+    keys = [k[len("timers/"):] for k in rank if k.startswith("timers/") and k not in ("timers/task", "timers/epoch")]
+    return {k: float(np.sum(rank[f"timers/{k}"][active])) / its for k in keys}, its
+
+
+def _sample_bytes(run: dict) -> int:
+    # records are stored as float32 (the shard's layout) with an int label
+    shape = json.loads(run["attrs"].get("sample_shape", "[1]")) or [1]
+    return int(4 * np.prod(shape))
+
+
+def measure(run_dir: str) -> Measured:
+    """Per-iteration components from one run's logs (use a 1-rank run as the baseline)."""
+    run, ranks, cfg, learner, reh, start = _read(run_dir)
+    r0 = ranks[0]
+    b = cfg["train"]["batch_size"]
+    rep = reh.get("representatives", 0) if learner == "rehearsal" else 0
+    cand = reh.get("candidates", 0) if learner == "rehearsal" else 0
+    per_it, _ = _phases(r0, start)
+    fetch = cand_cost = 0.0
+    if "tasks/buffer_fetch_s" in r0 and r0["tasks/buffer_fetched"][-1] > 0:
+        fetch = float(r0["tasks/buffer_fetch_s"][-1] / r0["tasks/buffer_fetched"][-1])
+        cand_cost = float(r0["tasks/buffer_insert_s"][-1] / max(1, r0["tasks/buffer_offered"][-1]))
+    epochs = run["epochs/samples"]
+    world = int(run["attrs"]["world_size"])
+    terms = ("data", "compute", "step", "other", "fetch_per_record", "insert_per_candidate")
+    return Measured(data_s_per_sample=per_it.get("data_load", 0.0) / b,
+                    compute_s_per_sample=per_it.get("forward_backward", 0.0) / (b + rep),
+                    # at 1 rank this phase is the optimizer step alone; at more it includes the
+                    # allreduce, which the model computes itself, so a 1-rank baseline is best
+                    step_s=per_it.get("allreduce_step", 0.0) if world == 1 else 0.0,
+                    gradient_bytes=int(run["attrs"].get("model_gradient_bytes", 0)),
+                    sample_bytes=_sample_bytes(run), batch=b, representatives=rep, candidates=cand,
+                    fetch_s_per_rep=fetch, insert_s_per_candidate=cand_cost,
+                    async_rehearsal=bool(reh.get("async", True)),
+                    samples_per_epoch=int(np.median(epochs)) if len(epochs) else 0, ranks=world,
+                    device=str(run["attrs"].get("device", "cpu")),
+                    other_s=per_it.get("other", 0.0) if world == 1 else 0.0,
+                    backend=str(run["attrs"].get("backend", cfg.get("runtime", {}).get("backend", "torch"))),
+                    sources={t: run_dir for t in terms})
+
+
+def _multi_rank_point(run_dir: str, base: Measured, net: Network | None) -> dict:
+    """What a run at 2+ ranks says about the allreduce and the remote gets."""
+    run, ranks, cfg, learner, reh, start = _read(run_dir)
+    world = int(run["attrs"]["world_size"])
+    hosts = json.loads(run["attrs"].get("hostnames", "[]") or "[]")
+    scope = "intra" if len(set(hosts)) <= 1 else "inter"
+    b = cfg["train"]["batch_size"]
+    rep = reh.get("representatives", 0) if learner == "rehearsal" else 0
+    comm, fetch_round, remote = [], [], []
+    for rank in ranks:
+        ph, _ = _phases(rank, start)
+        # gloo and Horovod start allreduces during backward, so part of the wait lands in
+        # forward_backward: what both phases took beyond the 1-rank compute and step
+        compute = (b + rep) * base.compute_s_per_sample
+        comm.append(max(0.0, ph.get("forward_backward", 0.0) + ph.get("allreduce_step", 0.0)
+                        - compute - base.step_s))
+        if rep and "tasks/buffer_fetched" in rank and rank["tasks/buffer_fetched"][-1] > 0:
+            draws = rank["tasks/buffer_fetched"][-1] / rep
+            fetch_round.append(float(rank["tasks/buffer_fetch_s"][-1] / draws))
+    algo = allreduce_algorithm(str(run["attrs"].get("backend", "torch")),
+                               int(run["attrs"].get("model_gradient_bytes", 0)))
+    n_lat, n_bytes = allreduce_counts(algo, world, int(run["attrs"].get("model_gradient_bytes", 0)))
+    return {"run": run_dir, "ranks": world, "scope": scope, "t_comm": float(np.mean(comm)),
+            "n_lat": n_lat, "n_bytes": n_bytes, "rep": rep, "algorithm": algo,
+            "fetch_round": float(np.mean(fetch_round)) if fetch_round else None,
+            "sample_bytes": _sample_bytes(run)}
+
+
+def calibrate(run_dirs: list[str], net: Network | None = None) -> Measured:
+    """Fit the model's terms from measured runs: the per-rank terms from the 1-rank run (the
+    first one if several), the allreduce link and the per-owner get cost from runs at 2+ ranks.
+    Latency and bandwidth separate only with two runs of different shape (rank count or
+    gradient size); from one, the latency is the site's (``net``) or 0 and the bandwidth an
+    effective one that includes it."""
+    if not run_dirs:
+        raise HpcclError("hpccl model needs at least one measured run (a 1-rank run is the baseline).")
+    worlds = {d: int(_read(d)[0]["attrs"]["world_size"]) for d in run_dirs}
+    singles = [d for d in run_dirs if worlds[d] == 1]
+    if not singles:
+        raise HpcclError(f"hpccl model: none of {', '.join(run_dirs)} is a 1-rank run; expected one "
+                         "(its compute, data, step and buffer costs have no communication in them), found "
+                         f"world sizes {sorted(set(worlds.values()))}.")
+    m = measure(singles[0])
+    if m.representatives:
+        # without a run at 2+ ranks a remote get costs the link's latency and bytes alone
+        m.sources["fetch_per_owner"] = "not measured: 0 beyond latency and bytes (no run at 2+ ranks)"
+    multi = [_multi_rank_point(d, m, net) for d in run_dirs if worlds[d] > 1]
+    if not multi:
+        return m
+    scopes = {p["scope"] for p in multi}
+    scope = "inter" if "inter" in scopes else "intra"
+    pts = [p for p in multi if p["scope"] == scope and p["n_bytes"] > 0]
+    A = np.array([[p["n_lat"], p["n_bytes"]] for p in pts], dtype=float)
+    y = np.array([p["t_comm"] for p in pts])
+    lat, inv_bw = None, None
+    if len(pts) >= 2 and np.linalg.matrix_rank(A) == 2:
+        (lat, inv_bw), *_ = np.linalg.lstsq(A, y, rcond=None)
+        if lat < 0 or inv_bw <= 0:      # noise: fall back to bandwidth alone
+            lat = None
+    if lat is None:
+        lat = (net.inter_latency_s if scope == "inter" else net.intra_latency_s) if net is not None else 0.0
+        inv_bw = float(np.sum(np.maximum(y - A[:, 0] * lat, 1e-12)) / np.sum(A[:, 1]))
+    m.allreduce_latency_s, m.allreduce_bandwidth, m.allreduce_scope = float(lat), float(1 / inv_bw), scope
+    m.sources["allreduce"] = ", ".join(p["run"] for p in pts)
+    # per remote owner of a draw: what a draw cost beyond the local copies and the bytes
+    gets = [p for p in multi if p["fetch_round"] is not None and p["ranks"] > 1]
+    if gets and m.representatives:
+        per_owner = []
+        for p in gets:
+            r, n = p["rep"], p["ranks"]
+            remote = expected_owners(n, r) - (1 - (1 - 1 / n) ** r)
+            rest = p["fetch_round"] - r * m.fetch_s_per_rep - r * (n - 1) / n * p["sample_bytes"] * inv_bw
+            per_owner.append(max(0.0, rest / remote) if remote else 0.0)
+        m.fetch_s_per_owner = float(np.mean(per_owner))
+        m.sources["fetch_per_owner"] = ", ".join(p["run"] for p in gets)
+    return m
+
+
 def model_table(rows: list[dict], measured: dict | None = None):
     header = ["gpus", "batch/gpu", "compute ms", "allreduce ms", "rehearsal exposed ms",
               "iteration ms", "samples/s", "efficiency"]
     if measured:
-        header += ["measured iteration ms", "measured samples/s"]
+        header += ["measured iteration ms", "measured samples/s", "error %"]
     out = []
     for row in rows:
         line = [row["gpus"], row["batch_per_gpu"], row["t_compute"] * 1e3, row["t_allreduce"] * 1e3,
@@ -174,18 +385,21 @@ def model_table(rows: list[dict], measured: dict | None = None):
                 row["efficiency"]]
         if measured:
             got = measured.get(row["gpus"])
-            line += [None, None] if got is None else [got["iteration_s"] * 1e3, round(got["samples_per_s"])]
+            line += [None, None, None] if got is None else [
+                got["iteration_s"] * 1e3, round(got["samples_per_s"]),
+                100 * (row["iteration_s"] - got["iteration_s"]) / got["iteration_s"]]
         out.append(line)
     return header, out
 
 
 def measured_point(run_dir: str) -> dict:
-    """Mean iteration time and new-sample throughput of a run (tasks with rehearsal active)."""
-    from hpccl.analysis.report import load_run
-    m = measure(run_dir)
-    run, ranks = load_run(run_dir)
-    cfg = yaml.safe_load(run["attrs"]["config_yaml"])
-    start = cfg.get("rehearsal", {}).get("start_task", 1) if cfg["learner"]["kind"] == "rehearsal" else 0
-    its = [float(np.mean(r["timers/total"][r["timers/task"] >= start])) for r in ranks]
-    t = max(its)   # the slowest rank sets the pace
-    return {"ranks": m.ranks, "iteration_s": t, "samples_per_s": m.ranks * m.batch / t, "measured": asdict(m)}
+    """Mean iteration time, rehearsal wait and new-sample throughput of a run (tasks with
+    rehearsal active); the slowest rank sets the pace."""
+    run, ranks, cfg, learner, reh, start = _read(run_dir)
+    b = cfg["train"]["batch_size"]
+    world = int(run["attrs"]["world_size"])
+    per_rank = [_phases(r, start)[0] for r in ranks]
+    t = max(p["total"] for p in per_rank)
+    wait = max(p.get("rehearsal_wait", 0.0) for p in per_rank)
+    return {"ranks": world, "iteration_s": t, "rehearsal_wait_s": wait, "samples_per_s": world * b / t,
+            "measured": asdict(measure(run_dir))}

@@ -312,7 +312,11 @@ class NetworkConfig:
     intra_node_latency_us: float = ranged(5.0, gt=0, le=1e6)        # GPU to GPU inside a node (NVLink class)
     intra_node_bandwidth_gbs: float = ranged(100.0, gt=0, le=1e5)   # GB/s per GPU
     inter_node_latency_us: float = ranged(10.0, gt=0, le=1e6)       # across the network
-    inter_node_bandwidth_gbs: float = ranged(25.0, gt=0, le=1e5)    # GB/s per GPU (one 200 Gb/s NIC per GPU)
+    inter_node_bandwidth_gbs: float = ranged(25.0, gt=0, le=1e5)    # GB/s: allreduce bus bandwidth across nodes (NCCL busbw)
+    # The node's NICs: a rehearsal get crosses its owner's NIC, shared by that node's ranks
+    # (null: the model takes inter_node_bandwidth_gbs for it)
+    nics_per_node: Optional[int] = ranged(None, ge=1, le=64)
+    nic_bandwidth_gbs: Optional[float] = ranged(None, gt=0, le=1e4)     # GB/s one NIC moves (osu_bw)
 
 
 @dataclass
