@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates what the README shows from real runs on this machine: the quickstart's three
-# learners side by side, and a small local weak-scaling sweep (1, 2, 4 ranks), with figures.
+# Regenerates what the README and docs/analysis.md show, from real runs on this machine: the
+# quickstart's three learners side by side, and a small local weak-scaling sweep (1, 2, 4
+# ranks), with figures.
 # Output: docs/figures/*.png and *.md (tables). Run directories go to runs/readme-TIME/.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -1,4 +1,4 @@
-"""What hpccl/core/checkpoint.py and the README promise about the checkpoint directories, on
+"""What hpccl/core/checkpoint.py and docs/failures.md promise about the checkpoint directories, on
 2 real MPI ranks: the leftovers of a save killed while writing are removed before the next
 save, ``keep`` checkpoints stay (the latest and ``checkpoint.prev1/`` ... newest first), and a
 save asked for while the previous one is still being written waits for it, so both end

@@ -1,7 +1,7 @@
 """What the training of every job kind shares: how the learning rate scales with the number
 of ranks, the check that a model's weights are still finite, and mixed precision.
 
-The kinds keep their own loops (README "Architecture" says why): continual learners train
+The kinds keep their own loops (docs/architecture.md says why): continual learners train
 epochs over a task (``hpccl.continual.learners.loop.fit``), ALMA trains ensembles on rank
 groups with early stopping, online RNNs learn one sequence step at a time.
 """

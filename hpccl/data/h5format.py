@@ -126,7 +126,7 @@ class DatasetFile:
         self._f.close()
         raise DatasetError(f"dataset file {self.path!r}: {what}. Expected the hpccl schema: "
                            "/train/x, /train/y, /test/x, /test/y and root attributes "
-                           "num_classes (int) and name (str); see README 'Dataset format'.")
+                           "num_classes (int) and name (str); see docs/datasets.md.")
 
     def _validate(self) -> DatasetInfo:
         f = self._f
