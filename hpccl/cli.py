@@ -401,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=cmd_analyze)
 
     mo = _add(sub, "model", "Predict iteration time, throughput and efficiency on 1 to 128 GPUs from a "
-              "small measured run and a site's network (formulas: README 'Scaling model').",
+              "small measured run and a site's network (formulas: docs/scaling.md).",
               "hpccl model runs/base-1rank --site polaris --gpus 1,2,4,8,16,32,64,128 --scaling weak")
     mo.add_argument("runs", nargs="+", metavar="RUN_DIR",
                     help="measured runs to calibrate from: one at 1 rank (compute, data, step, buffer "

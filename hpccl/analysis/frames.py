@@ -1,8 +1,8 @@
 """Run logs as pandas DataFrames: the Python API behind ``hpccl analyze``.
 
-``open_run(path)`` reads a run directory (``log.h5`` and ``ranks/rank*.h5``, see README "Log
-schema") into a :class:`Run`; its properties are DataFrames built from the log's tables, so a
-notebook, ``hpccl analyze`` (the kinds' summaries read these frames) and other tools see the
+``open_run(path)`` reads a run directory (``log.h5`` and ``ranks/rank*.h5``, see
+docs/run-directory.md) into a :class:`Run`; its properties are DataFrames built from the log's
+tables, so a notebook, ``hpccl analyze`` (the kinds' summaries read these frames) and other tools see the
 same numbers. A run still being written is read under HDF5 SWMR, which never blocks its
 writer; a run killed without a word opens too, with ``status`` ``"killed"``.
 

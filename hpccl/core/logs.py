@@ -2,7 +2,7 @@
 
 A run directory holds ``log.h5`` (rank 0: metadata, per-epoch metrics, per-task evaluation)
 and ``ranks/rankNNNNN.h5`` (every rank: its iteration timers and its own facts). See
-README "Log schema".
+docs/run-directory.md.
 
 The writer keeps its file open in HDF5's single-writer/multiple-reader (SWMR) mode. SWMR
 orders HDF5's metadata writes so that the file on disk is consistent at every moment, but

@@ -9,7 +9,7 @@ mapping (``hpccl.analysis.tensorboard``). Rows fed in pieces
 same job show the same tags at the same steps.
 
 Tags: ``TABLE/COLUMN`` for every numeric column of the per-epoch/-task/-arrival/-stage
-tables of ``log.h5`` (README "Log schema"), at the step the ``STEPS`` table names (the row
+tables of ``log.h5`` (docs/run-directory.md), at the step the ``STEPS`` table names (the row
 number for ``epochs``: epochs counted over all tasks); ``epochs/samples_per_s``;
 ``accuracy/task_J`` and ``accuracy_top5/task_J`` (the accuracy on task J after task T, step T);
 ``time/PHASE``: rank 0's iteration time in each phase (data load, rehearsal wait, forward and
