@@ -71,6 +71,8 @@ HOST_SPEED = 1e9          # flops per second of a simulated core: trace flops = 
 # recursive halving/doubling (Rabenseifner) = 'rab_rdb'.
 SMPI_ALLREDUCE = {"ring": "lr", "recursive_doubling": "rdb", "recursive_halving_doubling": "rab_rdb"}
 INSTALL_HINT = "install Debian's libsimgrid-dev (apt-get install libsimgrid-dev) or run scripts/setup.sh"
+_ONE_RANK = type("NoNetwork", (), dict(intra_latency_s=0.0, intra_bandwidth=1e12, inter_latency_s=0.0,
+                                       inter_bandwidth=1e12))()     # 1 rank: no message crosses it
 _SIMULATED = re.compile(r"Simulated time: ([0-9.eE+-]+) seconds")
 
 
@@ -92,6 +94,21 @@ def allreduce_algorithm(m, nbytes: float) -> str:
     return choose(getattr(m, "backend", "torch"), nbytes, m.device)
 
 
+def network(m, net, p: int, gpus_per_node: int):
+    """The site's network, else one link fitted from measured runs (as the analytical model's
+    ``_link``: a link fitted across nodes stands for the intra-node one too), else HpcclError."""
+    if net is not None:
+        return net
+    bw, lat = getattr(m, "allreduce_bandwidth", None), getattr(m, "allreduce_latency_s", None) or 0.0
+    if not bw:
+        raise HpcclError(f"hpccl model --engine simgrid cannot build a platform for {p} ranks "
+                         f"({gpus_per_node} per node): no site network numbers and no link fitted from a "
+                         "run at 2+ ranks. Expected --site with a 'network' section, or a run at 2+ ranks "
+                         "across nodes among the calibration runs.")
+    from hpccl.analysis.model import Network
+    return Network(intra_latency_s=lat, intra_bandwidth=bw, inter_latency_s=lat, inter_bandwidth=bw)
+
+
 def write_platform(path: str, net, nodes: int, gpus_per_node: int) -> None:
     nic = (getattr(net, "nic_bandwidth", None) or net.inter_bandwidth) * gpus_per_node
     with open(path, "w") as f:
@@ -111,18 +128,25 @@ def draw_owners(p: int, r: int, iterations: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, p, size=(iterations, p, r))
 
 
-def _gets(owners: np.ndarray, rank: int, it: int, sample_bytes: int) -> tuple[list[str], list[str]]:
+def owner_counts(owners: np.ndarray) -> np.ndarray:
+    """counts[it, owner, drawer]: records ``drawer`` takes from ``owner`` in iteration ``it``."""
+    iterations, p, _ = owners.shape
+    counts = np.zeros((iterations, p, p), dtype=np.int64)
+    its, drawers = np.indices(owners.shape[:2])
+    np.add.at(counts, (its[..., None], owners, drawers[..., None]), 1)
+    return counts
+
+
+def _gets(counts: np.ndarray, rank: int, it: int, sample_bytes: int) -> tuple[list[str], list[str]]:
     """(posting lines, waiting lines) of rank's rehearsal messages in iteration ``it``."""
     post, wait = [], []
-    mine = owners[it, rank]
-    for owner, n in zip(*np.unique(mine[mine != rank], return_counts=True)):
-        post.append(f"{rank} irecv {owner} {it} {n * sample_bytes}")
-        wait.append(f"{rank} wait {owner} {rank} {it}")
-    for drawer in range(owners.shape[1]):
+    for owner in np.flatnonzero(counts[it, :, rank]):
+        if owner != rank:
+            post.append(f"{rank} irecv {owner} {it} {counts[it, owner, rank] * sample_bytes}")
+            wait.append(f"{rank} wait {owner} {rank} {it}")
+    for drawer in np.flatnonzero(counts[it, rank]):
         if drawer != rank:
-            n = int(np.count_nonzero(owners[it, drawer] == rank))
-            if n:
-                post.append(f"{rank} isend {drawer} {it} {n * sample_bytes}")
+            post.append(f"{rank} isend {drawer} {it} {counts[it, rank, drawer] * sample_bytes}")
     return post, wait
 
 
@@ -133,10 +157,11 @@ def write_traces(directory: str, p: int, iterations: int, t_data: float, t_compu
     def flops(seconds):
         return f"{max(0.0, seconds) * HOST_SPEED:.6f}"
     files = []
+    counts = owner_counts(owners) if owners is not None else None
     for rank in range(p):
         lines = [f"{rank} init"]
         for it in range(iterations):
-            post, wait = _gets(owners, rank, it, sample_bytes) if owners is not None else ([], [])
+            post, wait = _gets(counts, rank, it, sample_bytes) if counts is not None else ([], [])
             if compute:
                 lines.append(f"{rank} compute {flops(t_data)}")
             if async_gets:
@@ -207,6 +232,7 @@ def iteration_time(m, p: int, gpus_per_node: int, net, b: float | None = None, r
     algorithm = algorithm or allreduce_algorithm(m, m.gradient_bytes)
     owners = draw_owners(p, r, iterations, seed) if r and p > 1 else None
     nodes = -(-p // gpus_per_node)
+    net = network(m, net, p, gpus_per_node) if p > 1 else (net or _ONE_RANK)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hpccl-simgrid-", dir=workdir) as tmp:
         write_platform(os.path.join(tmp, "platform.xml"), net, nodes, gpus_per_node)

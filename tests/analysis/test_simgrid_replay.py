@@ -122,7 +122,22 @@ def test_row_components_and_overlap(tmp_path):
     assert row["t_fetch"] > 4 * 1e-4       # the local copies plus at least one remote message
     assert row["rehearsal_exposed"] == pytest.approx(0.0, abs=1e-9)   # 14 ms of compute hides it
     sync = net_rows[False]
-    assert sync["rehearsal_exposed"] >= sync["t_fetch"] + sync["t_insert"] - 1e-9
+    # sync: at least the local copies plus, in each iteration, the slowest single message
+    owners = sr.draw_owners(4, 4, 2, seed=0)
+    slowest = []
+    for it in range(2):
+        worst = 0.0
+        for d in range(4):
+            got = owners[it, d][owners[it, d] != d]
+            for o in set(got.tolist()):
+                a, bw = ((NET.intra_latency_s, NET.intra_bandwidth) if o // 2 == d // 2
+                         else (NET.inter_latency_s, 2 * NET.inter_bandwidth))
+                worst = max(worst, a + np.count_nonzero(got == o) * S / bw)
+        slowest.append(worst)
+    assert min(slowest) > 0
+    assert sync["t_fetch"] >= 4 * 1e-4 + np.mean(slowest) - 1e-8
+    assert sync["t_insert"] == pytest.approx(2 * 5e-4)
+    assert sync["rehearsal_exposed"] == pytest.approx(sync["t_fetch"] + sync["t_insert"])
     assert sync["iteration_s"] == pytest.approx(row["iteration_s"] + sync["rehearsal_exposed"], rel=1e-5, abs=1e-8)
 
 
@@ -139,3 +154,14 @@ def test_missing_smpirun_says_how_to_install(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(HpcclError, match="libsimgrid-dev"):
         sr.iteration_time(measured(), 2, 1, NET)
+
+
+def test_without_a_site_the_fitted_link_is_used_or_refused(tmp_path):
+    m = measured(gradient_bytes=8_000_000)
+    with pytest.raises(HpcclError, match="no site network numbers and no link fitted"):
+        sr.iteration_time(m, 2, 1, None)
+    m.allreduce_latency_s, m.allreduce_bandwidth = 1e-5, 1e9
+    row = sr.iteration_time(m, 2, 1, None, iterations=1, workdir=str(tmp_path))
+    # ring of 2: two steps of G/2 over the fitted link
+    assert row["t_allreduce"] == pytest.approx(2 * (1e-5 + 4_000_000 / 1e9), rel=1e-5)
+    assert sr.iteration_time(m, 1, 1, None, iterations=1)["t_allreduce"] == 0.0
