@@ -129,7 +129,7 @@ def _default(f) -> str:
         return _yaml_value(f.default)
     if f.default_factory is not dataclasses.MISSING:
         value = f.default_factory()
-        return "(section)" if dataclasses.is_dataclass(value) else _yaml_value(value)
+        return "" if dataclasses.is_dataclass(value) else _yaml_value(value)    # a section: its keys say
     return "required"
 
 
@@ -181,7 +181,7 @@ def _code(text: str) -> str:
 
 def _table(keys: list[Key]) -> str:
     rows = ["| key | type | domain | default | meaning |", "|---|---|---|---|---|"]
-    rows += [f"| `{k.path}` | {_cell(k.type)} | {_cell(k.domain)} | `{_code(k.default)}` | {_cell(k.meaning)} |"
+    rows += [f"| `{k.path}` | {_cell(k.type)} | {_cell(k.domain)} | {f'`{_code(k.default)}`' if k.default else ' '} | {_cell(k.meaning)} |"
              for k in keys]
     return "\n".join(rows)
 
