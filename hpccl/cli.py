@@ -273,6 +273,19 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    from hpccl.sched.status import status_report, watch
+    paths = args.runs or ["runs"]
+    if args.watch is None:
+        print(status_report(paths, args.format))
+        return 0
+    try:
+        watch(paths, args.format, args.watch)
+    except KeyboardInterrupt:     # Ctrl-C is how a watch ends
+        pass
+    return 0
+
+
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -399,6 +412,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--compare", action="store_true", help="one table, a row per run: final "
                    "accuracy, forgetting, training time, time relative to the fastest")
     a.set_defaults(func=cmd_analyze)
+
+    st = _add(sub, "status", "One line per run (running, complete, killed, submitted...): progress, "
+              "samples/s, ETA, age of the last record, scheduler job id and state. Reads logs "
+              "while runs write them, without getting in their way.", "hpccl status runs/ --watch 10")
+    st.add_argument("runs", nargs="*", metavar="RUN_OR_DIR", help="run, sweep or any directory "
+                    "holding them (default: runs/)")
+    st.add_argument("--watch", nargs="?", const=5.0, default=None, type=cli_args.seconds,
+                    metavar="SECONDS", help="redraw every SECONDS (default 5) until Ctrl-C")
+    st.add_argument("--format", choices=("text", "json", "csv", "md"), default="text")
+    st.set_defaults(func=cmd_status)
 
     mo = _add(sub, "model", "Predict iteration time, throughput and efficiency on 1 to 128 GPUs from a "
               "small measured run and a site's network (formulas: docs/scaling.md).",

@@ -178,3 +178,18 @@ def plot_alma(summaries: list[dict], out_dir: str) -> list[str]:
     ``alma_error_vs_flops.png``: final error and CER against training FLOPs, one point per run."""
     runs = [s for s in summaries if is_alma(s) and s["errors"]]
     return write_figures(out_dir, FIGURES, runs) if runs else []
+
+
+def progress(view):
+    """``hpccl status``: mega-batches arrived of the total; samples/s of the stream (arrived
+    training samples per second of the stream's wall time) and the ETA at that pace."""
+    from hpccl.analysis.progress import Progress
+    total = view.setting("scenario.num_megabatches")
+    done = view.rows("arrivals")
+    if done == 0:
+        return Progress(f"megabatch 0/{total}", 0, total)
+    wall = float(view.last("arrivals/wall_time_s")[0])
+    num_train = view.attrs.get("num_train")
+    rate = float(num_train) * done / total / wall if num_train and total and wall > 0 else None
+    eta = wall / done * (total - done) if total else None
+    return Progress(f"megabatch {done}/{total}", done, total, rate, eta)

@@ -232,3 +232,19 @@ def format_continual(reports: list[dict], fmt: str = "text", compare: bool = Fal
             lines.append(timer_table(t))
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def progress(view):
+    """``hpccl status``: task and epoch of the totals; samples/s and the ETA from the mean of the
+    last epochs (training time only: the evaluation after each task is not in it)."""
+    from hpccl.analysis.progress import Progress
+    tasks, epochs = view.setting("scenario.num_tasks"), view.setting("train.epochs")
+    total = tasks * epochs if tasks and epochs else None
+    if view.rows("epochs") == 0:
+        return Progress(f"task 0/{tasks or '?'}", 0, total)
+    task, epoch = int(view.last("epochs/task")[0]), int(view.last("epochs/epoch")[0])
+    samples, seconds = view.last("epochs/samples", 5), view.last("epochs/time_s", 5)
+    done = task * (epochs or 0) + epoch + 1
+    rate = float(np.sum(samples) / np.sum(seconds)) if np.sum(seconds) > 0 else None
+    eta = float(np.mean(seconds)) * (total - done) if total else None
+    return Progress(f"task {task + 1}/{tasks} epoch {epoch + 1}/{epochs}", done, total, rate, eta)

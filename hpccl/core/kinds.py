@@ -19,6 +19,8 @@ the CLI does not import torch to print help):
                ``hpccl run --resume`` refuses before starting any rank
   host_memory  (cfg, ranks, on_gpu) -> HostMemoryEstimate: what one rank will hold in host
                memory (``hpccl submit`` checks it against the site's nodes); None: no estimate
+  progress     (LogView of a log being written) -> Progress: how far the run is, for
+               ``hpccl status`` (hpccl.analysis.progress); None: no progress shown
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ class JobKind:
     plot_names: Optional[str] = None     # "module:attribute" of a list of (name, ...) pairs
     inputs: Optional[str] = None
     host_memory: Optional[str] = None
+    progress: Optional[str] = None
+
+    def progress_of(self, view):
+        return None if self.progress is None else _load(self.progress)(view)
 
     def estimate_host_memory(self, cfg, ranks: int, on_gpu: bool):
         return None if self.host_memory is None else _load(self.host_memory)(cfg, ranks, on_gpu)
@@ -105,6 +111,7 @@ register(JobKind(
     summarize="hpccl.continual.report:summarize_continual", format="hpccl.continual.report:format_continual",
     plots="hpccl.continual.plots:write_run_plots", plot_names="hpccl.continual.plots:RUN_PLOTS",
     inputs="hpccl.preflight:check_dataset_job", host_memory="hpccl.continual.host_memory:estimate",
+    progress="hpccl.continual.report:progress",
     describe=lambda cfg: (f"learner {cfg.learner.kind}, model {cfg.model.kind}, "
                           f"{cfg.scenario.num_tasks} tasks")))
 
@@ -112,12 +119,13 @@ register(JobKind(
 def _kind_package(name: str, package: str, summarize: str, format: str, plots: str, no_resume: str,
                   describe, inputs: Optional[str] = None) -> JobKind:
     """A kind whose runner is ``hpccl.PACKAGE.job:run`` and whose analysis is in
-    ``hpccl.PACKAGE.report`` (its figures in ``FIGURES``); none of them keeps checkpoints yet."""
+    ``hpccl.PACKAGE.report`` (its figures in ``FIGURES``, its ``hpccl status`` progress in
+    ``progress``); none of them keeps checkpoints yet."""
     report = f"hpccl.{package}.report"
     return register(JobKind(name=name, runner=f"hpccl.{package}.job:run", no_resume=no_resume,
                             summarize=f"{report}:{summarize}", format=f"{report}:{format}",
                             plots=f"{report}:{plots}", plot_names=f"{report}:FIGURES",
-                            describe=describe, inputs=inputs))
+                            describe=describe, inputs=inputs, progress=f"{report}:progress"))
 
 
 _kind_package("megabatch", "alma", "summarize_alma", "format_alma_report", "plot_alma",

@@ -413,10 +413,24 @@ def status_of(log_path: str) -> str:
     open the file)."""
     try:
         with open_for_reading(log_path) as f:
-            status = f.attrs.get("status", "unknown")
+            return status_in(f)
     except OSError:
         return "unreadable"
-    return status.decode() if isinstance(status, bytes) else str(status)
+
+
+def status_in(f: h5py.File) -> str:
+    """The status of an open log: its attribute, or the attribute journal's last change of it
+    (a resumed run journals 'running' over the 'preempted' its file was closed with)."""
+    status = str(_decode(f.attrs.get("status", "unknown")))
+    if JOURNAL not in f:
+        return status
+    columns = [f[f"{JOURNAL}/{c}"] for c in ("object", "key", "value")]
+    n = min(len(c) for c in columns)
+    if n == 0:
+        return status
+    objects, keys = columns[0][:n], columns[1][:n]
+    hits = np.nonzero((keys == b"status") & (objects == b"/"))[0]
+    return str(json.loads(_decode(columns[2][hits[-1]]))) if len(hits) else status
 
 
 def run_status(run_dir: str) -> str | None:

@@ -74,3 +74,37 @@ def acquire(run_dir: str) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, note.encode(), 0)
     _held[key] = fd
+
+
+def holder_gone(run_dir: str) -> str | None:
+    """Why the process that holds (or held) ``run_dir`` is known to have ended, or None (it runs,
+    or nothing tells). Read from the lock note alone, never by taking the lock: a run starting
+    at that moment would find it held and be refused. Only a holder on this host can be
+    looked at (its pid); one on another node gives None."""
+    try:
+        with open(os.path.join(run_dir, LOCK_NAME), "rb") as f:
+            note = f.read(4096).decode(errors="replace").strip()
+    except OSError:
+        return None
+    parts = note.split()      # "pid N on HOST since TIME", as acquire writes it
+    if len(parts) < 4 or parts[0] != "pid" or not parts[1].isdigit() or parts[3] != socket.gethostname():
+        return None
+    pid = int(parts[1])
+    return None if _hpccl_process(pid) else f"its rank 0 (pid {pid} on {parts[3]}) has ended"
+
+
+def _hpccl_process(pid: int) -> bool:
+    """Whether ``pid`` runs hpccl (a pid reused by another program is not the run)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"hpccl" in f.read()
+    except FileNotFoundError:
+        return False
+    except OSError:           # no /proc: whether the pid exists at all
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True

@@ -164,3 +164,19 @@ def plot_erm(summaries: list, out_dir: str) -> list:
     summaries are skipped; runs without a reference optimum have nothing to plot."""
     runs = [s for s in summaries if s.get("job_kind") == "erm" and s.get("f_star") is not None]
     return write_figures(out_dir, FIGURES, runs)
+
+
+def progress(view):
+    """``hpccl status``: data passes of ``erm.epochs``, stage count; samples/s (passes times n
+    per second of the solve's wall clock) and the ETA at that pace (a solve that reaches
+    ``target_subopt`` or ``max_time`` stops sooner)."""
+    from hpccl.analysis.progress import Progress
+    total = view.setting("erm.epochs")
+    stages = view.rows("stages")
+    if stages == 0:
+        return Progress(f"pass 0/{total}", 0, total)
+    passes, elapsed = float(view.last("stages/passes")[0]), float(view.last("stages/elapsed_s")[0])
+    n = view.attrs.get("n")
+    rate = passes * float(n) / elapsed if n and elapsed > 0 else None
+    eta = elapsed / passes * max(0.0, total - passes) if total and passes > 0 else None
+    return Progress(f"pass {passes:.1f}/{total} (stage {stages - 1})", passes, total, rate, eta)

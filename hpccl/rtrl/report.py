@@ -221,3 +221,17 @@ def plot_rnn(summaries: list[dict], out_dir: str) -> list[str]:
     the paths written (none when there is no such summary)."""
     runs = [s for s in summaries if is_rnn(s) and s.get("curves")]
     return write_figures(out_dir, FIGURES, runs) if runs else []
+
+
+def progress(view):
+    """``hpccl status``: sequences per rank of ``rnn.num_sequences`` (at the last evaluation,
+    when the log is flushed); samples/s: sequences of all ranks per second of training."""
+    from hpccl.analysis.progress import Progress
+    total = view.setting("rnn.num_sequences")
+    if view.rows("evals") == 0:
+        return Progress(f"sequence 0/{total}", 0, total)
+    done = int(view.last("evals/sequence")[0])
+    seconds = float(view.last("evals/time_s")[0])
+    rate = float(view.last("evals/sequences_total")[0]) / seconds if seconds > 0 else None
+    eta = seconds / done * (total - done) if total and done else None
+    return Progress(f"sequence {done}/{total}", done, total, rate, eta)
