@@ -35,7 +35,7 @@ def test_status_shows_the_slurm_job_while_it_runs_and_the_log_after(slurm, tmp_p
     while time.time() < end:
         s = status_of(out, capsys)
         assert s["job_id"] == job_id, s
-        if s["job_state"] in FINAL_STATES:
+        if s["job_state"] in FINAL_STATES or slurm.job_info(job_id).get("JobState") in FINAL_STATES:
             break
         seen.append((s["status"], s["job_state"]))
         time.sleep(0.3)
