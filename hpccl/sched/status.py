@@ -109,7 +109,11 @@ def _read_log(path: str) -> tuple[dict, str, Optional[Progress]]:
     with open_for_reading(path) as f:
         view = LogView(f)
         status = status_in(f)
-        progress = kinds.of_log(view.attrs).progress_of(view)
+        try:
+            kind = kinds.of_log(view.attrs)
+        except KeyError:          # a kind this hpccl does not know: status without progress
+            kind = None
+        progress = kind.progress_of(view) if kind is not None else None
     return view.attrs, status, progress
 
 
@@ -164,9 +168,17 @@ def scheduler_state(scheduler: str, job_id: str) -> str:
         return f"? ({cmd[0]} did not answer in {SCHEDULER_TIMEOUT_S} s)"
     if scheduler == "slurm":
         states = r.stdout.split()
-        return states[0] if r.returncode == 0 and states else "not in queue"
-    m = re.search(r"job_state\s*=\s*(\w)", r.stdout)
-    return PBS_STATES.get(m.group(1), m.group(1)) if r.returncode == 0 and m else "not in queue"
+        if r.returncode == 0:
+            return states[0] if states else "not in queue"
+    else:
+        m = re.search(r"job_state\s*=\s*(\w)", r.stdout)
+        if r.returncode == 0 and m:
+            return PBS_STATES.get(m.group(1), m.group(1))
+    said = (r.stderr.strip() or r.stdout.strip()).splitlines()
+    if said and re.search(r"invalid job id|unknown job id", said[0], re.IGNORECASE):
+        return "not in queue"       # forgotten by the scheduler since it ended
+    # The scheduler did not answer (controller down, ...): unknown, which marks no run killed.
+    return f"? ({cmd[0]}: {said[0] if said else f'exit code {r.returncode}'})"
 
 
 def run_status(run_dir: str, now: Optional[float] = None,
@@ -206,6 +218,21 @@ def run_status(run_dir: str, now: Optional[float] = None,
     if st.status != "running" and st.progress is not None:
         st.progress.eta_s = None          # nothing is left to wait for
     return st
+
+
+def _asking_once_per_failure() -> Callable[[str, str], str]:
+    """``scheduler_state`` that, once a scheduler did not answer, gives its answer for every
+    other job of it (a controller that is down would cost the timeout per run)."""
+    failed: dict[str, str] = {}
+
+    def ask(scheduler: str, job_id: str) -> str:
+        if scheduler in failed:
+            return failed[scheduler]
+        state = scheduler_state(scheduler, job_id)
+        if state.startswith("?"):
+            failed[scheduler] = state
+        return state
+    return ask
 
 
 def _ended(state: str) -> bool:
@@ -265,7 +292,8 @@ def status_report(paths: list[str], fmt: str) -> str:
     if not runs and fmt in ("text", "md"):
         return f"no runs under {', '.join(paths)} (a run has log.h5 or submission.json)"
     stamp = _dt.datetime.now().isoformat(timespec="seconds")
-    text = render_status([run_status(r) for r in runs], fmt)
+    ask = _asking_once_per_failure()
+    text = render_status([run_status(r, ask=ask) for r in runs], fmt)
     return f"{stamp}\n{text}" if fmt == "text" else text
 
 

@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 
 import numpy as np
@@ -161,18 +160,25 @@ def test_a_truncated_log_is_one_line_with_the_reason(sweep, tmp_path, capsys):
     assert [ln.split()[3] for ln in capsys.readouterr().out.splitlines()[3:]] == ["damaged", "complete"]
 
 
-def test_a_read_that_fails_once_is_retried(sweep, tmp_path):
-    """A reader that meets the log mid-write reads it again once: here the log is half there
-    at the first read and whole (replaced, as the writer's rewrite does) before the second."""
+def test_a_read_that_fails_once_is_retried(sweep, tmp_path, monkeypatch):
+    """A reader that meets the log mid-write reads it again once, after a pause: here the log
+    is half there at the first read, and the writer's rewrite (an atomic replace, as H5Log's)
+    lands during the pause."""
     src = _damaged_copy(sweep, tmp_path / "run")
     whole = tmp_path / "whole.h5"
     shutil.copy(src, whole)
-    timer = threading.Timer(0.05, os.replace, (whole, tmp_path / "run" / "log.h5"))
-    timer.start()
-    try:
-        st = status_mod.run_status(str(tmp_path / "run"))
-    finally:
-        timer.join()
+    waits = []
+
+    class WriterFinishesDuringThePause:
+        time = staticmethod(time.time)
+
+        @staticmethod
+        def sleep(seconds):
+            waits.append(seconds)
+            os.replace(whole, tmp_path / "run" / "log.h5")
+    monkeypatch.setattr(status_mod, "time", WriterFinishesDuringThePause)
+    st = status_mod.run_status(str(tmp_path / "run"))
+    assert waits == [status_mod.RETRY_S]
     assert (st.status, st.note) == ("complete", "")
     assert st.progress.done == len(read_h5(str(src))["epochs/task"])
 
