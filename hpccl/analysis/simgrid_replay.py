@@ -324,3 +324,17 @@ def predict(m, gpus: list[int], gpus_per_node: int, net, mode: str = "weak", glo
         row["efficiency"] = (row["samples_per_s"] / (n * base["samples_per_s"]) if mode == "weak"
                              else base["iteration_s"] / (n * row["iteration_s"]))
     return rows
+
+
+def disagreements(analytical: list[dict], simgrid: list[dict], tolerance: float = 0.25,
+                  keys: tuple = ("iteration_s", "t_allreduce", "t_fetch", "rehearsal_exposed")) -> list[str]:
+    """One line per GPU count and term where the two engines differ by more than ``tolerance``
+    of the larger value (issue #26: the output says where they disagree by more than 25 %)."""
+    out = []
+    for a, s in zip(analytical, simgrid):
+        for key in keys:
+            x, y = a.get(key) or 0.0, s.get(key) or 0.0
+            if max(x, y) > 0 and abs(x - y) > tolerance * max(x, y):
+                out.append(f"{a['gpus']} GPUs: {key} analytical {x * 1e3:.3f} ms, simgrid {y * 1e3:.3f} ms "
+                           f"({abs(x - y) / max(x, y):.0%} apart)")
+    return out
