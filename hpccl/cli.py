@@ -322,9 +322,9 @@ def cmd_model(args) -> int:
                                     "predicted": rows, "measured": list(measured.values())}), indent=2))
         return 0
     if args.format == "text":
-        link = ("none fitted" if m.allreduce_bandwidth is None else
-                f"{m.allreduce_scope}-node {m.allreduce_latency_s * 1e6:.0f} us / "
-                f"{m.allreduce_bandwidth / 1e6:.2f} MB/s fitted")
+        link = ("none fitted" if not m.links else ", ".join(
+            f"{b} {ln['scope']}-node {ln['latency_s'] * 1e6:.0f} us / {ln['bandwidth'] / 1e6:.2f} MB/s"
+            for b, ln in m.links.items()) + f" fitted (wire {m.wire_bandwidth / 1e6:.2f} MB/s)")
         print(f"{args.scaling} scaling predicted ({args.engine}) from {', '.join(args.runs)} ({m.device}, "
               f"{m.backend} backend): compute {m.compute_s_per_sample * 1e6:.1f} us/sample, gradient "
               f"{m.gradient_bytes / 1e6:.2f} MB, fetch {m.fetch_s_per_rep * 1e6:.1f} us/representative "

@@ -26,6 +26,8 @@ EXCLUDED = {
     "scripts/gpu_check.sh": "needs a GPU (its CPU dry run takes minutes)",
     "benchmarks/cluster_bench.py": "needs root and the multi-host test bed: "
                                    "tests/cluster/test_cluster_bench.py runs it with --smoke",
+    "benchmarks/model_validation.py": "needs root and the multi-host test bed: "
+                                      "tests/cluster/test_model_validation.py runs its 3-host prediction",
 }
 
 

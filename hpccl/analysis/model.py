@@ -11,16 +11,22 @@ Per-iteration time on p ranks, per-rank batch b, r representatives per draw, c c
                                         k_cpu = max(1, ranks on a node / cores of a node), CPU only
     t_step      = s                     optimizer step alone                     (1-rank run)
     t_other     = o                     bookkeeping outside the timed phases     (1-rank run)
-    t_allreduce = the backend's algorithm on G gradient bytes, alpha-beta per link (a, B):
-        ring                        2 (p-1) a + 2 (p-1)/p G/B
-        recursive doubling          ceil(log2 p) (a + G/B)              (+ 2 (a + G/B) if p is not a power of 2)
-        recursive halving/doubling  2 log2 p' a + 2 (p'-1)/p' G/B       (p' = largest power of 2 <= p;
-                                                                         + 2 (a + G/B) if p != p')
-      backend -> algorithm: torch (gloo on CPU: ring; NCCL on GPU: ring for large messages),
-      horovod (NCCL ring on GPU; its 64 MB fusion buffer makes messages large, and Open MPI's
-      tuned allreduce picks ring above 10 KB on CPU), mpi (MPI_Allreduce of one buffer: Open MPI
-      4.1's fixed decision is recursive doubling below 10 000 bytes, ring above; MPICH is
-      recursive doubling below 2 KB and recursive halving/doubling (Rabenseifner) above).
+    t_allreduce = the backend's algorithm on G gradient bytes, alpha-beta: a per step, bytes
+      swapped with one peer (both ways at once) at the exchange bandwidth B_x, bytes sent one way
+      (or to a peer other than the sender's) at the wire bandwidth B:
+        ring                        2 (p-1) a + 2 (p-1)/p G / (B_x if p = 2 else B)
+        recursive doubling          log2 p' (a + G/B_x)           + 2 (a + G/B) if p != p'
+        recursive halving/doubling  2 log2 p' a + 2 (p'-1)/p' G/B_x + 2 (a + G/B) if p != p'
+                                    (Rabenseifner; p' = largest power of 2 <= p: the ranks beyond
+                                    it fold their vector into a partner first, and get it back)
+      backend -> algorithm: torch (gloo on CPU: ring; NCCL on GPU, see tree below); mpi and
+      horovod on CPU (MPI_Allreduce; Horovod fuses tensors into one large buffer): Open MPI
+      4.1's fixed decision (coll_tuned_decision_fixed.c): Rabenseifner above a size that depends
+      on p (256 KiB below 4 ranks, 8 KiB below 16, ...), recursive doubling below it. MPICH
+      (recursive doubling below 2 KiB, Rabenseifner above) is not told apart from Open MPI.
+      B_x is fitted per backend from its runs at 2 ranks (a transport can swap bytes with one
+      peer slower than the wire: UCX over TCP here moves 3.7 MB/s both ways on a 6.2 MB/s link
+      where gloo moves 6.2); B is the fastest backend's; a site gives one B for both.
       On GPUs (torch, horovod: NCCL) the cheaper of ring and NCCL's double binary tree,
         tree                        2 ceil(log2 p) a + 2 G/B
       (a, B) from runs at 2+ ranks (fitted on the same algorithm), else from the site's
@@ -39,8 +45,9 @@ Per-iteration time on p ranks, per-rank batch b, r representatives per draw, c c
         t_link      = bytes / B_nic                  the owner's NIC is busy that much longer, which
                                                      lengthens a network-bound allreduce (async)
         t_insert    = c * e                          e: insert per candidate (1-rank run)
-        exposed     = max(0, t_fetch + t_insert - (t_compute + t_allreduce + t_link))   async
-                    = t_fetch + t_insert                                                sync
+        exposed     = h + max(0, t_fetch + t_insert - (t_compute + t_allreduce + t_link))   async
+                    = h + t_fetch + t_insert                                                sync
+                      h: handing the representatives over, the 1-rank run's wait beyond its fetch
     T(p) = t_data + t_compute + t_step + t_other + t_allreduce + t_link + exposed
 
 Throughput X(p) = p b / T(p) new samples/s; weak scaling (b fixed): efficiency X(p) / (p X(1));
@@ -59,9 +66,6 @@ import yaml
 from hpccl.core.errors import HpcclError
 
 ALGORITHMS = ("ring", "tree", "recursive_doubling", "recursive_halving_doubling")
-# Open MPI 4.1 coll/tuned fixed decision (coll_tuned_decision_fixed.c): below this many bytes
-# MPI_Allreduce uses recursive doubling, above it ring (segmented ring for large messages).
-OPENMPI_SMALL_ALLREDUCE = 10_000
 
 
 @dataclass
@@ -82,11 +86,15 @@ class Measured:
     device: str
     other_s: float = 0.0             # per iteration outside the timed phases
     fetch_s_per_owner: float = 0.0   # per remote owner of a draw, beyond latency and bytes
+    handoff_s: float = 0.0           # taking ready representatives from the buffer's thread
     backend: str = "torch"
     # Fitted allreduce link (None: no run at 2+ ranks; a site must give it), and where
     allreduce_latency_s: float | None = None
     allreduce_bandwidth: float | None = None    # bytes/s
     allreduce_scope: str | None = None          # 'intra' (ranks on one node) or 'inter'
+    # every backend with runs at 2+ ranks: {"latency_s", "bandwidth" (exchange), "scope", "source"}
+    links: dict = field(default_factory=dict)
+    wire_bandwidth: float | None = None         # bytes/s one way: the fastest fitted link
     sources: dict = field(default_factory=dict)  # term -> the run (or site) it came from
 
 
@@ -115,28 +123,44 @@ class Network:
 
 
 # -- the terms -----------------------------------------------------------------------------------
-def allreduce_algorithm(backend: str, nbytes: float, device: str = "cpu") -> str:
-    if backend == "mpi" and nbytes < OPENMPI_SMALL_ALLREDUCE:
-        return "recursive_doubling"
-    return "ring"
+# Open MPI 4.1 coll/tuned fixed decision for a commutative MPI_Allreduce
+# (ompi/mca/coll/tuned/coll_tuned_decision_fixed.c): (ranks below, Rabenseifner from bytes);
+# below the size it is recursive doubling (or, in a few bands, ring variants of similar cost)
+OPENMPI_RABENSEIFNER_FROM = ((4, 262144), (16, 8192), (32, 4096), (64, 128), (256, 262144),
+                             (512, 4096), (4096, 16384), (1 << 62, 32768))
+
+
+def allreduce_algorithm(backend: str, nbytes: float, device: str = "cpu", p: int = 2) -> str:
+    if backend == "torch" or device.startswith("cuda"):
+        return "ring"          # gloo; on GPUs NCCL (ring, or its tree: iteration_time)
+    threshold = next(t for below, t in OPENMPI_RABENSEIFNER_FROM if p < below)
+    return "recursive_halving_doubling" if nbytes >= threshold else "recursive_doubling"
+
+
+def allreduce_traffic(algorithm: str, p: int, nbytes: float) -> tuple[float, float, float]:
+    """(steps, bytes swapped with one peer, bytes sent one way) on the busiest rank's critical
+    path, for one allreduce of ``nbytes`` on p ranks."""
+    if p <= 1:
+        return 0.0, 0.0, 0.0
+    if algorithm == "ring":
+        moved = 2 * (p - 1) / p * nbytes
+        return 2 * (p - 1), (moved if p == 2 else 0.0), (0.0 if p == 2 else moved)
+    if algorithm == "tree":            # NCCL's double binary tree: reduce up, broadcast down, pipelined
+        return 2 * math.ceil(math.log2(p)), 0.0, 2 * nbytes
+    pow2 = 1 << (p.bit_length() - 1)
+    extra = 0 if pow2 == p else 2      # fold the ranks beyond a power of two in, and back out
+    steps = int(math.log2(pow2))
+    if algorithm == "recursive_doubling":
+        return steps + extra, steps * nbytes, extra * nbytes
+    if algorithm == "recursive_halving_doubling":
+        return 2 * steps + extra, 2 * (pow2 - 1) / pow2 * nbytes, extra * nbytes
+    raise ValueError(f"unknown allreduce algorithm {algorithm!r}; expected one of {ALGORITHMS}")
 
 
 def allreduce_counts(algorithm: str, p: int, nbytes: float) -> tuple[float, float]:
     """(latencies, bytes over the slowest link) of one allreduce of ``nbytes`` on p ranks."""
-    if p <= 1:
-        return 0.0, 0.0
-    if algorithm == "ring":
-        return 2 * (p - 1), 2 * (p - 1) / p * nbytes
-    pow2 = 1 << (p.bit_length() - 1)
-    extra = 0 if pow2 == p else 2          # fold the ranks beyond a power of two in, and back out
-    if algorithm == "recursive_doubling":
-        steps = math.ceil(math.log2(pow2)) + extra
-        return steps, steps * nbytes
-    if algorithm == "tree":            # NCCL's double binary tree: reduce up, broadcast down, pipelined
-        return 2 * math.ceil(math.log2(p)), 2 * nbytes
-    if algorithm == "recursive_halving_doubling":
-        return 2 * math.log2(pow2) + extra, 2 * (pow2 - 1) / pow2 * nbytes + extra * nbytes
-    raise ValueError(f"unknown allreduce algorithm {algorithm!r}; expected one of {ALGORITHMS}")
+    steps, swapped, one_way = allreduce_traffic(algorithm, p, nbytes)
+    return steps, swapped + one_way
 
 
 def expected_owners(p: int, r: int) -> float:
@@ -144,26 +168,41 @@ def expected_owners(p: int, r: int) -> float:
     return p * (1 - (1 - 1 / p) ** r) if p > 0 and r > 0 else 0.0
 
 
-def _link(m: Measured, p: int, gpus_per_node: int, net: Network | None) -> tuple[float, float, str]:
-    """(latency, bandwidth, source) of the allreduce's slowest link on p ranks."""
+def _link(m: Measured, p: int, gpus_per_node: int, net: Network | None) -> tuple[float, float, float, str]:
+    """(latency, exchange bandwidth, wire bandwidth, source) of the allreduce on p ranks."""
     scope = "intra" if p <= gpus_per_node else "inter"
+
+    def site():
+        lat, bw = ((net.intra_latency_s, net.intra_bandwidth) if scope == "intra"
+                   else (net.inter_latency_s, net.inter_bandwidth))
+        return lat, bw, bw, f"{net.source} ({scope}-node link)"
     if net is not None and net.source != "defaults":
-        lat, bw = ((net.intra_latency_s, net.intra_bandwidth) if scope == "intra"
-                   else (net.inter_latency_s, net.inter_bandwidth))
-        return lat, bw, f"{net.source} ({scope}-node link)"
-    if m.allreduce_bandwidth and m.allreduce_scope in (scope, "inter"):
-        # a link fitted across nodes bounds one inside a node too (never faster than measured)
-        return m.allreduce_latency_s or 0.0, m.allreduce_bandwidth, m.sources.get("allreduce", "calibration")
+        return site()
+    link = m.links.get(m.backend)
+    # a link fitted across nodes bounds one inside a node too (never faster than measured)
+    if link and link["scope"] in (scope, "inter"):
+        return link["latency_s"], link["bandwidth"], m.wire_bandwidth or link["bandwidth"], link["source"]
     if net is not None:
-        lat, bw = ((net.intra_latency_s, net.intra_bandwidth) if scope == "intra"
-                   else (net.inter_latency_s, net.inter_bandwidth))
-        return lat, bw, f"{net.source} ({scope}-node link)"
-    have = (f"only a link fitted {m.allreduce_scope}-node ({m.sources.get('allreduce')})"
-            if m.allreduce_bandwidth else "no run at 2+ ranks")
+        return site()
+    if link:
+        have = f"only a link fitted {link['scope']}-node ({link['source']})"
+    elif m.links:
+        have = (f"links fitted for the {', '.join(sorted(m.links))} backend(s) only, none for "
+                f"{m.backend!r} (each backend moves its bytes its own way)")
+    else:
+        have = "no run at 2+ ranks"
     raise HpcclError(f"hpccl model cannot predict the gradient allreduce on {p} ranks "
-                     f"({scope}-node, {gpus_per_node} per node): it has {have} and no site network "
-                     "numbers. Expected a run at 2+ ranks across nodes in --calibrate, or --site "
-                     "with a 'network' section.")
+                     f"({scope}-node, {gpus_per_node} per node, {m.backend} backend): it has {have} "
+                     "and no site network numbers. Expected a run of that backend at 2+ ranks across "
+                     "nodes among the calibration runs, or --site with a 'network' section.")
+
+
+def _nic_load(overlapped: bool, t_compute: float, t_allreduce: float) -> float:
+    """The share of an owner's NIC the gradient allreduce keeps busy while a get overlaps it
+    (capped: a get always gets some share of a link TCP or NCCL divides fairly)."""
+    if not overlapped or t_allreduce <= 0:
+        return 0.0
+    return min(0.95, t_allreduce / (t_compute + t_allreduce))
 
 
 def iteration_time(m: Measured, p: int, gpus_per_node: int, net: Network | None, b: float | None = None,
@@ -176,18 +215,19 @@ def iteration_time(m: Measured, p: int, gpus_per_node: int, net: Network | None,
         k_cpu = max(1.0, ranks_per_node / cores_per_node)
     t_data = b * m.data_s_per_sample
     t_compute = (b + r) * m.compute_s_per_sample * k_cpu
-    algo = allreduce_algorithm(m.backend, m.gradient_bytes, m.device)
+    algo = allreduce_algorithm(m.backend, m.gradient_bytes, m.device, p)
     t_ar, a, bw, link_source = 0.0, 0.0, float("inf"), None
     if p > 1:
-        a, bw, link_source = _link(m, p, gpus_per_node, net)
-        n_lat, n_bytes = allreduce_counts(algo, p, m.gradient_bytes)
-        t_ar = n_lat * a + n_bytes / bw
-        if m.device.startswith("cuda") and m.backend != "mpi":
-            # NCCL tunes between its ring and its double binary tree by the same alpha-beta
-            # estimate, so at many ranks (ring latency 2 (p-1) a) it takes the tree
-            n_lat, n_bytes = allreduce_counts("tree", p, m.gradient_bytes)
-            if n_lat * a + n_bytes / bw < t_ar:
-                algo, t_ar = "tree", n_lat * a + n_bytes / bw
+        a, bw_x, bw, link_source = _link(m, p, gpus_per_node, net)
+
+        def cost(name):
+            steps, swapped, one_way = allreduce_traffic(name, p, m.gradient_bytes)
+            return steps * a + swapped / bw_x + one_way / bw
+        t_ar = cost(algo)
+        # NCCL tunes between its ring and its double binary tree by the same alpha-beta
+        # estimate, so at many ranks (ring latency 2 (p-1) a) it takes the tree
+        if m.device.startswith("cuda") and m.backend != "mpi" and cost("tree") < t_ar:
+            algo, t_ar = "tree", cost("tree")
     t_fetch = t_insert = exposed = t_link = t_queue = owners = reh_bytes = 0.0
     if r:
         owners = expected_owners(p, r)
@@ -200,16 +240,14 @@ def iteration_time(m: Measured, p: int, gpus_per_node: int, net: Network | None,
                 and link_source.startswith(net.source)):
             nic = net.nic_bandwidth
         transfer = reh_bytes / nic if p > 1 else 0.0
-        rho = 0.0
-        if m.async_rehearsal and t_ar > 0:
-            rho = min(0.95, t_ar / (t_compute + t_ar))
+        rho = _nic_load(m.async_rehearsal, t_compute, t_ar)
         t_queue = transfer * rho / (1 - rho)
         a_get = a if p > gpus_per_node else 0.0
         t_fetch = r * m.fetch_s_per_rep + remote * (m.fetch_s_per_owner + a_get) + transfer + t_queue
         t_link = transfer if m.async_rehearsal else 0.0
         t_insert = m.candidates * m.insert_s_per_candidate
-        exposed = (max(0.0, t_fetch + t_insert - (t_compute + t_ar + t_link)) if m.async_rehearsal
-                   else t_fetch + t_insert)
+        exposed = m.handoff_s + (max(0.0, t_fetch + t_insert - (t_compute + t_ar + t_link))
+                                 if m.async_rehearsal else t_fetch + t_insert)
     total = t_data + t_compute + m.step_s + m.other_s + t_ar + t_link + exposed
     return {"gpus": p, "batch_per_gpu": b, "t_data": t_data, "t_compute": t_compute, "t_step": m.step_s,
             "t_allreduce": t_ar, "t_fetch": t_fetch, "t_insert": t_insert, "rehearsal_exposed": exposed,
@@ -278,7 +316,11 @@ def measure(run_dir: str) -> Measured:
         cand_cost = float(r0["tasks/buffer_insert_s"][-1] / max(1, r0["tasks/buffer_offered"][-1]))
     epochs = run["epochs/samples"]
     world = int(run["attrs"]["world_size"])
-    terms = ("data", "compute", "step", "other", "fetch_per_record", "insert_per_candidate")
+    terms = ("data", "compute", "step", "other", "fetch_per_record", "insert_per_candidate", "handoff")
+    handoff = 0.0
+    if rep and world == 1:
+        own = 0.0 if reh.get("async", True) else rep * fetch + cand * cand_cost
+        handoff = max(0.0, per_it.get("rehearsal_wait", 0.0) - own)
     return Measured(data_s_per_sample=per_it.get("data_load", 0.0) / b,
                     compute_s_per_sample=per_it.get("forward_backward", 0.0) / (b + rep),
                     # at 1 rank this phase is the optimizer step alone; at more it includes the
@@ -290,7 +332,7 @@ def measure(run_dir: str) -> Measured:
                     async_rehearsal=bool(reh.get("async", True)),
                     samples_per_epoch=int(np.median(epochs)) if len(epochs) else 0, ranks=world,
                     device=str(run["attrs"].get("device", "cpu")),
-                    other_s=per_it.get("other", 0.0) if world == 1 else 0.0,
+                    other_s=per_it.get("other", 0.0) if world == 1 else 0.0, handoff_s=handoff,
                     backend=str(run["attrs"].get("backend", cfg.get("runtime", {}).get("backend", "torch"))),
                     sources={t: run_dir for t in terms})
 
@@ -314,11 +356,13 @@ def _multi_rank_point(run_dir: str, base: Measured, net: Network | None) -> dict
         if rep and "tasks/buffer_fetched" in rank and rank["tasks/buffer_fetched"][-1] > 0:
             draws = rank["tasks/buffer_fetched"][-1] / rep
             fetch_round.append(float(rank["tasks/buffer_fetch_s"][-1] / draws))
-    algo = allreduce_algorithm(str(run["attrs"].get("backend", "torch")),
-                               int(run["attrs"].get("model_gradient_bytes", 0)))
-    n_lat, n_bytes = allreduce_counts(algo, world, int(run["attrs"].get("model_gradient_bytes", 0)))
+    backend = str(run["attrs"].get("backend", "torch"))
+    grad = int(run["attrs"].get("model_gradient_bytes", 0))
+    algo = allreduce_algorithm(backend, grad, str(run["attrs"].get("device", "cpu")), world)
+    n_lat, swapped, one_way = allreduce_traffic(algo, world, grad)
     return {"run": run_dir, "ranks": world, "scope": scope, "t_comm": float(np.mean(comm)),
-            "n_lat": n_lat, "n_bytes": n_bytes, "rep": rep, "algorithm": algo,
+            "n_lat": n_lat, "swapped": swapped, "one_way": one_way, "backend": backend,
+            "rep": rep, "algorithm": algo,
             "fetch_round": float(np.mean(fetch_round)) if fetch_round else None,
             "sample_bytes": _sample_bytes(run)}
 
@@ -346,19 +390,40 @@ def calibrate(run_dirs: list[str], net: Network | None = None) -> Measured:
         return m
     scopes = {p["scope"] for p in multi}
     scope = "inter" if "inter" in scopes else "intra"
-    pts = [p for p in multi if p["scope"] == scope and p["n_bytes"] > 0]
-    A = np.array([[p["n_lat"], p["n_bytes"]] for p in pts], dtype=float)
-    y = np.array([p["t_comm"] for p in pts])
-    lat, inv_bw = None, None
-    if len(pts) >= 2 and np.linalg.matrix_rank(A) == 2:
-        (lat, inv_bw), *_ = np.linalg.lstsq(A, y, rcond=None)
-        if lat < 0 or inv_bw <= 0:      # noise: fall back to bandwidth alone
-            lat = None
-    if lat is None:
-        lat = (net.inter_latency_s if scope == "inter" else net.intra_latency_s) if net is not None else 0.0
-        inv_bw = float(np.sum(np.maximum(y - A[:, 0] * lat, 1e-12)) / np.sum(A[:, 1]))
-    m.allreduce_latency_s, m.allreduce_bandwidth, m.allreduce_scope = float(lat), float(1 / inv_bw), scope
-    m.sources["allreduce"] = ", ".join(p["run"] for p in pts)
+    pts = [p for p in multi if p["scope"] == scope and p["swapped"] + p["one_way"] > 0]
+    lat0 = ((net.inter_latency_s if scope == "inter" else net.intra_latency_s) if net is not None else 0.0)
+
+    def fit(points, wire):
+        """(latency, 1/B_x) of one backend: least squares over its runs where they differ in
+        shape, else the latency is the site's (or 0) and B_x an effective bandwidth."""
+        A = np.array([[q["n_lat"], q["swapped"]] for q in points], dtype=float)
+        y = np.array([q["t_comm"] - (q["one_way"] / wire if wire else 0.0) for q in points])
+        if len(points) >= 2 and np.linalg.matrix_rank(A) == 2:
+            (lat, inv), *_ = np.linalg.lstsq(A, y, rcond=None)
+            if lat >= 0 and inv > 0:
+                return float(lat), float(inv)
+        return lat0, float(np.sum(np.maximum(y - A[:, 0] * lat0, 1e-12)) / max(np.sum(A[:, 1]), 1e-12))
+    by_backend = {}
+    for q in pts:
+        by_backend.setdefault(q["backend"], []).append(q)
+    # the wire: the fastest backend's swaps at 2 ranks (a swap at full speed both ways is the
+    # link itself); then each backend's own swap bandwidth with its one-way bytes at the wire
+    pairs = {b: [q for q in qs if q["swapped"] > 0] for b, qs in by_backend.items()}
+    first = {b: fit(qs, None) for b, qs in pairs.items() if qs}
+    wire = 1 / min(inv for _, inv in first.values()) if first else None
+    for b, qs in by_backend.items():
+        lat, inv = fit(qs, wire) if any(q["swapped"] > 0 for q in qs) else (lat0, None)
+        if inv is None:     # one-way bytes only (rings at 3+ ranks): they fit the wire itself
+            ys = [q["t_comm"] - q["n_lat"] * lat0 for q in qs]
+            inv = sum(ys) / sum(q["one_way"] for q in qs)
+            wire = wire or 1 / inv
+        m.links[b] = {"latency_s": lat, "bandwidth": 1 / inv, "scope": scope,
+                      "source": ", ".join(q["run"] for q in qs)}
+    m.wire_bandwidth = wire
+    own = m.links.get(m.backend) or next(iter(m.links.values()))
+    m.allreduce_latency_s, m.allreduce_bandwidth, m.allreduce_scope = own["latency_s"], own["bandwidth"], scope
+    m.sources["allreduce"] = "; ".join(f"{b}: {link['source']}" for b, link in m.links.items())
+    inv_bw = 1 / wire
     # per remote owner of a draw: what a draw cost beyond the local copies and the bytes
     gets = [p for p in multi if p["fetch_round"] is not None and p["ranks"] > 1]
     if gets and m.representatives:
@@ -366,7 +431,11 @@ def calibrate(run_dirs: list[str], net: Network | None = None) -> Measured:
         for p in gets:
             r, n = p["rep"], p["ranks"]
             remote = expected_owners(n, r) - (1 - (1 - 1 / n) ** r)
-            rest = p["fetch_round"] - r * m.fetch_s_per_rep - r * (n - 1) / n * p["sample_bytes"] * inv_bw
+            compute = (m.batch + r) * m.compute_s_per_sample
+            rho = _nic_load(m.async_rehearsal, compute, p["t_comm"])
+            lat = m.links.get(p["backend"], {}).get("latency_s", 0.0) if p["scope"] == "inter" else 0.0
+            transfer = r * (n - 1) / n * p["sample_bytes"] * inv_bw
+            rest = p["fetch_round"] - r * m.fetch_s_per_rep - remote * lat - transfer / (1 - rho)
             per_owner.append(max(0.0, rest / remote) if remote else 0.0)
         m.fetch_s_per_owner = float(np.mean(per_owner))
         m.sources["fetch_per_owner"] = ", ".join(p["run"] for p in gets)
