@@ -26,6 +26,31 @@ def hpccl_cmd(*args) -> list[str]:
     return [sys.executable, "-m", "hpccl", *args]
 
 
+# A small run of each kind: (job file, overrides, ranks).
+SMALL_RUNS = {
+    "continual": ("jobs/quickstart.yaml", ["train.epochs=1", "scenario.num_tasks=2"], 2),
+    "megabatch": ("jobs/alma_digits.yaml", ["scenario.num_megabatches=4", "train.epochs=2"], 2),
+    "erm": ("jobs/erm_breast_cancer.yaml", ["erm.epochs=3"], 2),
+    "online_rnn": ("jobs/rnn_digits.yaml", ["rnn.num_sequences=20", "rnn.eval_every=10"], 2),
+}
+
+
+def hpccl_runs(runs: dict, timeout=300, env=None) -> dict:
+    """Real ``hpccl run``s side by side, {name: (job file, overrides, ranks, run dir)}; waits
+    for them all (most of a small run is starting MPI and Python) and asserts each succeeded.
+    {name: run dir}."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    procs = {}
+    for name, (job, sets, ranks, out) in runs.items():
+        args = ["run", job, "-n", str(ranks), "--out", str(out)] + [a for s in sets for a in ("--set", s)]
+        procs[name] = subprocess.Popen(hpccl_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       text=True, env=full_env, cwd=ROOT)
+    for name, p in procs.items():
+        out, _ = p.communicate(timeout=timeout)
+        assert p.returncode == 0, f"{name}: {out}"
+    return {name: str(spec[3]) for name, spec in runs.items()}
+
+
 def write_job(path, **sections) -> str:
     """A small digits job; keyword arguments replace whole sections."""
     import yaml

@@ -28,7 +28,7 @@ from hpccl.cli import main
 from hpccl.core.launch import mpirun_prefix
 from hpccl.sched.sites import load_site, parse_walltime
 
-from helpers import ROOT, hpccl_cmd, run_cmd
+from helpers import ROOT, SMALL_RUNS, hpccl_cmd, run_cmd
 
 JOBS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "jobs", "*.yaml")))
 SITES = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(ROOT, "site_configs", "*.yaml")))
@@ -186,27 +186,8 @@ def test_submit_dry_run_of_every_job_on_every_site(job, site, tmp_path, capsys):
     assert wrapper.exists() == (spec.gpu_affinity.mode == "wrapper")
 
 
-# A small run of each kind: (job file, overrides, ranks).
-SMALL_RUNS = {
-    "continual": ("jobs/quickstart.yaml", ["train.epochs=1", "scenario.num_tasks=2"], 2),
-    "megabatch": ("jobs/alma_digits.yaml", ["scenario.num_megabatches=4", "train.epochs=2"], 2),
-    "erm": ("jobs/erm_breast_cancer.yaml", ["erm.epochs=3"], 2),
-    "online_rnn": ("jobs/rnn_digits.yaml", ["rnn.num_sequences=20", "rnn.eval_every=10"], 2),
-}
-
-
-@pytest.fixture(scope="module")
-def small_runs(tmp_path_factory):
-    runs = {}
-    for kind, (job, sets, ranks) in SMALL_RUNS.items():
-        out = tmp_path_factory.mktemp(kind) / "run"
-        args = ["run", job, "-n", str(ranks), "--out", str(out)]
-        for s in sets:
-            args += ["--set", s]
-        r = run_cmd(hpccl_cmd(*args), timeout=300)
-        assert r.returncode == 0, r.stdout + r.stderr
-        runs[kind] = str(out)
-    return runs
+# small_runs (conftest): a small complete run of every kind (helpers.SMALL_RUNS), shared by
+# the tests of the session that read runs of every kind (tests/analysis/test_frames.py).
 
 
 # One headline figure per kind: JSON summary key, table column, the value it shows (rounded

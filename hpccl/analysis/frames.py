@@ -111,20 +111,24 @@ def accuracy_frame(log: dict, which: str = "top1") -> "pd.DataFrame":
     return frame
 
 
-def timer_breakdown_frame(ranks: Sequence[dict]) -> "pd.DataFrame":
+def timer_breakdown_frame(ranks: Sequence[dict], phases: Sequence[str] | None = None) -> "pd.DataFrame":
     """Where each rank's iteration time went: one row per rank with ``rank``, ``hostname``,
-    ``iterations``, ``total_s`` and, per phase P of its timers, ``P_s`` (seconds) and
-    ``P_fraction`` (share of ``total_s``, 0 when nothing was timed)."""
+    ``iterations``, ``total_s`` and, per phase P, ``P_s`` (seconds) and ``P_fraction`` (share
+    of ``total_s``, 0 when nothing was timed). ``phases``: which, in this order (a phase a rank
+    did not time counts 0 s); by default every phase the ranks timed, ``other`` (the time
+    outside any phase) last."""
     pd = _pd()
+    frames = [table_frame(r, "timers") for r in ranks]
+    if phases is None:
+        timed = sorted({c for f in frames for c in f.columns if c not in TIMER_INDEX + (TIMER_TOTAL,)})
+        phases = [c for c in timed if c != "other"] + [c for c in timed if c == "other"]
     rows = []
-    for r in ranks:
-        timers = table_frame(r, "timers")
-        phases = [c for c in timers.columns if c not in TIMER_INDEX + (TIMER_TOTAL,)]
+    for r, timers in zip(ranks, frames):
         total = float(timers[TIMER_TOTAL].sum()) if TIMER_TOTAL in timers else 0.0
         row = {"rank": rank_of(r), "hostname": r["attrs"].get("hostname"),
                "iterations": len(timers), "total_s": total}
         for p in phases:
-            seconds = float(timers[p].sum())
+            seconds = float(timers[p].sum()) if p in timers else 0.0
             row[f"{p}_s"] = seconds
             row[f"{p}_fraction"] = seconds / total if total > 0 else 0.0
         rows.append(row)
@@ -183,16 +187,15 @@ def failures_frame(log: dict, ranks: Sequence[dict]) -> "pd.DataFrame":
 
 def live_status(run_dir: str, log: dict, ranks: Sequence[dict]) -> str:
     """The run's status: the log's (complete, preempted, failed...), except that a log still
-    saying ``running`` whose run no longer holds the run directory's lock (``hpccl run`` holds
-    it for the run's life; a SIGKILL, an OOM kill or a node failure drops it) is ``"failed"``
-    when a rank logged a failure, ``"killed"`` otherwise. A run directory without a lock file
-    (not written by ``hpccl run``) keeps ``running``: nothing tells whether it is alive."""
+    saying ``running`` whose writer is known to have ended (the rank 0 process named in the
+    run's lock note no longer runs on this host: a SIGKILL, an OOM kill, a node failure;
+    ``hpccl.core.run_lock.holder_gone``, as ``hpccl status`` tells it) is ``"failed"`` when a
+    rank logged a failure, ``"killed"`` otherwise. Where nothing tells (a writer on another
+    node, no lock note) it stays ``running``."""
     from hpccl.core import run_lock
     status = _text(log["attrs"].get("status", "unknown"))
-    if status != "running" or not os.path.exists(os.path.join(run_dir, run_lock.LOCK_NAME)):
+    if status != "running" or not run_lock.holder_gone(run_dir):
         return status
-    if run_lock.holder(run_dir):
-        return "running"
     failed = [_text(r["attrs"].get("status")) for r in ranks
               if _text(r["attrs"].get("status", "running")) not in _NOT_FAILED]
     return failed[0] if failed else "killed"
@@ -368,14 +371,21 @@ RunLike = Union[Run, str, os.PathLike]
 
 def concat(runs: Union[Iterable[RunLike], Mapping[str, RunLike]], frame: str = "epochs") -> "pd.DataFrame":
     """Frame ``frame`` (a :class:`Run` property such as ``"epochs"``, ``"timer_breakdown"``,
-    ``"forgetting"``, or the name of a ``log.h5`` table) of several runs, one below the other,
-    with a first column ``run``: the mapping's key, or else the run's path. Runs may be
+    ``"forgetting"``, or the name of a ``log.h5`` table such as ``"arrivals"``) of several runs,
+    one below the other, with a first column ``run``: the mapping's key, or else the run's
+    path. A run without that frame adds no rows. The accuracy matrices (``"accuracy"``,
+    ``"top5"``) come in long form: columns after_task, task and the accuracy. Runs may be
     :class:`Run` objects or run directories."""
     pd = _pd()
     items = runs.items() if isinstance(runs, Mapping) else ((None, r) for r in runs)
+    opened = [(label, run if isinstance(run, Run) else open_run(run)) for label, run in items]
+    if frame not in _FRAMES and not any(frame in run.tables for _, run in opened):
+        from hpccl.core.errors import HpcclError
+        raise HpcclError(f"concat: unknown frame {frame!r}: expected one of {', '.join(_FRAMES)} or a "
+                         f"table of a log.h5 (these runs have: "
+                         f"{', '.join(sorted({t for _, r in opened for t in r.tables})) or 'none'}).")
     parts = []
-    for label, run in items:
-        run = run if isinstance(run, Run) else open_run(run)
+    for label, run in opened:
         part = _frame_of(run, frame).copy()
         if isinstance(part.index, pd.RangeIndex) and part.index.name is None:
             part = part.reset_index(drop=True)
@@ -393,14 +403,9 @@ _FRAMES = ("epochs", "tasks", "checkpoints", "resumes", "rescales", "accuracy", 
 
 
 def _frame_of(run: Run, frame: str) -> "pd.DataFrame":
-    if frame in _FRAMES:
-        value = getattr(run, frame)
-        if frame in ("accuracy", "top5") and not value.empty:    # long form: one row per cell
-            value = value.stack(future_stack=True).rename("accuracy").reset_index()
-        return value
-    if frame in run.tables:
-        return run.table(frame)
-    from hpccl.core.errors import HpcclError
-    raise HpcclError(f"concat: unknown frame {frame!r} for run {run.path}: expected one of "
-                     f"{', '.join(_FRAMES)} or a table of its log.h5 ({', '.join(run.tables) or 'none'}).")
-
+    if frame not in _FRAMES:
+        return run.table(frame)          # empty for a run whose log has no such table
+    value = getattr(run, frame)
+    if frame in ("accuracy", "top5") and not value.empty:    # long form: one row per cell
+        value = value.stack(future_stack=True).rename(frame).reset_index()
+    return value

@@ -8,6 +8,8 @@ import os
 
 import numpy as np
 
+from hpccl.analysis import frames
+from hpccl.analysis.frames import timer_breakdown_frame
 from hpccl.analysis.report import run_heading
 from hpccl.analysis.tables import render
 from hpccl.continual.metrics import average_accuracy, backward_transfer, forgetting, format_matrix
@@ -17,14 +19,14 @@ TIMER_PARTS = PHASES + ("other",)
 
 
 def timer_breakdown(ranks: list[dict]) -> dict:
-    per_rank = []
-    for r in ranks:
-        totals = {part: float(np.sum(r.get(f"timers/{part}", 0.0))) for part in TIMER_PARTS}
-        total = float(np.sum(r.get("timers/total", 0.0)))
-        per_rank.append({"rank": int(r["attrs"]["rank"]), "hostname": r["attrs"].get("hostname"),
-                         "iterations": int(len(r.get("timers/total", []))), "total_s": total,
-                         "seconds": totals,
-                         "fractions": {k: (v / total if total > 0 else 0.0) for k, v in totals.items()}})
+    """Per rank, mean over ranks and of the slowest rank: seconds and share of iteration time
+    per phase, from the same frame as ``Run.timer_breakdown`` (hpccl.analysis.frames)."""
+    frame = timer_breakdown_frame(ranks, TIMER_PARTS)
+    per_rank = [{"rank": int(r["rank"]), "hostname": r["hostname"], "iterations": int(r["iterations"]),
+                 "total_s": float(r["total_s"]),
+                 "seconds": {k: float(r[f"{k}_s"]) for k in TIMER_PARTS},
+                 "fractions": {k: float(r[f"{k}_fraction"]) for k in TIMER_PARTS}}
+                for r in frame.to_dict("records")]
     if not per_rank:
         return {"per_rank": [], "mean_fractions": {}, "slowest_rank": None}
     slowest = max(per_rank, key=lambda r: r["total_s"])
@@ -38,20 +40,17 @@ def _text(value) -> str:
 
 
 def buffer_footprint(ranks: list[dict]) -> list[dict]:
-    """Each rank's rehearsal buffer after its last task (empty for learners without one)."""
+    """Each rank's rehearsal buffer after its last task (empty for learners without one), from
+    the same frame as ``Run.buffer`` (hpccl.analysis.frames)."""
     out = []
-    for r in ranks:
-        if "tasks/buffer_stored" in r:
-            out.append({"rank": int(r["attrs"]["rank"]),
-                        **{k: int(r[f"tasks/{k}"][-1]) for k in ("buffer_stored", "buffer_bytes_stored",
-                                                                  "buffer_bytes_allocated",
-                                                                  "buffer_slots_per_class")},
-                        **{k: float(np.sum(r[f"tasks/{k}"][-1])) for k in (
-                            "buffer_fetch_s", "buffer_fetched", "buffer_insert_s", "buffer_offered",
-                            "buffer_remote_ops", "buffer_remote_bytes", "buffer_remote_rounds")
-                           if f"tasks/{k}" in r},
-                        **({"buffer_transport": _text(r["tasks/buffer_transport"][-1])}
-                           if "tasks/buffer_transport" in r else {})})
+    for r in frames.buffer_footprint(ranks).to_dict("records"):
+        out.append({"rank": int(r["rank"]),
+                    **{k: int(r[k]) for k in ("buffer_stored", "buffer_bytes_stored", "buffer_bytes_allocated",
+                                              "buffer_slots_per_class")},
+                    **{k: float(r[k]) for k in ("buffer_fetch_s", "buffer_fetched", "buffer_insert_s",
+                                                "buffer_offered", "buffer_remote_ops", "buffer_remote_bytes",
+                                                "buffer_remote_rounds") if k in r},
+                    **({"buffer_transport": _text(r["buffer_transport"])} if "buffer_transport" in r else {})})
     return out
 
 
@@ -72,18 +71,18 @@ def communication(run: dict) -> dict:
 def summarize_continual(run_dir: str, run: dict, ranks: list[dict]) -> dict:
     attrs = run["attrs"]
     done = int(attrs.get("tasks_completed", 0))
-    top1 = run.get("eval/top1")
-    top5 = run.get("eval/top5")
+    top1 = frames.accuracy_frame(run, "top1").to_numpy()     # the tasks evaluated so far
+    top5 = frames.accuracy_frame(run, "top5").to_numpy()
     summary = {"run_dir": run_dir, "name": attrs.get("name"), "learner": attrs.get("learner"),
                "status": attrs.get("status"), "world_size": int(attrs.get("world_size", 0)),
                "backend": attrs.get("backend"), "tasks_completed": done}
-    if top1 is not None and done:
-        acc = top1[:done, :done]
+    if top1.size:
+        acc = top1
         summary.update({
-            "accuracy_matrix": acc.tolist(), "top5_matrix": top5[:done, :done].tolist(),
+            "accuracy_matrix": acc.tolist(), "top5_matrix": top5.tolist(),
             "average_accuracy": average_accuracy(acc).tolist(),
             "final_average_accuracy": float(average_accuracy(acc)[-1]),
-            "final_average_top5": float(average_accuracy(top5[:done, :done])[-1]),
+            "final_average_top5": float(average_accuracy(top5)[-1]),
             "forgetting": float(forgetting(acc)[-1]), "forgetting_per_task": forgetting(acc).tolist(),
             "backward_transfer": backward_transfer(acc)})
     train_time = float(attrs.get("train_time_s", 0.0))

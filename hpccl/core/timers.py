@@ -15,8 +15,8 @@ import time
 from contextlib import contextmanager
 
 import numpy as np
-import torch
 
+# torch is imported where a CUDA timer needs it: hpccl analyze reads PHASES without torch.
 PHASES = ("data_load", "rehearsal_wait", "forward_backward", "allreduce_step")
 
 
@@ -32,6 +32,7 @@ class IterationTimers:
         self.columns = {name: [] for name in self.phases + ("other", "total", "task", "epoch")}
 
     def _event(self):
+        import torch
         event = torch.cuda.Event(enable_timing=True)
         event.record()
         return event
@@ -51,6 +52,7 @@ class IterationTimers:
                 self._marks.append((name, t0, self._event()))
             else:
                 if self._sync:
+                    import torch
                     torch.cuda.synchronize()  # a CPU-GPU sync point, on purpose: see module doc
                 self._current[name] += time.perf_counter() - t0
 

@@ -11,6 +11,7 @@ GPUs per node), which separates intra-node from inter-node losses.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,25 +31,33 @@ def weak_scaling(gpus: list[int], throughputs: list[float], base_gpus: int | Non
     return {"efficiency": efficiency, "base_gpus": n0}
 
 
-def epoch_time(run: dict) -> float:
-    """Median time of an epoch (robust to the first epoch's warm-up and to noise)."""
-    times = run.get("epochs/time_s")
-    return float(np.median(times)) if times is not None and len(times) else float("nan")
+def epoch_time(epochs) -> float:
+    """Median time of an epoch (robust to the first epoch's warm-up and to noise); ``epochs``:
+    a run's epochs frame (:attr:`hpccl.analysis.frames.Run.epochs`)."""
+    times = epochs["time_s"] if "time_s" in epochs else ()
+    return float(np.median(times)) if len(times) else float("nan")
 
 
-def analyze_sweep(path: str) -> dict:
-    """Read a sweep directory (manifest.json + one run per point) into one summary."""
-    from hpccl.analysis.report import load_run, summarize
+def _open_points(manifest: dict) -> dict:
+    """gpus -> Run, for the points whose run has a log."""
+    from hpccl.analysis.frames import open_run
+    return {p["gpus"]: open_run(p["run_dir"]) for p in manifest["points"]
+            if os.path.exists(os.path.join(p["run_dir"], "log.h5"))}
+
+
+def analyze_sweep(path: str, runs: dict | None = None) -> dict:
+    """Read a sweep directory (manifest.json + one run per point) into one summary; ``runs``:
+    its points' runs when already open (gpus -> Run)."""
     from hpccl.sched.sweeps import load_manifest
     manifest = load_manifest(path)
+    runs = _open_points(manifest) if runs is None else runs
     points = []
     for p in manifest["points"]:
-        run_dir = p["run_dir"]
         entry = dict(p)
-        if os.path.exists(os.path.join(run_dir, "log.h5")):
-            s = summarize(run_dir)
-            run, _ = load_run(run_dir)
-            entry.update(status=s["status"], epoch_s=epoch_time(run), samples_per_s=s["samples_per_s"],
+        run = runs.get(p["gpus"])
+        if run is not None:
+            s = run.summary
+            entry.update(status=s["status"], epoch_s=epoch_time(run.epochs), samples_per_s=s["samples_per_s"],
                          final_average_accuracy=s.get("final_average_accuracy"))
         else:
             entry.update(status="not run", epoch_s=None, samples_per_s=None, final_average_accuracy=None)
@@ -91,3 +100,37 @@ def sweep_table(sweep: dict):
         row += [None if acc is None else acc * 100, p["status"]]
         rows.append(row)
     return header, rows
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A scaling sweep as read at :func:`open_sweep` time. ``points``: the scaling table, one
+    row per point (gpus, nodes, batch_per_gpu, global_batch, lr_multiplier, status, epoch_s,
+    samples_per_s, speedup (strong), efficiency, efficiency_vs_node when the sweep spans
+    nodes, final_average_accuracy, run_dir, ...), the numbers ``hpccl analyze SWEEP`` prints;
+    ``runs``: gpus -> :class:`hpccl.analysis.frames.Run` for the points that have a log."""
+
+    path: str
+    mode: str
+    site: str | None
+    manifest: dict = field(repr=False)
+    summary: dict = field(repr=False)
+    runs: dict = field(repr=False)
+
+    @property
+    def points(self):
+        import pandas as pd
+        return pd.DataFrame(self.summary["points"])
+
+
+def open_sweep(path) -> Sweep:
+    """Read sweep directory ``path`` (``manifest.json`` from ``hpccl submit --scaling``, and
+    the runs of its points) into a :class:`Sweep`. Raises HpcclError (ConfigError) for a
+    missing or invalid manifest, and as :func:`hpccl.analysis.open_run` for a damaged run."""
+    from hpccl.sched.sweeps import load_manifest
+    path = os.fspath(path)
+    manifest = load_manifest(path)
+    runs = _open_points(manifest)
+    summary = analyze_sweep(path, runs)
+    return Sweep(path=path, mode=manifest["mode"], site=manifest.get("site"), manifest=manifest,
+                 summary=summary, runs=runs)
