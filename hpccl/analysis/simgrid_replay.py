@@ -260,9 +260,14 @@ def replay(directory: str, listing: str, p: int, gpus_per_node: int, algorithm: 
 
 
 def iteration_time(m, p: int, gpus_per_node: int, net, b: float | None = None, rehearsal: bool = True,
-                   cores_per_node: int | None = None, iterations: int = 3, seed: int = 0,
+                   cores_per_node: int | None = None, iterations: int | None = None, seed: int = 0,
                    algorithm: str | None = None, workdir: str | None = None) -> dict:
-    """One prediction row (the keys of hpccl.analysis.model.iteration_time) from SMPI replays."""
+    """One prediction row (the keys of hpccl.analysis.model.iteration_time) from SMPI replays.
+
+    ``iterations`` (default 3, 1 above 256 ranks, where one iteration's draws are already many
+    and a replay of 1024 ranks takes about 45 s of CPU per iteration)."""
+    if iterations is None:
+        iterations = 3 if p <= 256 else 1
     b = m.batch if b is None else b
     r = m.representatives if rehearsal else 0
     k_cpu = 1.0
