@@ -51,7 +51,7 @@ PBS_STATES = {"Q": "QUEUED", "R": "RUNNING", "H": "HELD", "W": "WAITING", "E": "
               "T": "TRANSIT", "B": "BEGUN", "S": "SUSPENDED", "F": "FINISHED", "X": "FINISHED",
               "M": "MOVED"}
 COLUMNS = ("run", "name", "kind", "status", "progress", "samples/s", "ETA", "last record",
-           "job", "job state")
+           "job", "job state", "note")
 
 
 @dataclass
@@ -269,10 +269,9 @@ def _rate(value: Optional[float]) -> Optional[str]:
 def row(st: RunStatus) -> list:
     p = st.progress
     eta = p.eta_s if p is not None else None
-    status = f"{st.status} ({st.note})" if st.note else st.status
-    return [st.run_dir, st.name, st.kind or None, status, p.text if p else None,
+    return [st.run_dir, st.name, st.kind or None, st.status, p.text if p else None,
             _rate(p.samples_per_s) if p else None, _duration(eta), _duration(st.age_s),
-            st.job_id, st.job_state]
+            st.job_id, st.job_state, st.note]
 
 
 def as_json(st: RunStatus) -> dict:

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
@@ -90,7 +91,7 @@ def test_a_sweep_lists_its_points_complete_with_their_logs_numbers_and_job_ids(s
     assert len(lines) == 3 + len(got)     # time stamp, header, rule, runs
     for s, line in zip(got, lines[3:]):
         assert line.startswith(s["run_dir"]) and " complete " in line and s["progress"]["text"] in line
-        assert s["job_id"] in line and line.rstrip().endswith("ENDED")
+        assert s["job_id"] in line and line.rstrip().endswith(" ENDED")     # no note
 
 
 def test_a_sweep_not_yet_submitted_shows_its_points_not_started(tmp_path, capsys, monkeypatch):
@@ -137,7 +138,9 @@ def test_a_running_run_advances_and_a_sigkilled_one_shows_killed(tmp_path, capsy
     assert {k: s["progress"][k] for k in want} == want
     assert main(["status", str(out)]) == 0
     line = capsys.readouterr().out.splitlines()[-1]
-    assert " killed (the log says running, but its rank 0 " in line and s["progress"]["eta_s"] is None
+    assert " killed " in line and line.endswith(f" the log says running, but its rank 0 (pid {proc.pid} on "
+                                                f"{socket.gethostname()}) has ended")
+    assert s["progress"]["eta_s"] is None
 
 
 def _damaged_copy(sweep, dest):
