@@ -21,6 +21,8 @@ def check_names(runs: list[str], out_dir: str) -> None:
     refused before anything is written."""
     seen: dict[str, str] = {}
     for run in runs:
+        if os.path.isfile(os.path.join(run, "manifest.json")):
+            continue            # a sweep: analyze summarises it, nothing is exported
         name = run_name(run)
         if name in seen and os.path.abspath(seen[name]) != os.path.abspath(run):
             raise HpcclError(f"--tensorboard {out_dir!r}: expected runs whose directories have distinct "
