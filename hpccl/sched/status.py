@@ -18,9 +18,10 @@ from the datasets directly (``hpccl.analysis.open_run`` builds whole DataFrames,
 status line needs); each is computed in one place: the kind's ``progress``.
 
 Status beyond the log's own attribute: a log that says ``running`` whose writer is gone (the
-pid in the run's lock note, ``.hpccl.lock``, no longer runs on this host; or the scheduler no
-longer runs its job) is shown ``killed``. The lock itself is never taken (a writer starting at
-that moment would be refused).
+pid in the run's lock note no longer runs on this host: hpccl.core.run_lock.holder_gone, never
+by taking the lock, which would refuse a run starting at that moment) is ``killed`` or
+``failed`` as hpccl.analysis.frames.live_status decides; one whose scheduler job has ended
+(the writer on another node) is ``killed``.
 """
 
 from __future__ import annotations
@@ -211,13 +212,32 @@ def run_status(run_dir: str, now: Optional[float] = None,
     if st.status == "running":
         from hpccl.core.run_lock import holder_gone
         gone = holder_gone(run_dir)
-        if gone is None and st.job_state is not None and _ended(st.job_state):
-            gone = f"its job {st.job_id} is {st.job_state}"
+        if gone:     # killed, or failed where a rank logged why: as hpccl.analysis.open_run says
+            from hpccl.analysis.frames import live_status
+            st.status = live_status(run_dir, {"attrs": {"status": st.status}}, _rank_attrs(run_dir))
+        elif st.job_state is not None and _ended(st.job_state):
+            gone, st.status = f"its job {st.job_id} is {st.job_state}", "killed"
         if gone:
-            st.status, st.note = "killed", f"the log says running, but {gone}"
+            st.note = f"the log says running, but {gone}"
     if st.status != "running" and st.progress is not None:
         st.progress.eta_s = None          # nothing is left to wait for
     return st
+
+
+def _rank_attrs(run_dir: str) -> list[dict]:
+    """The root attributes of every rank log that reads (only read for a run whose writer
+    has gone: whether a rank logged a failure)."""
+    import glob
+
+    from hpccl.core.logs import open_for_reading
+    out = []
+    for path in sorted(glob.glob(os.path.join(glob.escape(run_dir), "ranks", "rank*.h5"))):
+        try:
+            with open_for_reading(path) as f:
+                out.append({"attrs": dict(f.attrs)})
+        except Exception:      # noqa: BLE001 - a rank log that does not read tells nothing
+            continue
+    return out
 
 
 def _asking_once_per_failure() -> Callable[[str, str], str]:
