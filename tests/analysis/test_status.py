@@ -141,6 +141,31 @@ def test_a_running_run_advances_and_a_sigkilled_one_shows_killed(tmp_path, capsy
     assert " killed " in line and line.endswith(f" the log says running, but its rank 0 (pid {proc.pid} on "
                                                 f"{socket.gethostname()}) has ended")
     assert s["progress"]["eta_s"] is None
+    # Rank 0 on another node: its pid cannot be looked at, so the log's 'running' stands
+    # unless the scheduler says the job has ended.
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(out, elsewhere)
+    lock = elsewhere / ".hpccl.lock"
+    lock.write_text(lock.read_text().replace(f" on {socket.gethostname()} ", " on node-elsewhere "))
+    [s] = status_json(capsys, elsewhere)
+    assert (s["status"], s["note"]) == ("running", "")
+    (elsewhere / "submission.json").write_text(json.dumps({"scheduler": "none", "job_id": f"local-{proc.pid}"}))
+    [s] = status_json(capsys, elsewhere)
+    assert (s["status"], s["job_state"]) == ("killed", "ENDED")
+    assert s["note"] == f"the log says running, but its job local-{proc.pid} is ENDED"
+
+
+def test_an_erm_run_shows_its_passes_and_rate_from_its_log(tmp_path, capsys):
+    out = tmp_path / "erm"
+    r = run_cmd(hpccl_cmd("run", "jobs/erm_breast_cancer.yaml", "--out", str(out), "--set", "erm.epochs=3"))
+    assert r.returncode == 0, r.stderr
+    log = read_h5(str(out / "log.h5"))
+    passes, elapsed = log["stages/passes"][-1], log["stages/elapsed_s"][-1]
+    [s] = status_json(capsys, out)
+    assert (s["kind"], s["status"]) == ("erm", "complete")
+    assert s["progress"]["text"] == f"pass {passes:.1f}/3.0 (stage {len(log['stages/stage']) - 1})"
+    assert s["progress"]["done"] == passes
+    assert s["progress"]["samples_per_s"] == pytest.approx(passes * int(log["attrs"]["n"]) / elapsed)
 
 
 def _damaged_copy(sweep, dest):
