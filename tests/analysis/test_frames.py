@@ -150,6 +150,7 @@ def test_continual_frames_are_the_numbers_analyze_prints(small_runs, capsys):
         assert mine["iterations"] == len(timers["total"])
         assert mine["total_s"] == pytest.approx(timers["total"].sum())
         assert mine["forward_backward_s"] == pytest.approx(timers["forward_backward"].sum())
+        assert mine["other_fraction"] == pytest.approx(timers["other"].sum() / timers["total"].sum())
         buffer = h5_tables(p)["tasks"]
         mine = run.buffer[run.buffer["rank"] == rank]
         assert mine["task"].tolist() == buffer["index"].tolist()
@@ -186,13 +187,15 @@ def test_several_runs_concatenated_with_a_run_column(small_runs, tmp_path):
     assert "no_such_frame" in str(e.value) and "epochs" in str(e.value) and "tasks" in str(e.value)
 
 
-def test_a_run_read_while_it_writes_grows_and_its_writer_finishes(tmp_path):
-    out = tmp_path / "live"
-    epochs, tasks = 8, 2
-    proc = subprocess.Popen(hpccl_cmd("run", QUICK, "-n", "2", "--out", str(out), "--set", f"train.epochs={epochs}",
-                                      "--set", f"scenario.num_tasks={tasks}"),
+@pytest.fixture(scope="module")
+def live_run(tmp_path_factory):
+    """A continual run opened again and again while it trains: (run dir, its exit code and
+    output, (status, epochs rows, timer rows) of every read)."""
+    out = tmp_path_factory.mktemp("live") / "run"
+    proc = subprocess.Popen(hpccl_cmd("run", QUICK, "-n", "2", "--out", str(out), "--set", f"train.epochs={LIVE_EPOCHS}",
+                                      "--set", f"scenario.num_tasks={LIVE_TASKS}"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-    seen = []                 # (status, epochs rows, timer rows) of every read while it ran
+    seen = []
     deadline = time.monotonic() + 240
     while proc.poll() is None and time.monotonic() < deadline:
         if os.path.exists(out / "log.h5"):
@@ -200,15 +203,23 @@ def test_a_run_read_while_it_writes_grows_and_its_writer_finishes(tmp_path):
             seen.append((run.status, len(run.epochs), len(run.timers)))
         time.sleep(0.02)
     log, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, log
+    return str(out), proc.returncode, log, seen
+
+
+LIVE_EPOCHS, LIVE_TASKS = 8, 2
+
+
+def test_a_run_read_while_it_writes_grows_and_its_writer_finishes(live_run):
+    out, returncode, log, seen = live_run
+    assert returncode == 0, log
     running = [s for s in seen if s[0] == "running"]
     assert {s[0] for s in seen} <= {"running", "complete"}, seen
     assert len({rows for _, rows, _ in running}) >= 2, seen      # read at two moments of the run at least
     assert [s[1] for s in seen] == sorted(s[1] for s in seen)     # rows only ever come
     assert [s[2] for s in seen] == sorted(s[2] for s in seen)
     final = open_run(out)
-    assert (final.status, len(final.epochs)) == ("complete", epochs * tasks)
-    assert_tables_match_h5(final, str(out))
+    assert (final.status, len(final.epochs)) == ("complete", LIVE_EPOCHS * LIVE_TASKS)
+    assert_tables_match_h5(final, out)
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +263,7 @@ def test_a_failed_run_names_the_rank_that_failed(stopped_runs, capsys):
     assert_continual_frames_match_analyze(run, summary)
 
 
-def test_a_scaling_sweep_is_its_table_and_its_runs(small_runs, tmp_path, capsys):
+def test_a_scaling_sweep_is_its_table_and_its_runs(small_runs, live_run, tmp_path, capsys):
     sweep_dir = tmp_path / "sweep"
     cwd = os.getcwd()
     os.chdir(ROOT)
@@ -261,28 +272,29 @@ def test_a_scaling_sweep_is_its_table_and_its_runs(small_runs, tmp_path, capsys)
                      "--dry-run", "--out", str(sweep_dir)]) == 0
     finally:
         os.chdir(cwd)
-    # The points' runs: copies of the small continual run (the arithmetic, not the training, is
-    # what is checked here); the 2-GPU point has not run yet.
+    # The points' runs are copies of runs made above (the arithmetic, not the training, is what
+    # is checked here); at first the 2-GPU point has not run.
     shutil.copytree(small_runs["continual"], sweep_dir / "g0001", dirs_exist_ok=True)
     sweep = open_sweep(sweep_dir)
     assert sweep.points["status"].tolist() == ["complete", "not run"] and sorted(sweep.runs) == [1]
-    shutil.copytree(small_runs["continual"], sweep_dir / "g0002", dirs_exist_ok=True)
+    shutil.copytree(live_run[0], sweep_dir / "g0002", dirs_exist_ok=True)
     sweep = open_sweep(sweep_dir)
     printed = analyze_json(sweep_dir, capsys)
     assert (sweep.mode, sweep.site) == (printed["mode"], printed["site"]) == ("strong", "slurm-local")
     points = sweep.points
     assert points["gpus"].tolist() == [1, 2] and sorted(sweep.runs) == [1, 2]
-    times = h5_tables(os.path.join(small_runs["continual"], "log.h5"))["epochs"]["time_s"]
     for _, row in points.iterrows():
         want = next(p for p in printed["points"] if p["gpus"] == row["gpus"])
         for key in ("epoch_s", "samples_per_s", "speedup", "efficiency", "final_average_accuracy",
                     "batch_per_gpu", "global_batch", "lr_multiplier"):
             assert row[key] == pytest.approx(want[key]), key
         assert row["status"] == want["status"] == "complete"
-        assert row["epoch_s"] == pytest.approx(float(np.median(times)))   # the median logged epoch
-    # the same run on twice the GPUs: no speedup, half the efficiency
-    assert points["speedup"].tolist() == pytest.approx([1.0, 1.0])
-    assert points["efficiency"].tolist() == pytest.approx([1.0, 0.5])
+    # epoch time: the median logged epoch; strong scaling against the 1-GPU point
+    t1, t2 = (float(np.median(h5_tables(os.path.join(d, "log.h5"))["epochs"]["time_s"]))
+              for d in (small_runs["continual"], live_run[0]))
+    assert points["epoch_s"].tolist() == pytest.approx([t1, t2])
+    assert points["speedup"].tolist() == pytest.approx([1.0, t1 / t2])
+    assert points["efficiency"].tolist() == pytest.approx([1.0, t1 / (2 * t2)])
 
 
 def test_errors_are_one_paragraph_naming_the_file(small_runs, tmp_path):
