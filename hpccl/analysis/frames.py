@@ -216,8 +216,8 @@ class Run:
     kind: str
     status: str
     log_status: str
-    config: dict
-    attrs: dict
+    config: dict = field(repr=False)
+    attrs: dict = field(repr=False)
     log: dict = field(repr=False)
     rank_logs: tuple = field(repr=False)
 
