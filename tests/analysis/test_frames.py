@@ -21,7 +21,7 @@ from hpccl.analysis import concat, open_run, open_sweep
 from hpccl.cli import main
 from hpccl.core.errors import HpcclError
 
-from helpers import ROOT, SMALL_RUNS, hpccl_cmd
+from helpers import ROOT, SMALL_RUNS, hpccl_cmd, interrupted_run, run_cmd, write_job
 
 QUICK = "jobs/quickstart.yaml"
 
@@ -260,6 +260,31 @@ def test_a_failed_run_names_the_rank_that_failed(stopped_runs, capsys):
     assert failures["rank"].tolist() == [1] and failures["status"].tolist() == ["failed"]
     with h5py.File(os.path.join(run_dir, "ranks", "rank00001.h5"), "r") as f:
         assert f.attrs["status"] in ("failed", b"failed")
+    assert_continual_frames_match_analyze(run, summary)
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tmp_path_factory):
+    """A 2-rank run preempted (SIGUSR1: checkpoint, then stop) in task 1 and resumed on 1 rank."""
+    base = tmp_path_factory.mktemp("resumed")
+    job = write_job(base / "job.yaml", scenario={"num_tasks": 3}, model={"kind": "mlp", "hidden": [32]},
+                    train={"epochs": 2, "batch_size": 16, "lr": 0.025})
+    code, out = interrupted_run(job, base / "run", 2, "task 1 epoch 1:")
+    assert open_run(base / "run").status == "preempted", out
+    r = run_cmd(hpccl_cmd("run", "--resume", str(base / "run"), "-n", "1"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    return str(base / "run")
+
+
+def test_checkpoints_resumes_and_rescales_of_a_resumed_run(resumed_run, capsys):
+    run, summary = open_run(resumed_run), analyze_json(resumed_run, capsys)
+    assert (run.status, run.world_size) == ("complete", 1)
+    assert_tables_match_h5(run, resumed_run)
+    assert "signal" in run.checkpoints["reason"].tolist()
+    assert run.resumes["world_size"].tolist() == [1]
+    assert (run.rescales["from_ranks"].tolist(), run.rescales["to_ranks"].tolist()) == ([2], [1])
+    assert run.rescales["task"].tolist() == run.resumes["task"].tolist()
+    assert run.ranks["rank"].tolist() == [0]            # rank 1's log was retired with its rank
     assert_continual_frames_match_analyze(run, summary)
 
 
