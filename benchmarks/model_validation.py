@@ -125,9 +125,13 @@ def main(argv=None) -> int:
           f"{calibrated.wire_bandwidth / 1e6:.2f} MB/s, "
           f"fetch {calibrated.fetch_s_per_rep * 1e6:.1f} us/record + {calibrated.fetch_s_per_owner * 1e3:.2f} ms/owner")
     print(table(rows))
-    worst = max(abs(r["error_pct"]) for r in rows if not r["in_sample"]) if any(
-        not r["in_sample"] for r in rows) else float("nan")
-    print(f"largest prediction error (out of sample): {worst:.1f} % (goal 15 %)")
+    # 1 host: a few ms of compute on cores other work shares, which no model of hpccl predicts;
+    # across hosts the links set the pace
+    for label, keep in (("across hosts (the network sets the pace)", lambda r: r["hosts"] > 1),
+                        ("on 1 host (compute on shared cores)", lambda r: r["hosts"] == 1)):
+        errs = [abs(r["error_pct"]) for r in rows if not r["in_sample"] and keep(r)]
+        if errs:
+            print(f"largest prediction error {label}, out of sample: {max(errs):.1f} % (goal 15 %)")
     if args.json:
         from dataclasses import asdict
         with open(args.json, "w") as f:

@@ -423,8 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--format", choices=("text", "json", "csv", "md"), default="text")
     st.set_defaults(func=cmd_status)
 
-    mo = _add(sub, "model", "Predict iteration time, throughput and efficiency on 1 to 128 GPUs from a "
-              "small measured run and a site's network (formulas: docs/scaling.md).",
+    mo = _add(sub, "model", "Predict iteration time, throughput and efficiency on 1 to 1024 GPUs from "
+              "small measured runs (1 rank, and 2+ ranks across nodes for the network) or a site's "
+              "network; each term names the run it came from (formulas: docs/scaling.md).",
               "hpccl model runs/base-1rank --site polaris --gpus 1,2,4,8,16,32,64,128 --scaling weak")
     mo.add_argument("runs", nargs="+", metavar="RUN_DIR",
                     help="measured runs to calibrate from: one at 1 rank (compute, data, step, buffer "
