@@ -10,12 +10,17 @@ Input: the same ``Measured`` and ``Network`` as the analytical model, plus p ran
 node and the batch; output: a row with the keys of ``model.iteration_time``.
 
 Platform (``write_platform``): one SimGrid host per node with one core per GPU (ranks of a node
-compute side by side); ranks of one node talk over the host's loopback link (intra-node latency
-and bandwidth, FATPIPE in SimGrid: every pair gets the full NVLink/NVSwitch bandwidth); the
-node's NICs are one full-duplex link of their summed bandwidth (gpus_per_node times a rank's
-share, ``Network.nic_bandwidth`` or ``inter_bandwidth``: NCCL opens one ring per NIC, so one
-allreduce reaches them all) with half the inter-node latency on each side, into a non-blocking
-backbone. SMPI's piecewise bandwidth and latency factors (fitted to Ethernet and InfiniBand
+compute side by side); ranks of one node talk over the host's loopback link (the site's
+intra_node_* latency and bandwidth, FATPIPE in SimGrid: every pair gets the full NVLink/NVSwitch
+bandwidth); the node's NICs are one full-duplex link of the site's nics_per_node x
+nic_bandwidth_gbs (NCCL opens one ring per NIC, so one allreduce reaches them all; a site without
+NIC numbers: its inter_node_bandwidth_gbs, the node's allreduce bus bandwidth) with half the
+inter-node latency on each side, into a non-blocking backbone. Without a site the machine is the
+one the runs were measured on (``network``): each node's NIC is the fitted wire bandwidth and
+the backend's fitted latency, the same link the analytical model uses, and where the backend
+swaps bytes with a peer slower than the wire (Open MPI over UCX-TCP on the test bed) a shared
+per-host link of twice its fitted exchange bandwidth (SimGrid's ``limiter_link``) slows a swap
+to it while a one-way transfer keeps the wire. SMPI's piecewise bandwidth and latency factors (fitted to Ethernet and InfiniBand
 benchmarks) are set to 1 and cross-traffic and the TCP window bound are off, so a transfer of S
 bytes over a link (a, B) takes exactly a + S / B: the engine's only model is SimGrid's flow
 sharing, not a second calibration.
@@ -88,21 +93,43 @@ def smpirun() -> str:
     return path
 
 
-def allreduce_algorithm(m, nbytes: float) -> str:
-    """hpccl's name of the backend's algorithm (the analytical model's choice where it has one)."""
+def allreduce_algorithm(m, nbytes: float, p: int = 2) -> str:
+    """hpccl's name of the backend's algorithm (the analytical model's choice where it has one;
+    NCCL's tree has no SMPI counterpart, so on GPUs this engine keeps the ring)."""
     try:
         from hpccl.analysis.model import allreduce_algorithm as choose
     except ImportError:     # an analytical model without a per-backend choice: ring
         return "ring"
-    return choose(getattr(m, "backend", "torch"), nbytes, m.device)
+    return choose(getattr(m, "backend", "torch"), nbytes, m.device, max(2, p))
+
+
+def host_limiter(m, net) -> float | None:
+    """Bytes/s of a shared per-host link (both directions together) for a backend that swaps
+    bytes with a peer slower than its wire, from the runs' fit; None with a site (its NICs are
+    full duplex) or when the backend swaps at the wire."""
+    if net is not None:
+        return None
+    link = (getattr(m, "links", None) or {}).get(getattr(m, "backend", "torch"))
+    wire = getattr(m, "wire_bandwidth", None)
+    if not link or not wire or link["bandwidth"] >= wire * (1 - 1e-9):
+        return None
+    return 2 * link["bandwidth"]
 
 
 def network(m, net, p: int, gpus_per_node: int):
-    """The site's network, else one link fitted from measured runs (as the analytical model's
-    ``_link``: a link fitted across nodes stands for the intra-node one too), else HpcclError."""
+    """The site's network, else the link fitted from measured runs: the wire bandwidth (one way,
+    the analytical model's B) and the backend's latency, for each node's NIC and inside a node
+    too (as the analytical model's ``_link``: a link fitted across nodes bounds one inside a
+    node); else HpcclError."""
     if net is not None:
         return net
-    bw, lat = getattr(m, "allreduce_bandwidth", None), getattr(m, "allreduce_latency_s", None) or 0.0
+    if p > gpus_per_node and getattr(m, "allreduce_scope", None) == "intra":
+        raise HpcclError(f"hpccl model --engine simgrid cannot build a platform for {p} ranks ({gpus_per_node} "
+                         "per node) from a link fitted inside one node: expected a run at 2+ ranks across "
+                         "nodes among the calibration runs, or --site with a 'network' section.")
+    link = (getattr(m, "links", None) or {}).get(getattr(m, "backend", "torch")) or {}
+    bw = getattr(m, "wire_bandwidth", None) or link.get("bandwidth") or getattr(m, "allreduce_bandwidth", None)
+    lat = link.get("latency_s", getattr(m, "allreduce_latency_s", None)) or 0.0
     if not bw:
         raise HpcclError(f"hpccl model --engine simgrid cannot build a platform for {p} ranks "
                          f"({gpus_per_node} per node): no site network numbers and no link fitted from a "
@@ -132,16 +159,26 @@ def byte_scale(gradient_bytes: float, sample_bytes: float | None, p: int) -> flo
     return max(1.0, float(int(smallest // 1000))) if smallest else 1.0
 
 
-def write_platform(path: str, net, nodes: int, gpus_per_node: int, scale: float = 1.0) -> None:
-    """``scale``: bandwidths divided by it, as the traces' bytes are (``byte_scale``)."""
-    nic = (getattr(net, "nic_bandwidth", None) or net.inter_bandwidth) * gpus_per_node / scale
+def node_nic_bandwidth(net, gpus_per_node: int) -> float:
+    """Bytes/s of a node's NICs together: the site's nics_per_node x nic_bandwidth_gbs
+    (``Network.nic_bandwidth`` is a rank's share of it), else its inter-node bus bandwidth."""
+    share = getattr(net, "nic_bandwidth", None)
+    return share * gpus_per_node if share else net.inter_bandwidth
+
+
+def write_platform(path: str, net, nodes: int, gpus_per_node: int, scale: float = 1.0,
+                   limiter: float | None = None) -> None:
+    """``scale``: bandwidths divided by it, as the traces' bytes are (``byte_scale``);
+    ``limiter``: a shared per-host link's bytes/s (``host_limiter``), None for none."""
+    nic = node_nic_bandwidth(net, gpus_per_node) / scale
+    extra = f' limiter_link="{limiter / scale:.6g}Bps"' if limiter else ""
     with open(path, "w") as f:
         f.write(f"""<?xml version='1.0'?>
 <!DOCTYPE platform SYSTEM "https://simgrid.org/simgrid.dtd">
 <platform version="4.1">
   <cluster id="hpccl" prefix="node" suffix="" radical="0-{nodes - 1}" speed="{HOST_SPEED:.0f}f"
            core="{gpus_per_node}" bw="{nic:.6g}Bps" lat="{net.inter_latency_s / 2:.6g}s"
-           sharing_policy="SPLITDUPLEX" bb_bw="{nic * nodes:.6g}Bps" bb_lat="0s"
+           sharing_policy="SPLITDUPLEX" bb_bw="{nic * nodes:.6g}Bps" bb_lat="0s"{extra}
            loopback_bw="{net.intra_bandwidth / scale:.6g}Bps" loopback_lat="{net.intra_latency_s:.6g}s"/>
 </platform>
 """)
@@ -277,14 +314,15 @@ def iteration_time(m, p: int, gpus_per_node: int, net, b: float | None = None, r
     t_compute = (b + r) * m.compute_s_per_sample * k_cpu
     t_after = m.step_s + getattr(m, "other_s", 0.0)
     t_local = r * m.fetch_s_per_rep + (m.candidates * m.insert_s_per_candidate if r else 0.0)
-    algorithm = algorithm or allreduce_algorithm(m, m.gradient_bytes)
+    algorithm = algorithm or allreduce_algorithm(m, m.gradient_bytes, p)
     owners = draw_owners(p, r, iterations, seed) if r and p > 1 else None
     nodes = -(-p // gpus_per_node)
     scale = byte_scale(m.gradient_bytes, m.sample_bytes if r else None, p)
+    limiter = host_limiter(m, net) if p > 1 else None
     net = network(m, net, p, gpus_per_node) if p > 1 else (net or _ONE_RANK)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hpccl-simgrid-", dir=workdir) as tmp:
-        write_platform(os.path.join(tmp, "platform.xml"), net, nodes, gpus_per_node, scale)
+        write_platform(os.path.join(tmp, "platform.xml"), net, nodes, gpus_per_node, scale, limiter)
 
         def run(name, **kw):
             sub = os.path.join(tmp, name)
