@@ -297,6 +297,19 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _model_baseline(args, net):
+    """hpccl model's per-rank terms: calibrated from runs, or a published baseline file."""
+    from hpccl.analysis.model import calibrate
+    if args.baseline_file is None:
+        return calibrate(args.runs, net)
+    if args.runs:
+        raise HpcclError(f"hpccl model takes measured runs or --baseline-file, not both: got "
+                         f"{', '.join(args.runs)} and {args.baseline_file}. Give the runs to calibrate "
+                         "from them, or the baseline file alone to predict from its published terms.")
+    from hpccl.analysis.baseline import load_baseline
+    return load_baseline(args.baseline_file)
+
+
 def cmd_model(args) -> int:
     from hpccl.analysis.model import Network, calibrate, measured_point, model_table, predict
     from hpccl.analysis.report import _jsonable
@@ -308,7 +321,7 @@ def cmd_model(args) -> int:
         gpus_per_node = gpus_per_node or site.gpus_per_node
         cores = site.cores_per_node or os.cpu_count()
         net = Network.from_site(site, os.path.splitext(os.path.basename(args.site))[0])
-    m = calibrate(args.runs, net)
+    m = _model_baseline(args, net)
     gpus_per_node = gpus_per_node or 4
     rows = predict(m, args.gpus, gpus_per_node, net, args.scaling, args.global_batch,
                    rehearsal=not args.no_rehearsal, cores_per_node=cores)
@@ -427,9 +440,13 @@ def build_parser() -> argparse.ArgumentParser:
               "small measured runs (1 rank, and 2+ ranks across nodes for the network) or a site's "
               "network; each term names the run it came from (formulas: docs/scaling.md).",
               "hpccl model runs/base-1rank --site polaris --gpus 1,2,4,8,16,32,64,128 --scaling weak")
-    mo.add_argument("runs", nargs="+", metavar="RUN_DIR",
+    mo.add_argument("runs", nargs="*", metavar="RUN_DIR",
                     help="measured runs to calibrate from: one at 1 rank (compute, data, step, buffer "
                     "costs), and runs at 2+ ranks for the allreduce link and the per-owner get cost")
+    mo.add_argument("--baseline-file", default=None, metavar="FILE",
+                    help="instead of runs: a YAML file of published per-rank terms, each with its "
+                    "source (e.g. benchmarks/published/resnet50_a100_amp.yaml; format in "
+                    "hpccl/analysis/baseline.py); the network comes from --site")
     mo.add_argument("--engine", choices=("analytical",), default="analytical",
                     help="analytical (closed-form terms; formulas in hpccl/analysis/model.py)")
     mo.add_argument("--gpus", type=_int_list, default=[1, 2, 4, 8, 16, 32, 64, 128], metavar="N,N,...")
