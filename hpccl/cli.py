@@ -314,6 +314,10 @@ def cmd_model(args) -> int:
     from hpccl.analysis.model import Network, calibrate, measured_point, model_table, predict
     from hpccl.analysis.report import _jsonable
     from hpccl.analysis.tables import render
+    from hpccl.analysis.engines import check_plot_path, disagreements, plot_components, predict_all
+    from hpccl.analysis.engines import table as engines_table
+    if args.plot:
+        check_plot_path(args.plot)
     gpus_per_node, cores, net = args.gpus_per_node, None, None
     if args.site:
         from hpccl.sched.sites import load_site
@@ -323,16 +327,22 @@ def cmd_model(args) -> int:
         net = Network.from_site(site, os.path.splitext(os.path.basename(args.site))[0])
     m = _model_baseline(args, net)
     gpus_per_node = gpus_per_node or 4
-    rows = predict(m, args.gpus, gpus_per_node, net, args.scaling, args.global_batch,
-                   rehearsal=not args.no_rehearsal, cores_per_node=cores)
+    by_engine = predict_all(args.engine, m, args.gpus, gpus_per_node, net, args.scaling, args.global_batch,
+                            not args.no_rehearsal, cores)
+    rows = next(iter(by_engine.values()))
+    warnings = disagreements(by_engine)
     measured = {}
     for run_dir in args.measured:
         point = measured_point(run_dir)
         measured[point["ranks"]] = point
+    if args.plot:
+        plot_components(by_engine, args.plot, measured or None, f"{args.scaling} scaling")
     if args.format == "json":
+        print("\n".join(warnings), file=sys.stderr) if warnings else None
         print(json.dumps(_jsonable({"engine": args.engine, "measured_components": m.__dict__,
                                     "network": net.__dict__ if net else None, "sources": m.sources,
-                                    "predicted": rows, "measured": list(measured.values())}), indent=2))
+                                    "predicted": rows, "measured": list(measured.values()),
+                                    "predictions": by_engine, "disagreements": warnings}), indent=2))
         return 0
     if args.format == "text":
         link = ("none fitted" if not m.links else ", ".join(
@@ -345,7 +355,9 @@ def cmd_model(args) -> int:
               + (f"; site links intra {net.intra_latency_s * 1e6:.0f} us / {net.intra_bandwidth / 1e9:.0f} GB/s, "
                  f"inter {net.inter_latency_s * 1e6:.0f} us / {net.inter_bandwidth / 1e9:.0f} GB/s" if net else ""))
         print("terms from: " + "; ".join(f"{k} <- {v}" for k, v in m.sources.items()))
-    print(render(*model_table(rows, measured or None), fmt=args.format))
+    print(render(*engines_table(by_engine, measured or None), fmt=args.format))
+    for line in warnings:     # stderr: the table on stdout stays parseable (csv, md)
+        print(line, file=sys.stderr)
     return 0
 
 
@@ -447,8 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="instead of runs: a YAML file of published per-rank terms, each with its "
                     "source (e.g. benchmarks/published/resnet50_a100_amp.yaml; format in "
                     "hpccl/analysis/baseline.py); the network comes from --site")
-    mo.add_argument("--engine", choices=("analytical",), default="analytical",
-                    help="analytical (closed-form terms; formulas in hpccl/analysis/model.py)")
+    mo.add_argument("--engine", choices=("analytical", "simgrid", "both"), default="analytical",
+                    help="analytical (closed-form terms; formulas in hpccl/analysis/model.py), simgrid "
+                    "(the iteration replayed in SimGrid's SMPI: needs libsimgrid-dev; minutes at 1024 "
+                    "GPUs) or both (an 'engine' column, and a warning per GPU count and term where "
+                    "they differ by more than 25 %%)")
+    mo.add_argument("--plot", default=None, metavar="FILE.png", help="also draw time per iteration "
+                    "by component against GPUs, a panel per engine")
     mo.add_argument("--gpus", type=_int_list, default=[1, 2, 4, 8, 16, 32, 64, 128], metavar="N,N,...")
     mo.add_argument("--scaling", choices=("weak", "strong"), default="weak")
     mo.add_argument("--global-batch", type=cli_args.integer(1), default=None, help="strong scaling: the fixed global batch")

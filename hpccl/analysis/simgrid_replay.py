@@ -51,7 +51,8 @@ pair's records.
 Components come from up to three replays of N iterations each: the iteration without
 rehearsal (t_allreduce is what it adds to the compute terms), the sync iteration (what it adds
 is t_fetch + t_insert: the gets in context and the rehearsal thread's local work r*f + c*e),
-and the async iteration. That local work runs beside the compute in hpccl, but SMPI's compute
+and the async iteration; the handoff the 1-rank run measured is added to the exposed time as
+the analytical model adds it. That local work runs beside the compute in hpccl, but SMPI's compute
 blocks the actor, so in async mode it joins afterwards:
 exposed = max(the async replay's extra time, t_fetch + t_insert - (t_compute + t_allreduce)).
 """
@@ -313,7 +314,11 @@ def iteration_time(m, p: int, gpus_per_node: int, net, b: float | None = None, r
     t_data = b * m.data_s_per_sample
     t_compute = (b + r) * m.compute_s_per_sample * k_cpu
     t_after = m.step_s + getattr(m, "other_s", 0.0)
-    t_local = r * m.fetch_s_per_rep + (m.candidates * m.insert_s_per_candidate if r else 0.0)
+    # the thread's own work: copies, inserts, and the measured cost per remote owner beyond its
+    # latency and bytes (the analytical model's g, times the expected remote owners of a draw)
+    remote = p * (1 - (1 - 1 / p) ** r) - (1 - (1 - 1 / p) ** r) if r else 0.0
+    t_local = (r * m.fetch_s_per_rep + remote * getattr(m, "fetch_s_per_owner", 0.0)
+               + (m.candidates * m.insert_s_per_candidate if r else 0.0))
     algorithm = algorithm or allreduce_algorithm(m, m.gradient_bytes, p)
     owners = draw_owners(p, r, iterations, seed) if r and p > 1 else None
     nodes = -(-p // gpus_per_node)
@@ -344,6 +349,9 @@ def iteration_time(m, p: int, gpus_per_node: int, net, b: float | None = None, r
             if m.async_rehearsal:
                 overlapped = run("async", owners=owners, async_gets=True) - plain if owners is not None else 0.0
                 exposed = max(0.0, overlapped, t_fetch + t_insert - (t_compute + t_ar))
+            # taking the ready representatives from the thread (the 1-rank run's wait beyond its
+            # fetch), as in the analytical model: no transfer, so no event to replay
+            exposed += getattr(m, "handoff_s", 0.0)
     total = t_data + t_compute + t_after + t_ar + exposed
     return {"gpus": p, "batch_per_gpu": b, "t_data": t_data, "t_compute": t_compute, "t_step": m.step_s,
             "t_allreduce": t_ar, "t_fetch": t_fetch, "t_insert": t_insert, "rehearsal_exposed": exposed,
