@@ -5,6 +5,7 @@ torch and mpi backends, with rehearsal and without (the incremental learner).
 
     python benchmarks/model_validation.py            # the full table (~5 minutes on 2 cores)
     python benchmarks/model_validation.py --smoke    # calibration runs and 3 hosts, torch, rehearsal
+    python benchmarks/model_validation.py --engine both   # the SimGrid replay's predictions beside
 
 Every link is limited by tc tbf (``--rate``, default 50 Mbit/s), so the network, not the 2
 cores the hosts share, sets the pace: the job is the digits quickstart with a 512x512 MLP
@@ -49,29 +50,47 @@ def run_config(tb, hosts: int, backend: str, learner: str, work: str) -> str:
     return out
 
 
-def predict_config(calibrated, hosts: int, backend: str, rehearsal: bool) -> dict:
+def predict_config(calibrated, hosts: int, backend: str, rehearsal: bool, engine: str = "analytical") -> dict:
     from dataclasses import replace
 
-    from hpccl.analysis.model import iteration_time
+    if engine == "simgrid":
+        from hpccl.analysis.simgrid_replay import iteration_time
+    else:
+        from hpccl.analysis.model import iteration_time
     # one rank per host: every peer is across the network
     return iteration_time(replace(calibrated, backend=backend), hosts, 1, None, rehearsal=rehearsal)
 
 
-def compare(calibrated, run_dir: str, hosts: int, backend: str, rehearsal: bool, in_sample: bool) -> dict:
+def compare(calibrated, run_dir: str, hosts: int, backend: str, rehearsal: bool, in_sample: bool,
+            engines=("analytical",)) -> dict:
+    """The row of one configuration; the first engine's numbers under the plain keys
+    (predicted_ms, error_pct...), every engine's under ``<engine>_`` keys."""
     from hpccl.analysis.model import measured_point
-    pred = predict_config(calibrated, hosts, backend, rehearsal)
     got = measured_point(run_dir)
-    return {"config": f"{hosts} host(s) {backend} {'rehearsal' if rehearsal else 'incremental'}"
-                      + (" *" if in_sample else ""),
-            "hosts": hosts, "backend": backend, "rehearsal": rehearsal, "in_sample": in_sample,
-            "predicted_ms": pred["iteration_s"] * 1e3, "measured_ms": got["iteration_s"] * 1e3,
-            "error_pct": 100 * (pred["iteration_s"] - got["iteration_s"]) / got["iteration_s"],
-            "predicted_wait_ms": pred["rehearsal_exposed"] * 1e3,
-            "measured_wait_ms": got["rehearsal_wait_s"] * 1e3,
-            "allreduce_ms": pred["t_allreduce"] * 1e3, "algorithm": pred["allreduce_algorithm"]}
+    row = {"config": f"{hosts} host(s) {backend} {'rehearsal' if rehearsal else 'incremental'}"
+                     + (" *" if in_sample else ""),
+           "hosts": hosts, "backend": backend, "rehearsal": rehearsal, "in_sample": in_sample,
+           "measured_ms": got["iteration_s"] * 1e3, "measured_wait_ms": got["rehearsal_wait_s"] * 1e3}
+    for engine in reversed(engines):
+        pred = predict_config(calibrated, hosts, backend, rehearsal, engine)
+        these = {"predicted_ms": pred["iteration_s"] * 1e3,
+                 "error_pct": 100 * (pred["iteration_s"] - got["iteration_s"]) / got["iteration_s"],
+                 "predicted_wait_ms": pred["rehearsal_exposed"] * 1e3,
+                 "allreduce_ms": pred["t_allreduce"] * 1e3, "algorithm": pred["allreduce_algorithm"]}
+        row.update(these)
+        row.update({f"{engine}_{k}": v for k, v in these.items()})
+    return row
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], engines=("analytical",)) -> str:
+    if len(engines) > 1:
+        cols = "".join(f" {'pred. ' + e[:4] + ' ms':>15} {'err ' + e[:4] + ' %':>10}" for e in engines)
+        head = f"{'configuration':<34}{cols} {'measured ms':>11} {'meas. wait ms':>13}"
+        lines = [head, "-" * len(head)]
+        for r in rows:
+            vals = "".join(f" {r[e + '_predicted_ms']:>15.1f} {r[e + '_error_pct']:>10.1f}" for e in engines)
+            lines.append(f"{r['config']:<34}{vals} {r['measured_ms']:>11.1f} {r['measured_wait_ms']:>13.2f}")
+        return "\n".join(lines)
     head = (f"{'configuration':<34} {'predicted ms':>12} {'measured ms':>11} {'error %':>8} "
             f"{'pred. wait ms':>13} {'meas. wait ms':>13}")
     lines = [head, "-" * len(head)]
@@ -81,7 +100,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def validate(tb, work: str, configs, rate: str) -> tuple[object, list[dict]]:
+def validate(tb, work: str, configs, rate: str, engines=("analytical",)) -> tuple[object, list[dict]]:
     from hpccl.analysis.model import calibrate
     tb.set_bandwidth(rate)
     try:
@@ -95,7 +114,7 @@ def validate(tb, work: str, configs, rate: str) -> tuple[object, list[dict]]:
             key = (hosts, backend, rehearsal)
             in_sample = key in done
             run = done.get(key) or run_config(tb, hosts, backend, "rehearsal" if rehearsal else "incremental", work)
-            rows.append(compare(calibrated, run, hosts, backend, rehearsal, in_sample))
+            rows.append(compare(calibrated, run, hosts, backend, rehearsal, in_sample, engines))
     finally:
         tb.set_bandwidth(None)
     return calibrated, rows
@@ -106,7 +125,13 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true", help="the 3-host torch rehearsal prediction only")
     ap.add_argument("--rate", default="50mbit", help="tc rate of every link (default 50mbit)")
     ap.add_argument("--json", default=None, help="also write the rows and the calibration here")
+    ap.add_argument("--engine", choices=("analytical", "simgrid", "both"), default="analytical",
+                    help="which engine predicts (both: a column pair each; simgrid needs smpirun)")
     args = ap.parse_args(argv)
+    engines = ("analytical", "simgrid") if args.engine == "both" else (args.engine,)
+    if "simgrid" in engines:
+        from hpccl.analysis.simgrid_replay import smpirun
+        smpirun()       # before the runs: a missing SimGrid says so at once
     if args.smoke:
         configs = [(3, "torch", True)]
     else:
@@ -114,7 +139,7 @@ def main(argv=None) -> int:
     work = tempfile.mkdtemp(prefix="hpccl-model-validation-", dir="/var/tmp")   # every host sees /var/tmp
     tb = Testbed(3, prefix="hpcclm", subnet="10.219.0").start()
     try:
-        calibrated, rows = validate(tb, work, configs, args.rate)
+        calibrated, rows = validate(tb, work, configs, args.rate, engines)
     finally:
         tb.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -124,14 +149,16 @@ def main(argv=None) -> int:
           f"gradient {calibrated.gradient_bytes / 1e6:.2f} MB, swaps with a peer: {links}; wire "
           f"{calibrated.wire_bandwidth / 1e6:.2f} MB/s, "
           f"fetch {calibrated.fetch_s_per_rep * 1e6:.1f} us/record + {calibrated.fetch_s_per_owner * 1e3:.2f} ms/owner")
-    print(table(rows))
+    print(table(rows, engines))
     # 1 host: a few ms of compute on cores other work shares, which no model of hpccl predicts;
     # across hosts the links set the pace
-    for label, keep in (("across hosts (the network sets the pace)", lambda r: r["hosts"] > 1),
-                        ("on 1 host (compute on shared cores)", lambda r: r["hosts"] == 1)):
-        errs = [abs(r["error_pct"]) for r in rows if not r["in_sample"] and keep(r)]
-        if errs:
-            print(f"largest prediction error {label}, out of sample: {max(errs):.1f} % (goal 15 %)")
+    for engine in engines:
+        for label, keep in (("across hosts (the network sets the pace)", lambda r: r["hosts"] > 1),
+                            ("on 1 host (compute on shared cores)", lambda r: r["hosts"] == 1)):
+            errs = [abs(r[f"{engine}_error_pct"]) for r in rows if not r["in_sample"] and keep(r)]
+            if errs:
+                print(f"largest prediction error ({engine}) {label}, out of sample: {max(errs):.1f} % "
+                      "(goal 15 %)")
     if args.json:
         from dataclasses import asdict
         with open(args.json, "w") as f:

@@ -9,7 +9,7 @@ from hpccl.core.errors import HpcclError
 
 ENGINES = ("analytical", "simgrid")
 # stacked in this order; together they make the iteration time of either engine
-COMPONENTS = (("data", ("t_data",)), ("compute", ("t_compute",)), ("step", ("t_step", "t_other")),
+COMPONENTS = (("data", ("t_data",)), ("compute", ("t_compute",)), ("step and other", ("t_step", "t_other")),
               ("allreduce", ("t_allreduce", "t_rehearsal_link")), ("exposed rehearsal", ("rehearsal_exposed",)))
 
 

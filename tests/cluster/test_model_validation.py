@@ -9,6 +9,7 @@ without rehearsal.)"""
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 import pytest
@@ -55,3 +56,13 @@ def test_a_model_calibrated_on_one_and_two_hosts_predicts_three(bed, shared):
     assert abs(error) < TOLERANCE_PCT, (
         f"3 hosts: predicted {predicted['iteration_s'] * 1e3:.1f} ms, measured "
         f"{measured['iteration_s'] * 1e3:.1f} ms ({error:+.1f} %); calibration {m}")
+    # the SimGrid replay of the same calibration, on a platform of the fitted link (under a
+    # second; CI installs SimGrid, elsewhere tests/analysis/test_simgrid_replay.py says it is absent)
+    if not shutil.which("smpirun") and os.environ.get("CI", "").lower() not in ("1", "true", "yes"):
+        return
+    from hpccl.analysis import simgrid_replay
+    replayed = simgrid_replay.iteration_time(m, 3, 1, None)
+    error = 100 * (replayed["iteration_s"] - measured["iteration_s"]) / measured["iteration_s"]
+    assert abs(error) < TOLERANCE_PCT, (
+        f"3 hosts, simgrid: predicted {replayed['iteration_s'] * 1e3:.1f} ms, measured "
+        f"{measured['iteration_s'] * 1e3:.1f} ms ({error:+.1f} %)")
