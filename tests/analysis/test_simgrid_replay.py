@@ -228,3 +228,14 @@ def test_both_engines_describe_the_same_machine(tmp_path, case, p, gpus_per_node
     # 1 %: SMPI's Rabenseifner at 3 ranks takes a few latencies fewer than the analytical count
     # (0.5 % here); a swap at the wire instead of 4.3 MB/s is 12 % off at 3 ranks, 30 % at 2
     assert row["t_allreduce"] == pytest.approx(expected["t_allreduce"], rel=1e-2)
+
+
+def test_the_cost_per_remote_owner_joins_the_rehearsal_thread(tmp_path):
+    # sync, 2 ranks on one node: the calibrated cost g per remote owner adds the expected remote
+    # owners of a draw of r times g to t_fetch, as in the analytical model
+    from hpccl.analysis import model
+    g, r, p = 0.01, 4, 2
+    rows = [sr.iteration_time(measured(representatives=r, async_rehearsal=False, fetch_s_per_owner=cost),
+                              p, 2, NET, iterations=1, workdir=str(tmp_path)) for cost in (0.0, g)]
+    remote = model.expected_owners(p, r) - (1 - (1 - 1 / p) ** r)
+    assert rows[1]["t_fetch"] - rows[0]["t_fetch"] == pytest.approx(remote * g, rel=1e-4)
