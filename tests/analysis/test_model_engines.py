@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 
+import numpy as np
 import pytest
 
 from analysis.test_model_calibration import GRAD, ITS, R, timed_run
@@ -80,12 +81,18 @@ def test_both_engines_side_by_side_warn_where_they_differ_and_plot(runs, tmp_pat
     table = [line.split() for line in r.stdout.splitlines() if line.split()[:1] in (["analytical"], ["simgrid"])]
     assert [(t[0], int(t[1])) for t in table] == [(e, g) for g in (1, 2, 4) for e in ("analytical", "simgrid")]
     assert flagged(r.stderr) == expected
-    # the figure: a panel per engine (two side by side are twice as wide as one)
-    from matplotlib.image import imread
-    both = imread(str(png))
+    # the figure: a panel per engine, each framed by a left and a right spine
     r = model(runs, "--plot", str(tmp_path / "one.png"))
     assert r.returncode == 0, r.stderr
-    assert both.shape[1] == pytest.approx(2 * imread(str(tmp_path / "one.png")).shape[1], rel=0.02)
+    assert (spines(png), spines(tmp_path / "one.png")) == (4, 2)
+
+
+def spines(png):
+    """Vertical dark lines spanning over half the image's height: 2 per panel."""
+    from matplotlib.image import imread
+    img = imread(str(png))
+    dark = (img[..., :3].mean(axis=2) < 0.35).mean(axis=0) > 0.5
+    return int(np.count_nonzero(np.diff(dark.astype(int)) == 1) + dark[0])
 
 
 def test_the_stack_adds_up_to_the_iteration(runs):
