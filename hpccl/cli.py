@@ -311,7 +311,7 @@ def _model_baseline(args, net):
 
 
 def cmd_model(args) -> int:
-    from hpccl.analysis.model import Network, calibrate, measured_point, model_table, predict
+    from hpccl.analysis.model import Network, measured_point
     from hpccl.analysis.report import _jsonable
     from hpccl.analysis.tables import render
     from hpccl.analysis.engines import check_plot_path, disagreements, plot_components, predict_all
