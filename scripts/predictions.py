@@ -7,6 +7,7 @@ published baseline benchmarks/published/resnet50_a100_amp.yaml and site_configs/
     python scripts/predictions.py            # print every table (markdown)
     python scripts/predictions.py --write    # rewrite the tables in README.md and docs/scaling.md
     python scripts/predictions.py --check    # exit 1 when those tables differ from the model's
+    python scripts/predictions.py --write --simgrid   # and the SimGrid engine's table (minutes)
 
 The same rows, one site at a time, from the command line:
 
@@ -45,7 +46,7 @@ EPOCHS_PER_TASK = 30
 # per-record costs measured at that size (benchmarks/published/resnet50_a100_amp.yaml's sources)
 RECORD_600KB = {"sample_bytes": 602112, "fetch_s_per_rep": 1.23e-4, "insert_s_per_candidate": 2.8e-5}
 FILES = {"readme": "README.md", "site": "docs/scaling.md", "sensitivity": "docs/scaling.md",
-         "seed": "docs/scaling.md"}
+         "seed": "docs/scaling.md", "simgrid": "docs/scaling.md"}
 
 
 def site(name: str):
@@ -176,12 +177,35 @@ def seed_table(m) -> str:
     return "\n".join(lines)
 
 
+def simgrid_table(m) -> str:
+    """Both engines, async rehearsal, per site and GPU count: SimGrid's SMPI replays the
+    iteration (hpccl/analysis/simgrid_replay.py); minutes, so outside --check's tables."""
+    from hpccl.analysis import simgrid_replay
+    lines = []
+    for n in SITES:
+        gpn, net = site(n)
+        ana = predict(m, [1, *GPUS], gpn, net)[1:]
+        sim = simgrid_replay.predict(m, [1, *GPUS], gpn, net)[1:]
+        lines += [f"{n}: analytical / simgrid", "",
+                  "| GPUs | allreduce | allreduce ms | async exposed ms | iteration ms | epoch s | efficiency |",
+                  "|---|---|---|---|---|---|---|"]
+        for a, g in zip(ana, sim):
+            lines.append(f"| {a['gpus']} | {a['allreduce_algorithm']} / {g.get('allreduce_algorithm')} | "
+                         f"{1e3 * a['t_allreduce']:.2f} / {1e3 * g['t_allreduce']:.2f} | "
+                         f"{1e3 * a['rehearsal_exposed']:.3f} / {1e3 * g['rehearsal_exposed']:.3f} | "
+                         f"{1e3 * a['iteration_s']:.2f} / {1e3 * g['iteration_s']:.2f} | "
+                         f"{a['epoch_s']:.2f} / {g['epoch_s']:.2f} | {a['efficiency']:.2f} / {g['efficiency']:.2f} |")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
 TABLES = {"readme": readme_table, "site": site_table, "sensitivity": sensitivity_table, "seed": seed_table}
+SLOW = {"simgrid": simgrid_table}     # --simgrid: written with --write, not compared by --check
 
 
-def render(baseline: str = BASELINE) -> dict[str, str]:
+def render(baseline: str = BASELINE, slow: bool = False) -> dict[str, str]:
     m = load_baseline(baseline)
-    return {name: fn(m) for name, fn in TABLES.items()}
+    return {name: fn(m) for name, fn in {**TABLES, **(SLOW if slow else {})}.items()}
 
 
 def block(name: str) -> re.Pattern:
@@ -192,6 +216,8 @@ def published(root: str = ROOT) -> dict[str, str | None]:
     """The tables as README.md and docs/scaling.md hold them (None: no such block)."""
     out = {}
     for name, rel in FILES.items():
+        if name in SLOW:
+            continue
         with open(os.path.join(root, rel), encoding="utf-8") as f:
             found = block(name).search(f.read())
         out[name] = found.group(1) if found else None
@@ -200,6 +226,8 @@ def published(root: str = ROOT) -> dict[str, str | None]:
 
 def write(tables: dict[str, str], root: str = ROOT) -> None:
     for name, rel in FILES.items():
+        if name not in tables:
+            continue
         path = os.path.join(root, rel)
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -217,8 +245,10 @@ def main(argv=None) -> int:
     what = ap.add_mutually_exclusive_group()
     what.add_argument("--write", action="store_true", help="rewrite the tables in README.md and docs/scaling.md")
     what.add_argument("--check", action="store_true", help="exit 1 where README.md or docs/scaling.md differs")
+    ap.add_argument("--simgrid", action="store_true", help="also the SimGrid engine's table (minutes: "
+                    "a replay per GPU count and site)")
     args = ap.parse_args(argv)
-    tables = render(args.baseline)
+    tables = render(args.baseline, slow=args.simgrid)
     if args.write:
         write(tables)
         return 0
