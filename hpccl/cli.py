@@ -348,7 +348,8 @@ def cmd_model(args) -> int:
         link = ("none fitted" if not m.links else ", ".join(
             f"{b} {ln['scope']}-node {ln['latency_s'] * 1e6:.0f} us / {ln['bandwidth'] / 1e6:.2f} MB/s"
             for b, ln in m.links.items()) + f" fitted (wire {m.wire_bandwidth / 1e6:.2f} MB/s)")
-        print(f"{args.scaling} scaling predicted ({args.engine}) from {', '.join(args.runs)} ({m.device}, "
+        source = ", ".join(args.runs) or args.baseline_file
+        print(f"{args.scaling} scaling predicted ({args.engine}) from {source} ({m.device}, "
               f"{m.backend} backend): compute {m.compute_s_per_sample * 1e6:.1f} us/sample, gradient "
               f"{m.gradient_bytes / 1e6:.2f} MB, fetch {m.fetch_s_per_rep * 1e6:.1f} us/representative "
               f"+ {m.fetch_s_per_owner * 1e6:.1f} us/owner; allreduce link {link}; {gpus_per_node} GPUs per node"

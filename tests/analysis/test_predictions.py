@@ -68,6 +68,14 @@ def test_hpccl_model_reads_the_baseline_file():
     assert rows[8]["t_allreduce"] < rows[16]["t_allreduce"]            # NVSwitch inside the node
 
 
+def test_the_text_output_names_the_baseline_file(capsys):
+    from hpccl.cli import main
+    assert main(["model", "--baseline-file", BASELINE, "--site", "site_configs/polaris.yaml", "--gpus", "1,8"]) == 0
+    head = capsys.readouterr().out.splitlines()
+    assert head[0].startswith(f"weak scaling predicted (analytical) from {BASELINE} (cuda, horovod backend)")
+    assert head[1].startswith("terms from: compute_s_per_sample <- NVIDIA DeepLearningExamples")
+
+
 def _bad(tmp_path, name, edit):
     with open(BASELINE, encoding="utf-8") as f:
         doc = yaml.safe_load(f)
