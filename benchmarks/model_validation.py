@@ -37,11 +37,42 @@ STACK = "openmpi-ucx"
 JOB = {"scenario.num_tasks": 2, "train.epochs": 1, "model.hidden": [512, 512]}
 
 
-def run_config(tb, hosts: int, backend: str, learner: str, work: str) -> str:
-    """One run of the validation job on the first ``hosts`` hosts, one rank each; its run dir."""
-    tag = f"{backend}-{learner}-{hosts}h"
+# The rehearsal wait's own validation: records big enough that the gets, not the CPU, set the
+# wait. 3x32x32 float32 records (12 KB), r = 32 per draw: 197 KB crosses a 6 MB/s link per draw
+# at 2 hosts (~33 ms), 262 KB at 3; a 16-unit MLP keeps the gradient as small (197 KB), so
+# neither the allreduce nor the 2 cores hide the gets. Digits' 256 B records carry ~2 KB a draw:
+# their measured wait is scheduling noise.
+SYNTH_SHAPE = (3, 32, 32)
+REHEARSAL_JOB = {"scenario.num_tasks": 2, "train.epochs": 1, "model.hidden": [16],
+                 "data.builtin": None, "rehearsal.representatives": 32}
+
+
+def write_synthetic(work: str, train_per_class: int = 96) -> str:
+    """A 4-class synthetic dataset of SYNTH_SHAPE records on a path every host sees."""
+    from hpccl.data.convert import convert_synthetic
+    return convert_synthetic(os.path.join(work, "synthetic.h5"), num_classes=4, shape=SYNTH_SHAPE,
+                             train_per_class=train_per_class, test_per_class=8)
+
+
+# async: r = 64, so a draw's bytes outlast the allreduce's (2 hosts: ~63 against ~31 ms) and the
+# main thread really waits for the rest; at equal bytes the two end together and the wait is
+# whichever thread the 2 cores schedule last
+ASYNC_REPRESENTATIVES = 64
+
+
+def rehearsal_job(data: str, sync: bool) -> dict:
+    return {**REHEARSAL_JOB, "data.path": data, "rehearsal.async": not sync,
+            **({} if sync else {"rehearsal.representatives": ASYNC_REPRESENTATIVES})}
+
+
+def run_config(tb, hosts: int, backend: str, learner: str, work: str, job: dict | None = None,
+               tag: str = "") -> str:
+    """One run of the validation job (``job``: other overrides than JOB's) on the first
+    ``hosts`` hosts, one rank each; its run dir."""
+    tag = f"{backend}-{learner}-{hosts}h{tag}"
     job = write_quickstart(os.path.join(work, f"{tag}.yaml"),
-                           **{**JOB, "runtime.backend": backend, "learner.kind": learner})
+                           **{**(JOB if job is None else job), "runtime.backend": backend,
+                              "learner.kind": learner})
     out = os.path.join(work, tag)
     r = run_on_cluster(tb, STACK, 1, ["-m", "hpccl", "run", job, "--out", out], hosts=tb.names[:hosts],
                        env={"HPCCL_DATA_CACHE": os.path.join(work, "data")}, timeout=600)
@@ -120,6 +151,60 @@ def validate(tb, work: str, configs, rate: str, engines=("analytical",)) -> tupl
     return calibrated, rows
 
 
+def validate_rehearsal(tb, work: str, rate: str, engines=("analytical",), hosts=(2, 3)) -> tuple[object, list[dict]]:
+    """The rehearsal wait against each engine's ``rehearsal_exposed``: calibrated from a 1-rank
+    and a 2-host run of the synthetic job with sync rehearsal (the wait is the whole fetch and
+    insert), then predicted for sync and async rehearsal at ``hosts``."""
+    from dataclasses import replace
+
+    from hpccl.analysis.model import calibrate, measured_point
+    data = write_synthetic(work)
+    tb.set_bandwidth(rate)
+    try:
+        runs = {}
+
+        def run(h, sync):
+            key = (h, sync)
+            if key not in runs:
+                runs[key] = run_config(tb, h, "torch", "rehearsal", work, rehearsal_job(data, sync),
+                                       "-sync" if sync else "-async")
+            return runs[key]
+        calibrated = calibrate([run(1, True), run(2, True)])
+        rows = []
+        for sync in (True, False):
+            for h in hosts:
+                got = measured_point(run(h, sync))
+                reps = REHEARSAL_JOB["rehearsal.representatives"] if sync else ASYNC_REPRESENTATIVES
+                row = {"config": f"{h} host(s) {'sync' if sync else 'async'} rehearsal 12 KB x {reps}"
+                                 + (" *" if (h in (1, 2) and sync) else ""),
+                       "hosts": h, "sync": sync, "in_sample": h in (1, 2) and sync,
+                       "measured_ms": got["iteration_s"] * 1e3, "measured_wait_ms": got["rehearsal_wait_s"] * 1e3}
+                for engine in engines:
+                    pred = predict_config(replace(calibrated, async_rehearsal=not sync, representatives=reps),
+                                          h, "torch", True, engine)
+                    w = pred["rehearsal_exposed"]
+                    row.update({f"{engine}_predicted_ms": pred["iteration_s"] * 1e3,
+                                f"{engine}_error_pct": 100 * (pred["iteration_s"] - got["iteration_s"]) / got["iteration_s"],
+                                f"{engine}_wait_ms": w * 1e3, f"{engine}_fetch_ms": pred["t_fetch"] * 1e3,
+                                f"{engine}_wait_error_pct": 100 * (w - got["rehearsal_wait_s"]) / max(got["rehearsal_wait_s"], 1e-9)})
+                rows.append(row)
+    finally:
+        tb.set_bandwidth(None)
+    return calibrated, rows
+
+
+def wait_table(rows: list[dict], engines=("analytical",)) -> str:
+    cols = "".join(f" {e[:4] + ' wait':>9} {'err %':>6} {e[:4] + ' fetch':>10} {e[:4] + ' it ms':>10} {'err %':>6}"
+                   for e in engines)
+    head = f"{'configuration':<42}{cols} {'meas. wait':>10} {'meas. it':>9}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        vals = "".join(f" {r[e + '_wait_ms']:>9.1f} {r[e + '_wait_error_pct']:>6.1f} {r[e + '_fetch_ms']:>10.1f}"
+                       f" {r[e + '_predicted_ms']:>10.1f} {r[e + '_error_pct']:>6.1f}" for e in engines)
+        lines.append(f"{r['config']:<42}{vals} {r['measured_wait_ms']:>10.1f} {r['measured_ms']:>9.1f}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="the 3-host torch rehearsal prediction only")
@@ -127,6 +212,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="also write the rows and the calibration here")
     ap.add_argument("--engine", choices=("analytical", "simgrid", "both"), default="analytical",
                     help="which engine predicts (both: a column pair each; simgrid needs smpirun)")
+    ap.add_argument("--rehearsal-wait", action="store_true",
+                    help="the rehearsal wait's table instead: 12 KB synthetic records, sync and async")
+    ap.add_argument("--keep", action="store_true", help="keep the runs' directory (--rehearsal-wait)")
     args = ap.parse_args(argv)
     engines = ("analytical", "simgrid") if args.engine == "both" else (args.engine,)
     if "simgrid" in engines:
@@ -138,6 +226,22 @@ def main(argv=None) -> int:
         configs = [(h, be, reh) for be in ("torch", "mpi") for reh in (True, False) for h in (1, 2, 3)]
     work = tempfile.mkdtemp(prefix="hpccl-model-validation-", dir="/var/tmp")   # every host sees /var/tmp
     tb = Testbed(3, prefix="hpcclm", subnet="10.219.0").start()
+    if args.rehearsal_wait:
+        try:
+            calibrated, rows = validate_rehearsal(tb, work, args.rate, engines)
+        finally:
+            tb.stop()
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
+        print(f"calibrated at {args.rate}: wire {calibrated.wire_bandwidth / 1e6:.2f} MB/s, fetch "
+              f"{calibrated.fetch_s_per_rep * 1e6:.1f} us/record + {calibrated.fetch_s_per_owner * 1e3:.2f} ms/owner, "
+              f"insert {calibrated.insert_s_per_candidate * 1e6:.1f} us/candidate, handoff {calibrated.handoff_s * 1e3:.2f} ms")
+        print(wait_table(rows, engines))
+        if args.json:
+            from dataclasses import asdict
+            with open(args.json, "w") as f:
+                json.dump({"calibration": asdict(calibrated), "rows": rows}, f, indent=2)
+        return 0
     try:
         calibrated, rows = validate(tb, work, configs, args.rate, engines)
     finally:

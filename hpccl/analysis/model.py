@@ -37,13 +37,19 @@ Per-iteration time on p ranks, per-rank batch b, r representatives per draw, c c
         bytes       = r (p-1)/p * S                  S: bytes of a record
         t_fetch     = r * f + remote * (g + a) + bytes / B_nic + t_queue
                       f: local copy per record (1-rank run); g: per owner (run at 2+ ranks)
-        t_queue     = bytes / B_nic * rho / (1 - rho)   at the owner's NIC, shared with the gradient
-                      allreduce (TCP/NCCL share a link fairly: an M/G/1 processor-sharing queue);
+        t_queue     = min(rho * bytes / B_nic, t_allreduce)   at the owner's NIC, shared with the
+                      gradient allreduce: TCP/NCCL split a link fairly between the two flows, so
+                      for the share rho of its time the get finds the allreduce there it moves at
+                      half speed, and it cannot wait longer than the allreduce lasts. Measured on
+                      the test bed (benchmarks/model_validation.py --rehearsal-wait): the async
+                      iteration is the link's allreduce + get bytes, not an M/G/1 queue's
+                      rho / (1 - rho), which went 19x at rho = 0.95 (~600 ms against ~30 ms).
                       rho = t_allreduce / (t_compute + t_allreduce) while the fetch overlaps the
                       step (async), 0 when it runs alone (sync). Every owner serves about r (p-1)/p
                       gets per iteration, the same bytes it is drawn for, so its NIC sends `bytes`.
-        t_link      = bytes / B_nic                  the owner's NIC is busy that much longer, which
-                                                     lengthens a network-bound allreduce (async)
+        t_link      = min(bytes / B_nic, t_allreduce)   the allreduce's own slowdown: it has half
+                      the link while the get is there (async); a get longer than the allreduce
+                      goes on alone after it, and the main thread waits for that rest (exposed)
         t_insert    = c * e                          e: insert per candidate (1-rank run)
         exposed     = h + max(0, t_fetch + t_insert - (t_compute + t_allreduce + t_link))   async
                     = h + t_fetch + t_insert                                                sync
@@ -205,6 +211,11 @@ def _nic_load(overlapped: bool, t_compute: float, t_allreduce: float) -> float:
     return min(0.95, t_allreduce / (t_compute + t_allreduce))
 
 
+def _queue(transfer: float, rho: float, t_allreduce: float) -> float:
+    """A get's wait behind the allreduce on a fairly shared link (see the module docstring)."""
+    return min(rho * transfer, t_allreduce)
+
+
 def iteration_time(m: Measured, p: int, gpus_per_node: int, net: Network | None, b: float | None = None,
                    rehearsal: bool = True, cores_per_node: int | None = None) -> dict:
     b = m.batch if b is None else b
@@ -241,10 +252,10 @@ def iteration_time(m: Measured, p: int, gpus_per_node: int, net: Network | None,
             nic = net.nic_bandwidth
         transfer = reh_bytes / nic if p > 1 else 0.0
         rho = _nic_load(m.async_rehearsal, t_compute, t_ar)
-        t_queue = transfer * rho / (1 - rho)
+        t_queue = _queue(transfer, rho, t_ar)
         a_get = a if p > gpus_per_node else 0.0
         t_fetch = r * m.fetch_s_per_rep + remote * (m.fetch_s_per_owner + a_get) + transfer + t_queue
-        t_link = transfer if m.async_rehearsal else 0.0
+        t_link = min(transfer, t_ar) if m.async_rehearsal else 0.0
         t_insert = m.candidates * m.insert_s_per_candidate
         exposed = m.handoff_s + (max(0.0, t_fetch + t_insert - (t_compute + t_ar + t_link))
                                  if m.async_rehearsal else t_fetch + t_insert)
@@ -435,7 +446,8 @@ def calibrate(run_dirs: list[str], net: Network | None = None) -> Measured:
             rho = _nic_load(m.async_rehearsal, compute, p["t_comm"])
             lat = m.links.get(p["backend"], {}).get("latency_s", 0.0) if p["scope"] == "inter" else 0.0
             transfer = r * (n - 1) / n * p["sample_bytes"] * inv_bw
-            rest = p["fetch_round"] - r * m.fetch_s_per_rep - remote * lat - transfer / (1 - rho)
+            rest = (p["fetch_round"] - r * m.fetch_s_per_rep - remote * lat - transfer
+                    - _queue(transfer, rho, max(0.0, p["t_comm"])))
             per_owner.append(max(0.0, rest / remote) if remote else 0.0)
         m.fetch_s_per_owner = float(np.mean(per_owner))
         m.sources["fetch_per_owner"] = ", ".join(p["run"] for p in gets)

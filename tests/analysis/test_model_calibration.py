@@ -21,7 +21,8 @@ B, R, C = 16, 16, 8       # batch, representatives, candidates
 ITS = 20
 
 
-def timed_run(run_dir, *, world, backend="torch", fb=0.002, ar=0.0004, hosts=None, fetch_s=0.0, fetched=0):
+def timed_run(run_dir, *, world, backend="torch", fb=0.002, ar=0.0004, hosts=None, fetch_s=0.0, fetched=0,
+              shape="[64]"):
     """A run whose every rank logs the same per-iteration phases (seconds)."""
     os.makedirs(os.path.join(run_dir, "ranks"))
     hosts = hosts or [f"node{i + 1}" for i in range(world)]
@@ -29,7 +30,7 @@ def timed_run(run_dir, *, world, backend="torch", fb=0.002, ar=0.0004, hosts=Non
            f"rehearsal: {{representatives: {R}, candidates: {C}, start_task: 1, async: true}}\n")
     log = H5Log(os.path.join(run_dir, "log.h5"), "run", {
         "name": "t", "learner": "rehearsal", "world_size": world, "backend": backend, "device": "cpu",
-        "tasks_completed": 2, "train_time_s": 1.0, "sample_shape": "[64]", "config_yaml": cfg,
+        "tasks_completed": 2, "train_time_s": 1.0, "sample_shape": shape, "config_yaml": cfg,
         "model_gradient_bytes": GRAD, "hostnames": json.dumps(hosts)})
     log.append("epochs", task=1, epoch=0, loss=1.0, train_accuracy=0.5, lr=0.1, samples=720,
                time_s=1.0, iterations=ITS)
@@ -59,9 +60,10 @@ def runs(tmp_path_factory):
     # 2 ranks across 2 hosts: gloo's ring swaps G with the peer at 6 MB/s (0.2 s); the mpi
     # backend's Rabenseifner swaps G at 3 MB/s (0.4 s); both add it to the step
     # a draw: the copies, 0.02 s of remote overhead, and its bytes at the wire, slowed by the
-    # allreduce's share of the owner's NIC (0.2 / (0.2 + 0.002) for gloo, capped at 0.95: 20x)
+    # allreduce's share of the owner's NIC (0.2 / (0.2 + 0.002) for gloo, capped at 0.95), for
+    # which it has half the link
     rho = min(0.95, (GRAD / 6e6) / (compute + GRAD / 6e6))
-    draw = R * 5e-6 + 0.02 + R / 2 * 256 / 6e6 / (1 - rho)
+    draw = R * 5e-6 + 0.02 + R / 2 * 256 / 6e6 * (1 + rho)
     two_torch = timed_run(root / "two_torch", world=2, ar=step + GRAD / 6e6, fetch_s=ITS * draw, fetched=ITS * R)
     two_mpi = timed_run(root / "two_mpi", world=2, backend="mpi", ar=step + GRAD / 3e6,
                         fetch_s=ITS * draw, fetched=ITS * R)
