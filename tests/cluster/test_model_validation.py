@@ -4,7 +4,8 @@ test bed, every link limited to 50 Mbit/s by tc tbf (so the 1.2 MB gradient allr
 hosts, which is measured. The tolerance (25 %) is what the model before issue #26 missed by
 far: it had no allreduce term from measurements and took a 25 GB/s link.
 (benchmarks/model_validation.py runs the whole table: 1-3 hosts, torch and mpi, with and
-without rehearsal.)"""
+without rehearsal.) A second test predicts the wait of sync rehearsal, where remote gets of 12 KB
+records are the network's to pace (benchmarks/model_validation.py --rehearsal-wait: the table)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from cluster_helpers import ROOT
 from testbed import Testbed, Unavailable
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-from model_validation import run_config  # noqa: E402
+from model_validation import rehearsal_job, run_config, write_synthetic  # noqa: E402
 
 TOLERANCE_PCT = 25
 
@@ -66,3 +67,27 @@ def test_a_model_calibrated_on_one_and_two_hosts_predicts_three(bed, shared):
     assert abs(error) < TOLERANCE_PCT, (
         f"3 hosts, simgrid: predicted {replayed['iteration_s'] * 1e3:.1f} ms, measured "
         f"{measured['iteration_s'] * 1e3:.1f} ms ({error:+.1f} %)")
+
+
+WAIT_TOLERANCE_PCT = 35
+
+
+def test_the_sync_rehearsal_wait_is_the_gets_bytes_on_the_fitted_link(bed, shared):
+    """Sync rehearsal exposes the whole fetch: 32 draws of 12 KB records, half of them remote at 2
+    hosts (~200 KB, ~33 ms at 50 Mbit/s). Predicted from the wire fitted on the allreduce and the
+    1-rank run's copies, inserts and handoff alone (no per-owner term fitted from the same run:
+    that would replay the measurement), the wait must be the measured one."""
+    from dataclasses import replace
+
+    from hpccl.analysis.model import calibrate, iteration_time, measured_point
+    data = write_synthetic(str(shared))
+    one = run_config(bed, 1, "torch", "rehearsal", str(shared), rehearsal_job(data, sync=True), "-sync")
+    two = run_config(bed, 2, "torch", "rehearsal", str(shared), rehearsal_job(data, sync=True), "-sync")
+    m = replace(calibrate([one, two]), fetch_s_per_owner=0.0)
+    assert not m.async_rehearsal and m.sample_bytes == 3 * 32 * 32 * 4
+    predicted = iteration_time(m, 2, 1, None)
+    measured = measured_point(two)["rehearsal_wait_s"]
+    error = 100 * (predicted["rehearsal_exposed"] - measured) / measured
+    assert abs(error) < WAIT_TOLERANCE_PCT, (
+        f"sync rehearsal wait at 2 hosts: predicted {predicted['rehearsal_exposed'] * 1e3:.1f} ms (fetch "
+        f"{predicted['t_fetch'] * 1e3:.1f} ms), measured {measured * 1e3:.1f} ms ({error:+.1f} %); calibration {m}")
