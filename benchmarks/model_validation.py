@@ -6,6 +6,7 @@ torch and mpi backends, with rehearsal and without (the incremental learner).
     python benchmarks/model_validation.py            # the full table (~5 minutes on 2 cores)
     python benchmarks/model_validation.py --smoke    # calibration runs and 3 hosts, torch, rehearsal
     python benchmarks/model_validation.py --engine both   # the SimGrid replay's predictions beside
+    python benchmarks/model_validation.py --rehearsal-wait --engine both   # the wait's own table (~1 min)
 
 Every link is limited by tc tbf (``--rate``, default 50 Mbit/s), so the network, not the 2
 cores the hosts share, sets the pace: the job is the digits quickstart with a 512x512 MLP
