@@ -337,8 +337,9 @@ def cmd_model(args) -> int:
         measured[point["ranks"]] = point
     if args.plot:
         plot_components(by_engine, args.plot, measured or None, f"{args.scaling} scaling")
+    for line in warnings:     # stderr: the table or JSON on stdout stays parseable
+        print(line, file=sys.stderr)
     if args.format == "json":
-        print("\n".join(warnings), file=sys.stderr) if warnings else None
         print(json.dumps(_jsonable({"engine": args.engine, "measured_components": m.__dict__,
                                     "network": net.__dict__ if net else None, "sources": m.sources,
                                     "predicted": rows, "measured": list(measured.values()),
@@ -357,8 +358,6 @@ def cmd_model(args) -> int:
                  f"inter {net.inter_latency_s * 1e6:.0f} us / {net.inter_bandwidth / 1e9:.0f} GB/s" if net else ""))
         print("terms from: " + "; ".join(f"{k} <- {v}" for k, v in m.sources.items()))
     print(render(*engines_table(by_engine, measured or None), fmt=args.format))
-    for line in warnings:     # stderr: the table on stdout stays parseable (csv, md)
-        print(line, file=sys.stderr)
     return 0
 
 
