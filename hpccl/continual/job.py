@@ -193,6 +193,9 @@ def run(cfg, run_dir, argv, world, resume=False) -> dict:
                 save_checkpoint(t, stats["stopped_at"], sw.seconds)
                 raise checkpoint.Preempted()
             train_time += sw.seconds
+            # The task's data, the full buffer and a checkpoint copy still being written are all
+            # held here: a peak the 0.25 s watch would catch only by chance.
+            session.memory.sample()
             x, y, task_ids = scenario.test_upto(t)
             session.memory.sample()          # the task and the gathered test data, at their peak
             a1, a5 = evaluate(learner.predict, x, y, task_ids, t + 1, world, cfg.train.eval_batch_size,
