@@ -269,11 +269,15 @@ def iteration_time(m: Measured, p: int, gpus_per_node: int, net: Network | None,
 
 
 def predict(m: Measured, gpus: list[int], gpus_per_node: int, net: Network | None, mode: str = "weak",
-            global_batch: int | None = None, rehearsal: bool = True, cores_per_node: int | None = None) -> list[dict]:
+            global_batch: int | None = None, rehearsal: bool = True, cores_per_node: int | None = None,
+            iteration=None, **kw) -> list[dict]:
+    """A row per GPU count, with epoch time and efficiency. ``iteration``: the engine's
+    ``iteration_time`` (default this module's; the SimGrid engine passes its replay, and ``kw``)."""
+    iteration = iteration or iteration_time
     rows = []
     for p in gpus:
         b = m.batch if mode == "weak" else (global_batch or m.batch * min(gpus)) / p
-        row = iteration_time(m, p, gpus_per_node, net, b, rehearsal, cores_per_node)
+        row = iteration(m, p, gpus_per_node, net, b, rehearsal, cores_per_node, **kw)
         row["epoch_s"] = m.samples_per_epoch / (p * b) * row["iteration_s"] if m.samples_per_epoch else None
         rows.append(row)
     base = rows[0]

@@ -363,18 +363,9 @@ def iteration_time(m, p: int, gpus_per_node: int, net, b: float | None = None, r
 def predict(m, gpus: list[int], gpus_per_node: int, net, mode: str = "weak", global_batch: int | None = None,
             rehearsal: bool = True, cores_per_node: int | None = None, **kw) -> list[dict]:
     """Rows like hpccl.analysis.model.predict's, each replayed."""
-    rows = []
-    for p in gpus:
-        b = m.batch if mode == "weak" else (global_batch or m.batch * min(gpus)) / p
-        row = iteration_time(m, p, gpus_per_node, net, b, rehearsal, cores_per_node, **kw)
-        row["epoch_s"] = m.samples_per_epoch / (p * b) * row["iteration_s"] if m.samples_per_epoch else None
-        rows.append(row)
-    base = rows[0]
-    for row in rows:
-        n = row["gpus"] / base["gpus"]
-        row["efficiency"] = (row["samples_per_s"] / (n * base["samples_per_s"]) if mode == "weak"
-                             else base["iteration_s"] / (n * row["iteration_s"]))
-    return rows
+    from hpccl.analysis.model import predict as rows_of
+    return rows_of(m, gpus, gpus_per_node, net, mode, global_batch, rehearsal, cores_per_node,
+                   iteration=iteration_time, **kw)
 
 
 def disagreements(analytical: list[dict], simgrid: list[dict], tolerance: float = 0.25,
