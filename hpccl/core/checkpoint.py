@@ -34,6 +34,8 @@ import signal
 import threading
 import time
 
+import torch
+
 from hpccl.core.checkpoint_dirs import (checkpoint_dir, finish_interrupted_swap, move_in,  # noqa: F401
                                          new_dirs, resumable, write_json_atomic)
 from hpccl.core.checkpoint_check import check_checkpoint, read_state_json
@@ -110,7 +112,6 @@ class PeriodicCheckpoints:
 def snapshot(obj):
     """A deep copy with every tensor detached and on the CPU: what the writer thread writes
     while training goes on changing the originals."""
-    import torch
     if isinstance(obj, torch.Tensor):
         return obj.detach().to("cpu", copy=True)
     if isinstance(obj, dict):
@@ -180,7 +181,6 @@ class CheckpointWriter:
         return job.stall_s
 
     def _write(self, job: _Pending) -> None:
-        import torch
         t0 = time.perf_counter()
         try:
             os.makedirs(job.directory, exist_ok=True)
@@ -262,7 +262,6 @@ def read_state(run_dir: str) -> dict:
 def torch_load(path: str, map_location) -> dict:
     """``torch.load`` of a checkpoint file, naming the file when its content is damaged where
     ``check_checkpoint`` does not look."""
-    import torch
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except (OSError, RuntimeError, EOFError, ValueError, KeyError, AttributeError, ImportError,

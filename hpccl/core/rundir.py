@@ -13,6 +13,7 @@ import os
 
 from hpccl.core import checkpoint, kinds
 from hpccl.core.errors import CollectiveError, ConfigError
+from hpccl.core.runtime import init_world, shutdown_world
 
 
 def default_run_dir(cfg) -> str:
@@ -64,9 +65,6 @@ def _status_of(log_path: str) -> str:
 
 
 def run_job(cfg, run_dir: str, argv: list[str], resume: bool = False) -> dict:
-    # Imported here, not at the top: the launcher process (hpccl run -n N) checks the run
-    # directory with this module and must not pay torch's import before it starts mpirun.
-    from hpccl.core.runtime import init_world, shutdown_world
     world = init_world(cfg.runtime)
     # No collective clean-up on failure: the caller aborts the whole job, and a rank that
     # waited in a collective for peers stuck elsewhere would hang instead.
