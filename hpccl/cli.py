@@ -37,6 +37,9 @@ def cmd_run(args) -> int:
         state = checkpoint.read_state(args.resume)   # fails clearly when there is none
         if args.np is None and not under_mpi_launch():
             args.np = state["world_size"]     # any number works; by default, the same as before
+        if not under_mpi_launch():      # the logs the ranks will reopen (srun/mpiexec: rank 0 below)
+            from hpccl.core.logs import check_reopen
+            check_reopen(args.resume, min(state["world_size"], max(args.np, 1)))
         args.job, args.out = os.path.join(args.resume, "config.yaml"), args.resume
     elif not args.job:
         raise HpcclError("hpccl run needs a JOB file (or --resume RUN_DIR).")
@@ -79,6 +82,9 @@ def cmd_run(args) -> int:
     def root_checks():
         if direct:
             _preflight(cfg, args.job)
+            if args.resume:
+                from hpccl.core.logs import check_reopen
+                check_reopen(run_dir, min(state["world_size"], MPI.COMM_WORLD.Get_size()))
         run_lock.acquire(run_dir)     # first: a live run is named, not just its log.h5
         if not args.resume:
             note = check_run_dir(run_dir, set_aside=True)
@@ -291,9 +297,10 @@ def _int_list(text: str) -> list[int]:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         values = []
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of GPU counts >= 1, e.g. "
-                                         f"1,2,4,8, found {text!r}")
+    # Bounded like -n: a count past any machine only made numbers too large for the model's floats.
+    if not values or min(values) < 1 or max(values) > cli_args.MAX_RANKS:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of GPU counts in "
+                                         f"[1, {cli_args.MAX_RANKS}], e.g. 1,2,4,8, found {text!r}")
     return values
 
 

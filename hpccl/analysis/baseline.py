@@ -25,6 +25,7 @@ import yaml
 
 from hpccl.analysis.model import Measured
 from hpccl.core.errors import HpcclError
+from hpccl.core.schema import load_yaml
 
 INTEGER = ("gradient_bytes", "sample_bytes", "batch", "representatives", "candidates", "samples_per_epoch")
 REQUIRED = ("compute_s_per_sample", "fetch_s_per_rep", "insert_s_per_candidate") + INTEGER
@@ -47,9 +48,13 @@ def load_baseline(path: str) -> Measured:
                          "benchmarks/published/resnet50_a100_amp.yaml.")
     try:
         with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
+            doc = load_yaml(f.read())     # hpccl's strict reader: no recursion past its depth limit
     except yaml.YAMLError as e:
         raise _fail(path, f"is not valid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError as e:
+        raise _fail(path, f"is not UTF-8 text (byte {e.start} is {e.object[e.start:e.start + 1]!r})") from None
+    except OSError as e:
+        raise _fail(path, f"cannot be read ({e.strerror or e})") from None
     if not isinstance(doc, dict):
         raise _fail(path, f"found {type(doc).__name__} at the top level")
     unknown = sorted(set(doc) - TOP)

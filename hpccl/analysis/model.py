@@ -291,12 +291,37 @@ def predict(m: Measured, gpus: list[int], gpus_per_node: int, net: Network | Non
 
 
 # -- reading runs --------------------------------------------------------------------------------
+def _run_facts(run_dir: str, attrs: dict) -> dict:
+    """The job of a run (its log's config_yaml), after checking the log attributes the model
+    reads: a damaged or edited log.h5 is named, not met as a KeyError."""
+    import os
+
+    from hpccl.core.errors import CorruptFileError
+    path = os.path.join(run_dir, "log.h5")
+
+    def damaged(what):
+        return CorruptFileError(f"{path}: {what}; the log was damaged or edited, so hpccl model cannot "
+                                "calibrate from it; nothing was changed.")
+    world = attrs.get("world_size")
+    if not (isinstance(world, (int, np.integer)) and world >= 1):
+        raise damaged(f"its attribute 'world_size' is {'missing' if world is None else repr(world)}, "
+                      "expected the run's number of ranks (an integer >= 1)")
+    try:
+        cfg = yaml.safe_load(str(attrs.get("config_yaml", "")))
+    except yaml.YAMLError as e:
+        raise damaged(f"its attribute 'config_yaml' is not YAML ({str(e).splitlines()[0]})") from None
+    if not (isinstance(cfg, dict) and isinstance(cfg.get("learner"), dict) and "kind" in cfg["learner"]):
+        raise damaged("its attribute 'config_yaml' is " + ("missing" if "config_yaml" not in attrs else
+                      "not a continual job with a 'learner: kind:'"))
+    return cfg
+
+
 def _read(run_dir: str):
     from hpccl.analysis.report import load_run
     run, ranks = load_run(run_dir)
     if not ranks or "timers/total" not in ranks[0]:
         raise HpcclError(f"{run_dir!r} has no iteration timers to build a scaling model from.")
-    cfg = yaml.safe_load(run["attrs"]["config_yaml"])
+    cfg = _run_facts(run_dir, run["attrs"])
     learner = cfg["learner"]["kind"]
     reh = cfg.get("rehearsal", {}) or {}
     start = reh.get("start_task", 1) if learner == "rehearsal" else 0

@@ -5,7 +5,8 @@ with it, exit code 2, instead of a traceback on every rank and an MPI abort. Not
 writes: a refused resume leaves the run directory as it was.
 
     state.json            a JSON object with the keys and types ``_commit`` writes (``STATE_KEYS``)
-    model.pt, rankNNNNN.pt  torch archives (zip) whose central directory and pickle are intact;
+    model.pt, rankNNNNN.pt  torch archives (zip) whose central directory and pickle are intact
+                          (the pickle parsed, not run: hpccl.core.pickle_check);
                           a rank file for every rank that wrote the checkpoint
     buffer_rankNNNNN.h5   when one is there, one per rank, each a rehearsal shard file
                           (hpccl.continual.rehearsal.shard) with its attributes and datasets
@@ -24,6 +25,7 @@ import os
 import zipfile
 
 from hpccl.core.errors import CorruptFileError
+from hpccl.core.pickle_check import PickleDamage, check_storages, read_pickle
 
 _HINT = ("HINT: an older checkpoint may be kept beside it (checkpoint.prev1/, with checkpoint.keep "
          ">= 2): move this one aside and that one to checkpoint/ to resume from it, or start the "
@@ -103,8 +105,14 @@ def rank_path(directory: str, rank: int, kind: str = "rank", ext: str = "pt") ->
     return os.path.join(directory, f"{kind}{rank:05d}.{ext}")
 
 
-def check_torch_file(path: str, what: str) -> None:
-    """``path`` is a torch.save archive: a zip with an intact directory and pickle."""
+# what every rank file holds (checkpoint.load and rescaled_local read them)
+RANK_KEYS = ("fit", "learner", "log_rows")
+
+
+def check_torch_file(path: str, what: str, keys=()) -> None:
+    """``path`` is a torch.save archive: a zip with an intact directory, a pickle that parses
+    (``pickle_check``: not executed) into a dict with ``keys``, and the tensor storages it
+    names present at their size (from the zip's directory: no tensor is read)."""
     if not os.path.isfile(path):
         raise _corrupt(path, f"{what} is missing")
     try:
@@ -112,7 +120,17 @@ def check_torch_file(path: str, what: str) -> None:
             pickles = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
             if not pickles:
                 raise _corrupt(path, f"{what} is a zip archive without the data.pkl of torch.save")
-            z.read(pickles[0])          # checks the pickle's CRC
+            data = z.read(pickles[0])          # checks the pickle's CRC
+            try:
+                found, storages = read_pickle(data)
+                check_storages(storages, {i.filename: i.file_size for i in z.infolist()},
+                               pickles[0][:-len("data.pkl")])
+            except PickleDamage as e:
+                raise _corrupt(path, f"{what}: its {pickles[0]} is damaged: {e}") from None
+            lacking = [k for k in keys if k not in found]
+            if lacking:
+                raise _corrupt(path, f"{what}: its pickle lacks the key(s) "
+                                     + ", ".join(repr(k) for k in lacking))
     except zipfile.BadZipFile as e:
         size = os.path.getsize(path)
         raise _corrupt(path, f"{what} is not a torch.save archive ({'empty' if size == 0 else e}; "
@@ -168,7 +186,7 @@ def check_checkpoint(directory: str, state: dict) -> None:
     check_torch_file(os.path.join(directory, "model.pt"), "the model and optimizer state")
     size = state["world_size"]
     for rank in range(size):
-        check_torch_file(rank_path(directory, rank), f"rank {rank}'s state (of {size} ranks)")
+        check_torch_file(rank_path(directory, rank), f"rank {rank}'s state (of {size} ranks)", RANK_KEYS)
     if any(os.path.exists(rank_path(directory, r, "buffer_rank", "h5")) for r in range(size)):
         for rank in range(size):
             check_shard_file(rank_path(directory, rank, "buffer_rank", "h5"))

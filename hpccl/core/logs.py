@@ -456,6 +456,60 @@ def read_h5(path: str, roles: bool = False) -> dict:
                                "overwritten (a full disk, a copy cut short); nothing was changed.") from None
 
 
+def check_structure(path: str, kind: str | None = None) -> None:
+    """A cheap look at a log that ``read_h5`` would read whole: the file opens, every object
+    header and attribute reads, and every dataset's last element reads (through its chunk
+    index, to the file's far end), and its ``kind`` attribute is ``kind``. Milliseconds for a
+    rank log of any length; damage it misses (the chunk index in the middle) still meets
+    ``read_h5``'s named error."""
+    from hpccl.core.errors import CorruptFileError
+
+    def visit(name, obj):
+        dict(obj.attrs)
+        if isinstance(obj, h5py.Dataset) and obj.shape and obj.shape[0]:
+            obj[-1]
+    try:
+        with open_for_reading(path) as f:
+            found = _decode(dict(f.attrs).get("kind"))
+            f.visititems(visit)
+    except FileNotFoundError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise CorruptFileError(f"{path}: not a readable HDF5 log ({e}). It was truncated or "
+                               "overwritten (a full disk, a copy cut short); nothing was changed.") from None
+    if kind is not None and found != kind:
+        raise CorruptFileError(not_a_log(path, kind, found))
+
+
+def not_a_log(path: str, kind: str, found) -> str:
+    return (f"{path}: an HDF5 file but not an hpccl {kind} log (its attribute 'kind' is "
+            f"{'missing' if found is None else repr(found)}, expected {kind!r}): overwritten or "
+            "replaced; nothing was changed.")
+
+
+def check_reopen(run_dir: str, ranks: int) -> None:
+    """Before a resume is launched: the logs ``RunSession`` will reopen read, so that a damaged
+    one is named here (exit 2) and not met by ``H5Log.reopen`` in the ranks (an MPI abort).
+    log.h5 is read whole, as reopen reads it (it is small: per epoch and task); the rank logs
+    of ranks ``0..ranks-1`` (those that will continue theirs) get ``check_structure``, since
+    their per-iteration tables can be long and there may be thousands."""
+    from hpccl.core.errors import CorruptFileError
+    path = os.path.join(run_dir, "log.h5")
+    if not os.path.isfile(path):
+        raise CorruptFileError(f"cannot resume {run_dir!r}: its run log {path} is missing (a "
+                               "checkpoint is there, so the run wrote one); nothing was changed.")
+    try:
+        found = read_h5(path)["attrs"].get("kind")
+        if found != "run":
+            raise CorruptFileError(not_a_log(path, "run", found))
+        for rank in range(ranks):
+            own = os.path.join(run_dir, "ranks", f"rank{rank:05d}.h5")
+            if os.path.exists(own):        # a missing one is started afresh by its rank
+                check_structure(own, "rank")
+    except CorruptFileError as e:
+        raise CorruptFileError(f"cannot resume {run_dir!r}: {e}") from None
+
+
 def _read_h5(path: str, roles: bool) -> dict:
     out = {"attrs": {}}
     found_roles, journal = {}, {}

@@ -65,6 +65,12 @@ def erm_summary(run_dir: str, run: dict, ranks: list) -> dict:
     return s
 
 
+def _num(v, spec: str) -> str:
+    """A number of the summary, or '-' where the log has none (a run killed before its first
+    stage; an attribute lost)."""
+    return "-" if v is None else format(v, spec)
+
+
 def _reach_cell(r, key):
     return "-" if r is None else (f"{r[key]:.1f}" if key == "passes" else f"{r[key]:.2f}")
 
@@ -94,7 +100,8 @@ def format_compare(reports: list, fmt: str = "text") -> str:
 
 def format_block(s: dict) -> str:
     lines = run_heading(s, f"erm, solver {s['solver']}, {s['world_size']} ranks")
-    lines.append(f"problem: {s['loss']} loss, l1 {s['l1']:g}, l2 {s['l2']:g}; n {s['n']}, d {s['dim']}, "
+    lines.append(f"problem: {s['loss']} loss, l1 {_num(s['l1'], 'g')}, l2 {_num(s['l2'], 'g')}; "
+                 f"n {s['n']}, d {s['dim']}, "
                  f"{s['nnz']} nonzeros; shards {s['shard_sizes']}; data {s['data_source']}")
     if s["f_star"] is not None:
         gap = s["reference_gap_bound"]
@@ -106,7 +113,7 @@ def format_block(s: dict) -> str:
                      f"{r['passes']:.1f} passes, {r['time_s']:.2f}s, {r['allreduces']} allreduces "
                      f"(stage {r['stage']})"))
     sub = "-" if s["final_subopt"] is None else f"{s['final_subopt']:.3e}"
-    lines.append(f"final: P {s['final_objective']:.12f}, P-P* {sub} after {s['stages']} stages, "
+    lines.append(f"final: P {_num(s['final_objective'], '.12f')}, P-P* {sub} after {s['stages']} stages, "
                  f"{s['passes']:.1f} passes, {s['time_s']:.2f}s, {s['allreduces']} allreduces "
                  f"({s['allreduce_bytes'] / 1e6:.2f} MB per rank); stop: {s['stop_reason']}")
     acc = []

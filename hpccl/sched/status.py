@@ -89,16 +89,27 @@ def find_runs(paths: list[str]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def _runs_in(path: str) -> list[str]:
+def _runs_in(path: str, seen: set | None = None) -> list[str]:
     if _is_sweep(path):
         from hpccl.sched.sweeps import load_manifest
         return [p["run_dir"] for p in load_manifest(path)["points"]]
     if _is_run(path):
         return [path]
+    # A link back up the tree (/proc/1/root, a loop made by hand) is walked once, not forever.
+    seen = set() if seen is None else seen
+    real = os.path.realpath(path)
+    if real in seen:
+        return []
+    seen.add(real)
     out = []
-    for entry in sorted(os.scandir(path), key=lambda e: e.name):
-        if entry.is_dir() and not entry.name.startswith("."):
-            out += _runs_in(entry.path)
+    try:
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+        subdirs = [e.path for e in entries if e.is_dir() and not e.name.startswith(".")]
+    except OSError as e:
+        raise HpcclError(f"{e.filename or path!r}: cannot list this directory while looking for runs in it "
+                         f"({e.strerror or e}). HINT: give the run or sweep directories themselves.") from None
+    for sub in subdirs:
+        out += _runs_in(sub, seen)
     return out
 
 
@@ -139,6 +150,8 @@ def _submission(run_dir: str) -> Optional[dict]:
         return None
     except (OSError, ValueError) as e:
         return {"error": f"{SUBMISSION_NAME} unreadable ({e})"}
+    if not isinstance(record, dict):
+        return {"error": f"{SUBMISSION_NAME} is not an object"}
     try:       # a resubmitted job (PBS) appends its new id
         with open(os.path.join(run_dir, JOB_IDS_NAME), encoding="utf-8") as f:
             ids = [line.strip() for line in f if line.strip()]
@@ -146,7 +159,9 @@ def _submission(run_dir: str) -> Optional[dict]:
             record["job_id"] = ids[-1]
     except OSError:
         pass
-    return record if isinstance(record, dict) else {"error": f"{SUBMISSION_NAME} is not an object"}
+    except ValueError as e:    # not UTF-8: overwritten
+        return {"error": f"{JOB_IDS_NAME} unreadable ({e})"}
+    return record
 
 
 def scheduler_state(scheduler: str, job_id: str) -> str:
@@ -202,6 +217,11 @@ def run_status(run_dir: str, now: Optional[float] = None,
     except Exception as e:      # noqa: BLE001 - a damaged log is a line, not a traceback
         st.status = "damaged"
         st.note = f"log.h5 does not read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        return st
+    if attrs.get("kind") != "run":     # an HDF5 file, but not a run log (emptied, replaced)
+        st.status, st.progress = "damaged", None
+        found = repr(attrs["kind"]) if "kind" in attrs else "missing"
+        st.note = f"log.h5 is not an hpccl run log (its attribute 'kind' is {found}, expected 'run')"
         return st
     from hpccl.core import kinds
     st.name = str(attrs.get("name", st.name))
