@@ -20,7 +20,7 @@ from hpccl.erm.jobconfig import ErmConfig
 from hpccl.core.errors import ConfigError
 from hpccl.continual.lora.jobconfig import LoraConfig, PretrainConfig, check_lora_job
 from hpccl.rtrl.jobconfig import OnlineRnnConfig
-from hpccl.core.schema import (Loader, YamlInputError, apply_override, load_yaml, ranged,
+from hpccl.core.schema import (Loader, YamlInputError, apply_override, load_yaml, path_component, ranged,
                                refuse_control_characters, suggest)
 
 BUILTIN_DATASETS = ("digits", "breast_cancer")   # breast_cancer: 2 classes, for kind: erm
@@ -237,7 +237,7 @@ JOB_KINDS = ("continual", "erm", "online_rnn")
 
 @dataclass
 class JobConfig:
-    name: str                                # names the run directory (NAME-TIME) and the logs
+    name: str = path_component()             # names the run directory (NAME-TIME) and the logs
     kind: Literal["continual", "erm", "online_rnn"] = "continual"   # what runs: continual learning,
                                              # an ERM solve, online RNN learning
     data: Optional[DataConfig] = None        # required by continual and erm jobs

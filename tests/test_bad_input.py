@@ -197,3 +197,79 @@ def test_diverging_training_of_other_kinds_fails_the_job(tmp_path, job, sets, me
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert message in r.stderr
     assert read_h5(str(out / "log.h5"))["attrs"]["status"] == "failed"
+
+
+# --- the sweep of wave 31 (#28): new members of known classes, refused in process -------------
+
+def _cli(capsys, *args):
+    from hpccl.cli import main
+    code = main(list(args))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return code, err
+
+
+@pytest.mark.parametrize("name", ["../escaped", "a/b", "", ".", "..", "-rf", "x" * 201])
+def test_a_name_that_is_not_one_directory_component_is_refused(tmp_path, capsys, name):
+    # The name makes LOG_DIR/NAME-TIME: '../escaped' left log.dir, 'a/b' nested, '' and '.'
+    # named the log directory itself, '-rf' reached command lines as an option.
+    job = write_job(tmp_path / "job.yaml")
+    for cmd in (["validate", job], ["run", job, "-n", "2", "--out", str(tmp_path / "r")],
+                ["submit", job, "--site", "local", "--gpus", "1", "--dry-run"]):
+        code, err = _cli(capsys, *cmd, "--set", f"name={name}")
+        assert code == 2 and f"{job}: key 'name': expected a name usable as one directory component" in err, err
+        assert f"found {name!r}" in err
+    assert sorted(os.listdir(tmp_path)) == ["job.yaml"]
+
+
+@pytest.mark.parametrize("name", ["a b", "café", "x" * 200])
+def test_a_name_that_is_one_directory_component_passes(tmp_path, capsys, name):
+    code, err = _cli(capsys, "validate", write_job(tmp_path / "job.yaml"), "--set", f"name={name}")
+    assert code == 0, err
+
+
+def test_resume_of_a_complete_run_that_kept_a_checkpoint_is_refused_and_changes_nothing(tmp_path):
+    # checkpoint.every: task keeps the last task's checkpoint after the run completes; --resume
+    # took it, retrained the last task and wrote it into the finished log (exit 0).
+    import hashlib
+    job = write_job(tmp_path / "job.yaml", scenario={"num_tasks": 2}, checkpoint={"every": "task"},
+                    train={"epochs": 1, "batch_size": 16, "lr": 0.025})
+    run = tmp_path / "run"
+    r = run_cmd(hpccl_cmd("run", job, "--out", str(run)), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (run / "checkpoint" / "state.json").is_file()          # the case: complete, checkpoint kept
+
+    def tree():
+        return {os.path.relpath(os.path.join(d, f), run): hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest()
+                for d, _, fs in os.walk(run) for f in fs}
+    before = tree()
+    r = run_cmd(hpccl_cmd("run", "--resume", str(run), "-n", "2"), timeout=120)
+    assert r.returncode == 2 and "launching" not in r.stdout
+    one_paragraph(r, str(run), "its run is complete", "--out NEW_DIR")
+    assert tree() == before
+
+
+def test_a_queue_whose_time_limit_is_zero_is_refused_naming_the_file_and_key(tmp_path, capsys):
+    # It was accepted, and every submit then said no queue admits the job, naming no file.
+    site = tmp_path / "mine.yaml"
+    site.write_text('extends: slurm-local\nqueues: [{name: q, max_nodes: 2, max_walltime: "0:00:00"}]\n')
+    code, err = _cli(capsys, "submit", write_job(tmp_path / "job.yaml"), "--site", str(site), "--gpus", "1",
+                     "--dry-run", "--out", str(tmp_path / "o"))
+    assert code == 2 and f"{site}" in err and "key 'queues[0].max_walltime': expected a time limit above zero" in err, err
+    site.write_text('extends: slurm-local\nqueues: [{name: q, max_nodes: 2, max_walltime: "0:00:01"}]\n')
+    from hpccl.sched.sites import load_site
+    assert load_site(str(site)).queues[0].max_walltime == "0:00:01"
+
+
+def test_a_job_file_of_megabytes_is_refused_at_once(tmp_path, capsys):
+    # A 50 MB file (a data file given as the job) held validate for minutes in PyYAML.
+    from hpccl.core.schema import MAX_YAML_BYTES
+    job = tmp_path / "job.yaml"
+    job.write_text("name: " + "a" * MAX_YAML_BYTES + "\n")
+    code, err = _cli(capsys, "validate", str(job))
+    assert code == 2 and f"{job}: the text is longer than 1 MiB" in err, err
+    site = tmp_path / "site.yaml"
+    site.write_text("extends: local\ndescription: " + "a" * MAX_YAML_BYTES + "\n")
+    code, err = _cli(capsys, "submit", write_job(tmp_path / "small.yaml"), "--site", str(site), "--gpus", "1",
+                     "--dry-run", "--out", str(tmp_path / "o"))
+    assert code == 2 and f"{site}: the text is longer than 1 MiB" in err, err

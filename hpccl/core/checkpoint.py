@@ -240,13 +240,15 @@ class CheckpointWriter:
 def read_state(run_dir: str) -> dict:
     finish_interrupted_swap(run_dir)
     path = os.path.join(checkpoint_dir(run_dir), "state.json")
+    from hpccl.core.logs import run_status
+    # Complete whether or not a checkpoint is left: checkpoint.every: task keeps the last
+    # task's, and resuming from it retrained that task and wrote it into the finished log.
+    if run_status(run_dir) == "complete":
+        raise HpcclError(f"cannot resume {run_dir!r}: its run is complete (log.h5, status "
+                         "complete); nothing is left to train. HINT: its results: 'hpccl analyze "
+                         f"{run_dir}'; to train it again, 'hpccl run {run_dir}/config.yaml --out "
+                         "NEW_DIR'.")
     if not os.path.isfile(path):
-        from hpccl.core.logs import run_status
-        if run_status(run_dir) == "complete":
-            raise HpcclError(f"cannot resume {run_dir!r}: its run is complete (log.h5, status "
-                             "complete); nothing is left to train. HINT: its results: 'hpccl analyze "
-                             f"{run_dir}'; to train it again, 'hpccl run {run_dir}/config.yaml --out "
-                             "NEW_DIR'.")
         raise HpcclError(f"cannot resume {run_dir!r}: it has no checkpoint ({path} is missing). A "
                          "checkpoint is written when a run receives SIGUSR1/SIGTERM (e.g. the "
                          "scheduler's warning before its time limit) and every checkpoint.every "

@@ -140,4 +140,4 @@ _kind_package("erm", "erm", "erm_summary", "format_erm_reports", "plot_erm",
               "in seconds to minutes).", lambda cfg: "kind erm", inputs="hpccl.erm.data:check_input")
 _kind_package("online_rnn", "rtrl", "summarize_rnn", "format_rnn_report", "plot_rnn",
               "online_rnn jobs cannot be resumed (they write no checkpoint); start a new run instead.",
-              lambda cfg: "kind online_rnn")
+              lambda cfg: "kind online_rnn", inputs="hpccl.rtrl.job:check_input")

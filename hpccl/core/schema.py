@@ -145,13 +145,21 @@ def refuse_control_characters(value, path: str = "", seen: set | None = None) ->
             refuse_control_characters(item, sub, seen)
 
 
+MAX_YAML_BYTES = 2**20
+
+
 def load_yaml(stream):
     """The one YAML reader for job files, ``--set`` values, site and study files: YAML 1.2's
     exponent floats, and strict (``YamlInputError``, a ``yaml.YAMLError``, so callers name the
     file as for a syntax error). ``stream``: text, bytes, or a file opened in binary mode (so
     the encoding is checked here, not by the platform's default)."""
     if hasattr(stream, "read"):
-        stream = stream.read()
+        stream = stream.read(MAX_YAML_BYTES + 1)
+    if len(stream) > MAX_YAML_BYTES:
+        # PyYAML reads about a megabyte a second: a 50 MB file (a data file given as the job, a
+        # runaway generator) held validate for minutes, deaf to the user.
+        raise YamlInputError(f"the text is longer than {MAX_YAML_BYTES // 2**20} MiB; hpccl's job, "
+                             "site and study files are a few kB (is it a data file?)")
     if isinstance(stream, bytes):
         stream = _decode(stream)
     value = yaml.load(stream, Loader=YamlLoader)
@@ -174,6 +182,10 @@ class Range:
             return False
         return not (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi))
 
+    @staticmethod
+    def applies(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
     def describe(self, kind: str) -> str:
         lo, hi = _number(self.lo), _number(self.hi)
         if self.lo is not None and self.hi is not None:
@@ -183,6 +195,30 @@ class Range:
         if self.hi is not None:
             return f"{kind} {'<' if self.hi_open else '<='} {hi}"
         return kind
+
+
+@dataclasses.dataclass(frozen=True)
+class PathComponent:
+    """A string that becomes one component of a path (a job's name makes its run directory
+    LOG_DIR/NAME-TIME): '../x' would leave log.dir, 'a/b' nest directories, '' or '.' name
+    the log directory itself, and a control character or a leading '-' reaches shell and
+    scheduler command lines as something else."""
+    max_len: int = 200             # NAME-TIME and a sweep's -weak-gNNNN suffix within NAME_MAX (255)
+    EXPECTED = ("a name usable as one directory component: 1 to 200 printable characters, not "
+                "'.' or '..', without '/' and not starting with '-'")
+
+    @staticmethod
+    def applies(v) -> bool:
+        return isinstance(v, str)
+
+    def __contains__(self, v) -> bool:
+        return (0 < len(v) <= self.max_len and v not in (".", "..") and "/" not in v
+                and not v.startswith("-") and v.isprintable())
+
+
+def path_component(default=dataclasses.MISSING):
+    domain = PathComponent()
+    return dataclasses.field(default=default, metadata={"domain": domain, "expected": domain.EXPECTED})
 
 
 def _number(v) -> str:
@@ -329,8 +365,7 @@ class Loader:
                                   f"{', '.join(known)}.{suggest(key, known)}")
             kwargs[key] = self.convert(hints[key], raw, sub)
             domain = fields[key].metadata.get("domain")
-            if domain is not None and isinstance(kwargs[key], (int, float)) \
-                    and not isinstance(kwargs[key], bool) and kwargs[key] not in domain:
+            if domain is not None and domain.applies(kwargs[key]) and kwargs[key] not in domain:
                 raise self.error(sub, fields[key].metadata.get("expected") or domain_text(hints[key], domain), raw)
         for name in fields:
             # Absent sections are built (and checked) like written ones, from an empty mapping.

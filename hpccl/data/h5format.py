@@ -94,6 +94,11 @@ def _channel_stats(f, fail) -> dict:
     return {"mean": tuple(float(v) for v in mean), "std": tuple(float(v) for v in std)}
 
 
+# Far above any labelled dataset (ImageNet-21k: 21,841; extreme classification: a few million):
+# the checks and the scenario build arrays of num_classes entries, and 10**12 asked for 7 TiB.
+MAX_CLASSES = 10**7
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     path: str
@@ -157,19 +162,20 @@ class DatasetFile:
         if not isinstance(name, (str, bytes)):
             self._fail(f"root attribute 'name' is {name!r} ({type(name).__name__}), expected a string")
         return DatasetInfo(path=self.path, name=name.decode(errors="replace") if isinstance(name, bytes) else name,
-                           num_classes=self._int_attr("num_classes", None, lo=1),
+                           num_classes=self._int_attr("num_classes", None, lo=1, hi=MAX_CLASSES),
                            sample_shape=tuple(f["train/x"].shape[1:]), dtype=f["train/x"].dtype,
                            num_train=int(f["train/x"].shape[0]), num_test=int(f["test/x"].shape[0]),
                            **_channel_stats(f, self._fail))
 
-    def _int_attr(self, key: str, default, lo: int) -> int:
+    def _int_attr(self, key: str, default, lo: int, hi: int | None = None) -> int:
         """An integer root attribute: 10.5, "10", True or an array are refused, not truncated."""
         value = self._f.attrs.get(key, default)
         if isinstance(value, np.ndarray) and value.ndim == 0:
             value = value.item()
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < lo:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < lo \
+                or (hi is not None and value > hi):
             self._fail(f"root attribute {key!r} is {value!r} ({type(value).__name__}), expected an "
-                       f"integer >= {lo}")
+                       f"integer {f'in [{lo}, {hi}]' if hi is not None else f'>= {lo}'}")
         return int(value)
 
     def labels(self, split: str) -> np.ndarray:

@@ -45,25 +45,73 @@ def _open(path: str):
     return open(path, "rb")
 
 
+# CSR indices are int32 (scikit-learn's parser and the HDF5 layout): a larger index cannot be stored.
+MAX_INDEX = 2**31 - 1
+
+
+def _finite(text: bytes, what: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"{what} {text.decode(errors='replace')!r} is not a number") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ValueError(f"{what} {text.decode(errors='replace')!r} is not a finite number")
+    return v
+
+
+def _check_line(parts: list) -> tuple[float, int]:
+    """(label, largest index) of one sample, or ValueError saying what is wrong with it: the
+    whole line is checked here, in the scan, so that scikit-learn's parser (which names no
+    line) and the solvers (which would train on NaN) never meet a malformed one."""
+    label = _finite(parts[0], "the label")
+    last = 0
+    for k, p in enumerate(parts[1:]):
+        if p.startswith(b"qid:"):
+            if k:                 # scikit-learn's parser takes a query id only before the features
+                raise ValueError(f"{p.decode(errors='replace')!r} comes after a feature; a qid: goes "
+                                 "right after the label")
+            continue
+        idx, sep, value = p.partition(b":")
+        if not sep:
+            raise ValueError(f"{p.decode(errors='replace')!r} is not index:value")
+        try:
+            i = int(idx)
+        except ValueError:
+            raise ValueError(f"the index {idx.decode(errors='replace')!r} is not an integer") from None
+        if not 1 <= i <= MAX_INDEX:
+            raise ValueError(f"the index {i} is outside [1, {MAX_INDEX}] (LIBSVM indices are 1-based)")
+        if i <= last:     # the format's rule, and scikit-learn's parser refuses anything else
+            raise ValueError(f"the index {i} follows {last}: indices must be strictly ascending "
+                             "(each feature once)")
+        _finite(value, f"the value of index {i}")
+        last = i
+    return label, last
+
+
 def scan_libsvm(path: str):
-    """(number of samples, sorted label values, number of features) of a LIBSVM file."""
+    """(number of samples, sorted label values, number of features) of a LIBSVM file; a line
+    that is not 'label index:value ...' with finite numbers and strictly ascending 1-based indices is
+    a DatasetError naming the file and line."""
     n = 0
     labels = set()
     max_index = 0
+    lineno = 0
     try:
         with _open(path) as f:
-            for line in f:
+            for lineno, line in enumerate(f, 1):
                 line = line.split(b"#", 1)[0].strip()
                 if not line:
                     continue
                 n += 1
-                parts = line.split()
-                labels.add(float(parts[0]))
-                if len(parts) > 1:
-                    # Indices are ascending in LIBSVM files, but do not rely on it.
-                    max_index = max(max_index, max(int(p.split(b":", 1)[0]) for p in parts[1:]))
-    except (OSError, EOFError, ValueError) as e:
-        raise DatasetError(f"cannot read LIBSVM file {path}: {e}") from e
+                label, last = _check_line(line.split())
+                labels.add(label)
+                max_index = max(max_index, last)
+    except ValueError as e:
+        raise DatasetError(f"LIBSVM file {path}, line {lineno}: {e}; expected 'label index:value ...' "
+                           "with finite numbers and ascending indices >= 1.") from None
+    except (OSError, EOFError) as e:
+        raise DatasetError(f"cannot read LIBSVM file {path}: {e} (after line {lineno}; a truncated or "
+                           "damaged compressed file?)") from None
     return n, sorted(labels), max_index
 
 

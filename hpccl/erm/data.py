@@ -57,12 +57,17 @@ def _map_labels(y, values, binary, where):
 
 
 def check_input(cfg, source: str) -> list[str]:
-    """Before any rank starts: the data file an ERM job names exists (its format is read, and
-    refused with its own message, when the ranks load their shards)."""
-    if cfg.data.path is not None and not os.path.isfile(cfg.data.path):
-        raise DatasetError(f"data file {cfg.data.path!r} (data.path) does not exist. An ERM job reads "
+    """Before any rank starts: the data file an ERM job names exists, and an HDF5 one is read
+    as the ranks will read it (layout, shapes, label values for the loss), from one row and
+    its labels: a file refused only on the ranks ended the job with exit 1 after launch."""
+    path = cfg.data.path
+    if path is not None and not os.path.isfile(path):
+        raise DatasetError(f"data file {path!r} (data.path) does not exist. An ERM job reads "
                            "an HDF5 file (e.g. from 'hpccl data convert libsvm') or a LIBSVM text "
                            "file (.bz2/.gz/.xz ok).")
+    if path is not None and h5py.is_hdf5(path):
+        # As many ranks as no file has rows: rank 0's shard is the first row alone.
+        read_h5_shard(path, cfg.erm.split, 0, 2**62, cfg.erm.loss != "squared")
     return []
 
 

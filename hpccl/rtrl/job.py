@@ -119,6 +119,15 @@ def load_task(rc, seed: int, source: str = "rnn") -> tuple[SequenceTask, Sequenc
     return load_h5_task(rc.path, rc.test_fraction, seed)
 
 
+def check_input(cfg, source: str) -> list[str]:
+    """Before any rank starts: a 'task: file' job's HDF5 file is read as the ranks will read
+    it, so a wrong layout is exit 2 naming the file, not exit 1 after launch."""
+    rc = cfg.rnn
+    if rc.task == "file":
+        load_h5_task(rc.path, rc.test_fraction, cfg.seed)
+    return []
+
+
 def load_h5_task(path: str, test_fraction: float, seed: int):
     import h5py
     where = f"key 'rnn.path' ({path})"

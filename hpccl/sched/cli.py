@@ -152,7 +152,7 @@ def _submit_one(args, site, gpus, walltime_s, account) -> int:
                                     submit, submit_command, write_run_dir)
     cfg = load_job_for_site(args.job, args.set)
     run_dir = os.path.abspath(args.out) if args.out else default_run_dir(cfg)
-    check_new_run_dir(run_dir)
+    check_new_run_dir(run_dir, "--out" if args.out else f"{args.job}: key 'log.dir' (run directory)")
     prep = prepare(site, cfg, gpus, walltime_s, run_dir, cfg.name, args.queue, account)
     script = write_run_dir(prep)
     print(f"hpccl: run directory: {prep.run_dir}")
@@ -185,6 +185,9 @@ def _submit_sweep(args, site, gpus, walltime_s, account) -> int:
     base = load_job_for_site(args.job, args.set)
     sweep_dir = (os.path.abspath(args.out) if args.out
                  else default_run_dir(base, f"-{args.scaling}"))
+    from hpccl.core.paths import check_output_dir
+    check_output_dir(sweep_dir, "--out" if args.out else f"{args.job}: key 'log.dir' (sweep directory)",
+                     "a sweep directory to write the runs' scripts and the manifest into")
     if os.path.exists(os.path.join(sweep_dir, MANIFEST_NAME)):
         raise ConfigError(f"sweep directory {sweep_dir!r} already holds a sweep (manifest.json); "
                           "nothing was written. HINT: choose another --out.")

@@ -219,6 +219,11 @@ class QueueConfig:
         if self.max_nodes < self.min_nodes:
             raise loader.error(f"{path}.max_nodes", f"an integer >= min_nodes ({self.min_nodes})",
                                self.max_nodes)
+        if parse_walltime(self.max_walltime) <= 0:
+            # As for default_walltime: no job fits a queue whose limit is zero (Slurm reads 0 as
+            # no limit), and the refusal at submit named neither the file nor the key.
+            raise loader.error(f"{path}.max_walltime", "a time limit above zero as HH:MM:SS",
+                               self.max_walltime)
         if parse_walltime(self.max_walltime) < parse_walltime(self.min_walltime):
             raise loader.error(f"{path}.max_walltime", f"a time >= min_walltime ({self.min_walltime})",
                                self.max_walltime)

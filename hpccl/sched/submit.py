@@ -100,7 +100,11 @@ def prepare(site: SiteConfig, cfg, gpus: int, walltime_s: int, run_dir: str, nam
                     memory=memory)
 
 
-def check_new_run_dir(run_dir: str) -> None:
+def check_new_run_dir(run_dir: str, what: str = "run directory") -> None:
+    """A directory submit may write into: creatable or an existing writable directory (a file
+    there made os.makedirs raise), and holding no run or submission yet."""
+    from hpccl.core.paths import check_output_dir
+    check_output_dir(run_dir, what, "a directory to write the job script and the run into")
     for name, what in (("log.h5", "a run (log.h5)"), (SUBMISSION_NAME, "a submitted job (submission.json)")):
         if os.path.exists(os.path.join(run_dir, name)):
             raise ConfigError(f"run directory {run_dir!r} already holds {what}; nothing was written. "
