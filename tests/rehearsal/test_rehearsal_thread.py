@@ -8,14 +8,17 @@ import os
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
+import h5py
 import pytest
 
-from helpers import run_cmd
-from hpccl.continual.rehearsal.buffer import RehearsalThread
+from helpers import ROOT, run_cmd, write_job
+from hpccl.continual.rehearsal.buffer import RehearsalBuffer, RehearsalThread
 from hpccl.core.launch import mpirun_prefix
 
 WORKER = os.path.join(os.path.dirname(__file__), "thread_worker.py")
+FAULTY_RUN = os.path.join(os.path.dirname(__file__), "faulty_progress_run.py")
 WAIT_S = 60        # a hang guard only: on a healthy machine every wait below ends in ms
 
 
@@ -85,6 +88,81 @@ def test_a_healthy_thread_runs_work_in_order_between_idle_calls():
     assert done == list(range(50)) and thread.error is None
     thread.shutdown(wait=True)
     assert not thread._thread.is_alive()
+
+
+class RecordingShard:
+    """Records the windows' free(): a collective, which a failing rank must skip (its peers are
+    in another collective, or gone, and MPI_Abort follows)."""
+    freed = False
+
+    def free(self):
+        self.freed = True
+
+
+def buffer_around(thread, pending=None):
+    """A RehearsalBuffer's life-cycle part alone, around a real thread: close() touches only
+    the thread, the pending fetch and the shard's free() (the rest needs MPI ranks:
+    thread_worker.py)."""
+    buffer = RehearsalBuffer.__new__(RehearsalBuffer)
+    group = object()
+    buffer._pool, buffer._next, buffer.shard, buffer._group = thread, pending, RecordingShard(), group
+    buffer.world = SimpleNamespace(node_comm=group)
+    return buffer
+
+
+def test_close_on_the_error_path_neither_waits_for_the_thread_nor_frees_the_windows():
+    """The rank is failing while its thread is in a fetch that will never end (the owner it
+    reads from is gone): close(ok=False) must return, so abort_on_error can end the job."""
+    stuck, entered = threading.Event(), threading.Event()
+
+    def fetch_from_a_dead_peer():
+        entered.set()
+        stuck.wait()
+    thread = RehearsalThread(None)
+    buffer = buffer_around(thread, thread.submit(fetch_from_a_dead_peer))
+    try:
+        assert entered.wait(WAIT_S)
+        closing = threading.Thread(target=buffer.close, kwargs={"ok": False}, daemon=True)
+        closing.start()
+        closing.join(WAIT_S)
+        assert not closing.is_alive(), f"close(ok=False) still waiting after {WAIT_S} s"
+        assert not buffer.shard.freed
+    finally:
+        stuck.set()
+
+
+def test_close_after_the_thread_failed_raises_its_error_and_frees_nothing():
+    """A thread that failed after the last draw (the task's last idle call): the normal close
+    must raise its error, not end the run as if the rank were healthy."""
+    thread = RehearsalThread(failing_idle(after=3), interval=1e-3)
+    wait_for(lambda: thread.error is not None, "the idle call to fail")
+    buffer = buffer_around(thread)
+    with pytest.raises(Boom, match="progress failed"):
+        buffer.close(ok=True)
+    assert not buffer.shard.freed and buffer._pool is None
+    assert not thread._thread.is_alive()
+
+
+def test_hpccl_run_ends_with_the_rank_error_when_a_progress_call_raises(tmp_path):
+    """The command's own error path, not a stand-in loop: rank 1's progress() raises in a real
+    2-rank job (hpccl.cli.main on each rank, as srun starts them). The job must end at once,
+    with rank 1's error on stderr, a non-zero exit and rank 1's log marked failed; the hang
+    watchdog is set far past the test's timeout, so only the error path itself can end it."""
+    from hpccl.core.launch import mpirun_prefix
+    job = write_job(tmp_path / "job.yaml", scenario={"num_tasks": 2}, learner={"kind": "rehearsal"},
+                    train={"epochs": 1, "batch_size": 16, "lr": 0.025},
+                    rehearsal={"candidates": 4, "representatives": 4, "start_task": 0,
+                               "ranks_per_node": 1, "transport": "messages"},
+                    runtime={"backend": "torch", "hang_timeout": "30min"})
+    out = tmp_path / "run"
+    r = run_cmd(mpirun_prefix(2) + [sys.executable, FAULTY_RUN, "run", job, "--out", str(out)],
+                timeout=180, env={"OMPI_MCA_btl": "tcp,self"}, cwd=ROOT)
+    text = r.stdout + r.stderr
+    assert r.returncode != 0, text
+    assert "rank 1 failed" in text and "injected fault in the rehearsal thread: progress() on rank 1" in text, text
+    assert "in representatives" in text, text          # raised by the next draw
+    with h5py.File(out / "ranks" / "rank00001.h5", "r") as f:
+        assert f.attrs["status"] in (b"failed", "failed")
 
 
 def run_worker(np_, scenario, mode, tmp_path):
