@@ -6,8 +6,10 @@ real Slurm, where the script requeues itself: tests/sched/test_slurm_e2e.py."""
 
 import json
 import os
+import shutil
 import subprocess
 
+from hpccl.core import checkpoint
 from hpccl.core.logs import read_h5
 
 from helpers import run_cmd
@@ -28,6 +30,17 @@ def test_a_job_killed_mid_swap_resumes_from_the_new_checkpoint(tmp_path):
     assert marker.exists() and first.returncode == 99, first.stdout + first.stderr + log
     assert "the run failed" in log and "after writing a checkpoint: continuing from it" in log, log
     killed = json.loads(marker.read_text())     # the checkpoint whose swap was cut short
+    # The third entry point, on a copy of the killed job's directory: what 'hpccl run --resume'
+    # reads before it launches any rank finishes the swap too (a resume by hand, not by script).
+    # The script already finished this swap when it looked for a checkpoint after the kill, so
+    # the copy is put back as the kill left it: the last rename undone.
+    by_hand = tmp_path / "resumed-by-hand"
+    shutil.copytree(out, by_hand)
+    assert json.loads((by_hand / "checkpoint" / "state.json").read_text()) == killed
+    os.replace(by_hand / "checkpoint", by_hand / "checkpoint.new2")
+    state = checkpoint.read_state(str(by_hand))
+    assert (state["task"], state["epoch"]) == (killed["task"], killed["epoch"]), (state, killed)
+    assert not any(name.startswith("checkpoint.new") for name in os.listdir(by_hand))
     second = run_cmd(["bash", str(out / "job.sh")], env=env, timeout=600)
     log = (out / "attempts.log").read_text()
     assert second.returncode == 0, second.stdout + second.stderr + log
