@@ -21,7 +21,7 @@ from hpccl.core.errors import ConfigError
 from hpccl.continual.lora.jobconfig import LoraConfig, PretrainConfig, check_lora_job
 from hpccl.rtrl.jobconfig import OnlineRnnConfig
 from hpccl.core.schema import (Loader, YamlInputError, apply_override, load_yaml, path_component, ranged,
-                               refuse_control_characters, suggest)
+                               refuse_control_characters, suggest, user_path)
 
 BUILTIN_DATASETS = ("digits", "breast_cancer")   # breast_cancer: 2 classes, for kind: erm
 LEARNER_KINDS = ("incremental", "scratch", "rehearsal", "lorac", "finetune")
@@ -29,7 +29,7 @@ LEARNER_KINDS = ("incremental", "scratch", "rehearsal", "lorac", "finetune")
 
 @dataclass
 class DataConfig:
-    path: Optional[str] = None       # an hpccl HDF5 dataset file (see docs/datasets.md);
+    path: Optional[str] = user_path()   # an hpccl HDF5 dataset file (see docs/datasets.md);
                                      # kind: erm also reads LIBSVM text files (.bz2/.gz/.xz ok)
     builtin: Optional[str] = None    # or a dataset shipped with a dependency: digits
     # On the device, continual jobs (hpccl/data/pipeline.py):
@@ -103,6 +103,8 @@ class ModelConfig(_KindWithOptions):
         from hpccl.models import MODEL_KINDS, model_option_names
         self._check_kind(loader, path, sorted(MODEL_KINDS))
         known = model_option_names(self.kind)
+        if isinstance(self.options.get("pretrained"), str):     # a path, read as schema.user_path reads
+            self.options["pretrained"] = os.path.expanduser(self.options["pretrained"])
         for key in self.options:
             if key not in known:
                 raise ConfigError(f"{loader.source}: unknown key '{path}.{key}' for model kind "
@@ -217,7 +219,7 @@ class CheckpointConfig:
 
 @dataclass
 class LogConfig:
-    dir: str = "runs"                         # run directories are created below this
+    dir: str = user_path("runs")              # run directories are created below this
     # YAML reads a bare `off` as false: accept booleans (false: off, true: auto).
     progress: Union[Literal["auto", "bar", "lines", "off"], bool] = "auto"   # rank 0's progress: a bar
                                               # on a terminal (auto), lines in a log file, or none

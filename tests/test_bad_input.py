@@ -273,3 +273,34 @@ def test_a_job_file_of_megabytes_is_refused_at_once(tmp_path, capsys):
     code, err = _cli(capsys, "submit", write_job(tmp_path / "small.yaml"), "--site", str(site), "--gpus", "1",
                      "--dry-run", "--out", str(tmp_path / "o"))
     assert code == 2 and f"{site}: the text is longer than 1 MiB" in err, err
+
+
+@pytest.mark.parametrize("extra, what", [(["--gpus", "1"], "a directory to write the job script and the run into"),
+                                         (["--scaling", "weak", "--gpus", "1,2"], "a sweep directory to write")],
+                         ids=["one run", "sweep"])
+def test_submit_refuses_an_out_that_is_a_file_naming_the_flag(tmp_path, capsys, extra, what):
+    # os.makedirs raised FileExistsError (a traceback) for a single run.
+    target = tmp_path / "f"
+    target.write_text("mine")
+    code, err = _cli(capsys, "submit", write_job(tmp_path / "job.yaml"), "--site", "local", *extra,
+                     "--dry-run", "--out", str(target))
+    assert code == 2 and f"--out {str(target)!r}: expected {what}" in err and "found an existing file" in err, err
+    assert target.read_text() == "mine"
+
+
+@pytest.mark.parametrize("key, value", [("data.path", "~/sweep31-missing.h5"), ("log.dir", "~/sweep31-runs")])
+def test_a_path_key_starting_with_a_tilde_is_the_home_directory(tmp_path, capsys, monkeypatch, key, value):
+    # Unexpanded, log.dir: ~/runs made a directory named '~' in the working directory, and
+    # data.path: ~/x.h5 was reported missing with the '~' still in it.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    job = write_job(tmp_path / "job.yaml")
+    expanded = str(tmp_path / "home" / value[2:])
+    if key == "data.path":
+        code, err = _cli(capsys, "validate", job, "--set", "data.builtin=null", "--set", f"{key}={value}")
+        assert code == 2 and f"dataset file {expanded!r} does not exist" in err, err
+    else:
+        from hpccl.config import load_job
+        assert load_job(job, [f"{key}={value}"]).log.dir == expanded
+        code = _cli(capsys, "submit", job, "--site", "local", "--gpus", "1", "--dry-run", "--set", f"{key}={value}")[0]
+        assert code == 0 and os.path.isdir(expanded) and not os.path.exists(tmp_path / "~")

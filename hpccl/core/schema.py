@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 import types
 import typing
@@ -216,6 +217,13 @@ class PathComponent:
                 and not v.startswith("-") and v.isprintable())
 
 
+def user_path(default=None):
+    """A path key (data.path, log.dir, ...): '~' and '~user' are expanded on reading, as a
+    shell would; unexpanded, '~/runs' made a directory named '~' in the working directory and
+    '~/data.h5' was reported missing."""
+    return dataclasses.field(default=default, metadata={"user_path": True})
+
+
 def path_component(default=dataclasses.MISSING):
     domain = PathComponent()
     return dataclasses.field(default=default, metadata={"domain": domain, "expected": domain.EXPECTED})
@@ -364,6 +372,8 @@ class Loader:
                 raise ConfigError(f"{self.source}: unknown key '{sub}' in {where}; known keys: "
                                   f"{', '.join(known)}.{suggest(key, known)}")
             kwargs[key] = self.convert(hints[key], raw, sub)
+            if fields[key].metadata.get("user_path") and isinstance(kwargs[key], str):
+                kwargs[key] = os.path.expanduser(kwargs[key])
             domain = fields[key].metadata.get("domain")
             if domain is not None and domain.applies(kwargs[key]) and kwargs[key] not in domain:
                 raise self.error(sub, fields[key].metadata.get("expected") or domain_text(hints[key], domain), raw)

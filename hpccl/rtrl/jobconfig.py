@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 from hpccl.core.errors import ConfigError
-from hpccl.core.schema import ranged
+from hpccl.core.schema import ranged, user_path
 
 TASKS = ("spiral", "digits", "file")
 MODES = ("rtrl_sparse", "rtrl_dense", "bptt")
@@ -21,7 +21,7 @@ MODES = ("rtrl_sparse", "rtrl_dense", "bptt")
 class OnlineRnnConfig:
     # -- the task ---------------------------------------------------------------------------
     task: Literal["spiral", "digits", "file"] = "spiral"   # spiral: rotation direction; digits: row by row; file: path
-    path: Optional[str] = None          # task: file -- HDF5 with x [N, T, D] and y [N]
+    path: Optional[str] = user_path()   # task: file -- HDF5 with x [N, T, D] and y [N]
     num_examples: int = ranged(4096, ge=1)  # spiral: examples generated
     seq_len: int = ranged(17, ge=1)     # spiral: steps per sequence
     test_fraction: float = ranged(0.2, gt=0, lt=1)  # held-out share (file: unless it has x_test/y_test)

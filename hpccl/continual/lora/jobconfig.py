@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from hpccl.core.errors import ConfigError, HpcclError
-from hpccl.core.schema import Loader, ranged
+from hpccl.core.schema import Loader, ranged, user_path
 
 LORA_MATRICES = ("q", "k", "v", "proj", "fc1", "fc2")
 LORA_LEARNERS = ("lorac", "finetune")   # both need model kind 'vit'
@@ -60,7 +60,7 @@ class PretrainConfig:
     lr: Optional[float] = ranged(None, gt=0)         # null: the train section's
     optimizer: Optional[Literal["sgd", "adam"]] = None   # null: the train section's
     weight_decay: Optional[float] = ranged(None, ge=0)   # null: the train section's
-    out: Optional[str] = None                        # the state-dict file written (null: model.pretrained)
+    out: Optional[str] = user_path()                 # the state-dict file written (null: model.pretrained)
 
     def check(self, loader: Loader, path: str):
         if self.classes is not None and (not self.classes or min(self.classes) < 0
