@@ -484,3 +484,59 @@ def test_status_with_a_damaged_submission_record(tmp_path, capsys, submission, j
     assert main(["status", str(run)]) == 0
     assert said in capsys.readouterr().out
     assert _tree(run) == before
+
+
+# -- a buffer file damaged inside its samples: each sample carries a hash ----------------------------
+def _flip_a_sample_bit(path, row=0):
+    with h5py.File(path, "r") as f:
+        offset = f["x"].id.get_offset() + row * f["x"][0].nbytes     # contiguous: raw bytes on disk
+    with open(path, "r+b") as fh:
+        fh.seek(offset + 5)
+        byte = fh.read(1)[0]
+        fh.seek(offset + 5)
+        fh.write(bytes([byte ^ 0x10]))
+
+
+@pytest.mark.parametrize("how", ["a bit flipped", "relabelled"])
+def test_buffer_sample_damaged_inside(copy, capsys, how):
+    """Headers and shapes intact, one sample's bytes (or its label, within the class range)
+    changed: found by the samples' hashes in the front-end (a small buffer). Before, the ranks
+    resumed training on the damaged sample."""
+    path = copy / "checkpoint" / "buffer_rank00001.h5"
+    if how == "a bit flipped":
+        _flip_a_sample_bit(path, row=1)
+    else:
+        with h5py.File(path, "r+") as f:
+            y = f["y"][...]
+            y[1] = (y[1] + 1) % f.attrs["num_classes"]
+            f["y"][...] = y
+    err = _refused(["run", "--resume", str(copy), "-n", "2"], capsys, copy, path)
+    assert "do not match the hash" in err and "row 1" in err
+
+
+def test_ranks_name_a_buffer_damaged_inside(copy):
+    """Above VERIFY_SAMPLES_BYTES only the ranks look at the samples, as they read them: the
+    shard's load, and a resume on another number of ranks (read_inventory, read_taken), name
+    the file instead of raising h5py's error or training on it."""
+    from hpccl.continual.rehearsal import redistribute as rd
+    from hpccl.continual.rehearsal.shard import Shard, ShardLayout
+    from hpccl.core.runtime import mpi
+    path = copy / "checkpoint" / "buffer_rank00001.h5"
+    _flip_a_sample_bit(path, row=2)
+    with h5py.File(path, "r") as f:
+        layout = ShardLayout(int(f.attrs["num_classes"]), int(f.attrs["slots_per_class"]),
+                             tuple(int(s) for s in f.attrs["sample_shape"]))
+    comm = mpi().COMM_SELF
+    shard = Shard(comm, comm, layout, np.random.default_rng(0))
+    try:
+        with pytest.raises(CorruptFileError, match=f"{path}.*row 2"):
+            shard.load(str(path))
+        shard.load(str(copy / "checkpoint" / "buffer_rank00000.h5"))     # a whole one loads
+    finally:
+        shard.free()
+    with pytest.raises(CorruptFileError, match=f"{path}.*row 2"):
+        rd.read_taken([str(path)], {0: np.arange(4)})
+    assert len(rd.read_taken([str(path)], {0: np.arange(3, 5)})[1]) == 2     # rows not damaged
+    _garble(path, "random")
+    with pytest.raises(CorruptFileError, match=str(path)):
+        rd.read_inventory([str(path)], layout.num_classes, layout.sample_shape)

@@ -9,10 +9,13 @@ writes: a refused resume leaves the run directory as it was.
                           (the pickle parsed, not run: hpccl.core.pickle_check);
                           a rank file for every rank that wrote the checkpoint
     buffer_rankNNNNN.h5   when one is there, one per rank, each a rehearsal shard file
-                          (hpccl.continual.rehearsal.shard) with its attributes and datasets
+                          (hpccl.continual.rehearsal.shard) with its attributes and datasets;
+                          its samples checked against their hashes when all buffers together
+                          are small (VERIFY_SAMPLES_BYTES), else by each rank as it reads them
 
 The checks read metadata only (the zip's directory and its small pickle, HDF5 headers and
-the small per-class arrays), not the tensors or samples: seconds at most for any checkpoint.
+the small per-class arrays), not the tensors, and samples only up to a bound: seconds at most
+for any checkpoint.
 A file damaged where these checks do not look is still named when it is loaded
 (``checkpoint.torch_load``). No torch here: the check runs before torch is needed.
 """
@@ -139,8 +142,38 @@ def check_torch_file(path: str, what: str, keys=()) -> None:
         raise _corrupt(path, f"{what} cannot be read as a torch.save archive ({e})") from None
 
 
-def check_shard_file(path: str) -> None:
-    """``path`` is a rehearsal shard file: its attributes and datasets, in shapes that agree."""
+# Samples of the buffer files checked in the front-end, in all: above this, only the ranks
+# check theirs, as they read them (a front-end reading every rank's buffer one after another
+# would add minutes to a resume of a large buffer; the ranks pay no extra read).
+VERIFY_SAMPLES_BYTES = 2 << 30
+
+
+def sample_hashes(x, y, rows) -> np.ndarray:
+    """xxh3_64 of each stored sample's bytes, seeded with its label and its row in the file
+    (``rows``): a sample damaged, relabelled or moved no longer matches what
+    ``write_snapshot`` stored beside it in dataset 'xxh3'."""
+    import numpy as np
+    import xxhash
+    flat = np.ascontiguousarray(x).reshape(len(x), -1).view(np.uint8)
+    return np.array([xxhash.xxh3_64_intdigest(memoryview(flat[i]), seed=(int(y[i]) << 32) | int(r))
+                     for i, r in enumerate(rows)], dtype=np.uint64)
+
+
+def damaged_samples(path: str, x, y, rows, stored) -> CorruptFileError | None:
+    """The error for the samples (rows ``rows`` of file ``path``, read as ``x``, ``y``) whose
+    hash is not the one ``stored`` beside them, or None when all match."""
+    import numpy as np
+    bad = np.flatnonzero(sample_hashes(x, y, rows) != np.asarray(stored, dtype=np.uint64))
+    if not len(bad):
+        return None
+    return _corrupt(path, f"{len(bad)} of the {len(rows)} samples read (the first at row {int(rows[bad[0]])}) "
+                          "do not match the hash stored with them (dataset 'xxh3'): the rehearsal buffer "
+                          "file is damaged inside its samples")
+
+
+def check_shard_file(path: str, verify: bool = True) -> None:
+    """``path`` is a rehearsal shard file: its attributes and datasets, in shapes that agree,
+    and (``verify``, where the file has hashes) its samples' hashes."""
     import h5py
     import numpy as np
     if not os.path.isfile(path):
@@ -165,8 +198,9 @@ def check_shard_file(path: str) -> None:
             shapes = {"x": (f["x"].shape, (n,) + shape), "y": (f["y"].shape, (n,)),
                       "slot": (f["slot"].shape, (n,)),
                       "seen_per_class": (f["seen_per_class"].shape, (int(classes),))}
-            if "record" in f:
-                shapes["record"] = (f["record"].shape, (n,))
+            for name in ("record", "xxh3"):       # both optional: files of older hpccl lack them
+                if name in f:
+                    shapes[name] = (f[name].shape, (n,))
             for name, (found, expected) in shapes.items():
                 if n < 0 or found != expected:
                     raise _corrupt(path, f"dataset {name!r} has shape {found}, expected {expected} "
@@ -175,6 +209,10 @@ def check_shard_file(path: str) -> None:
             y = f["y"][...]
             if len(y) and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= classes):
                 raise _corrupt(path, f"dataset 'y' holds labels outside 0..{int(classes) - 1}")
+            if verify and "xxh3" in f and len(y):
+                error = damaged_samples(path, f["x"][...], y, np.arange(len(y)), f["xxh3"][...])
+                if error is not None:
+                    raise error
     except CorruptFileError:
         raise
     except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:   # h5py's errors for damage
@@ -187,6 +225,8 @@ def check_checkpoint(directory: str, state: dict) -> None:
     size = state["world_size"]
     for rank in range(size):
         check_torch_file(rank_path(directory, rank), f"rank {rank}'s state (of {size} ranks)", RANK_KEYS)
-    if any(os.path.exists(rank_path(directory, r, "buffer_rank", "h5")) for r in range(size)):
-        for rank in range(size):
-            check_shard_file(rank_path(directory, rank, "buffer_rank", "h5"))
+    buffers = [rank_path(directory, r, "buffer_rank", "h5") for r in range(size)]
+    if any(os.path.exists(p) for p in buffers):
+        total = sum(os.path.getsize(p) for p in buffers if os.path.isfile(p))
+        for path in buffers:
+            check_shard_file(path, verify=total <= VERIFY_SAMPLES_BYTES)

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import h5py
 import numpy as np
 
+from hpccl.continual.rehearsal.shard import reading
+from hpccl.core.checkpoint_check import damaged_samples
 from hpccl.core.errors import HpcclError
 
 
@@ -39,7 +40,7 @@ def read_inventory(files: list[str], num_classes: int, sample_shape) -> tuple[li
     labels, seen = [], np.zeros((len(files), num_classes), dtype=np.int64)
     slots = 0
     for i, path in enumerate(files):
-        with h5py.File(path, "r") as f:
+        with reading(path) as f:
             found = (int(f.attrs["num_classes"]), tuple(int(s) for s in f.attrs["sample_shape"]))
             if found != (num_classes, tuple(sample_shape)):
                 raise HpcclError(f"rehearsal shard file {path!r} holds {found[0]} classes of shape "
@@ -93,9 +94,12 @@ def read_taken(files: list[str], take: dict) -> tuple[np.ndarray, np.ndarray]:
     """The samples and labels a new rank was dealt, read from the old shard files."""
     xs, ys = [], []
     for f_index, rows in sorted(take.items()):
-        with h5py.File(files[f_index], "r") as f:
+        with reading(files[f_index]) as f:
             xs.append(f["x"][rows])
             ys.append(f["y"][rows].astype(np.int64))
+            error = damaged_samples(files[f_index], xs[-1], ys[-1], rows, f["xxh3"][rows]) if "xxh3" in f else None
+            if error is not None:
+                raise error
     if not xs:
         return None, np.empty(0, dtype=np.int64)
     return np.concatenate(xs), np.concatenate(ys)

@@ -27,11 +27,14 @@ from __future__ import annotations
 import json
 import math
 import os
+from contextlib import contextmanager
 
 import h5py
 import numpy as np
 
 from hpccl.continual.rehearsal import records as rec
+from hpccl.core.checkpoint_check import damaged_samples, sample_hashes
+from hpccl.core.errors import CorruptFileError
 from hpccl.continual.rehearsal.windows import RecordTable, ShardWindows
 
 SHARD_FILE_VERSION = 1
@@ -213,7 +216,7 @@ class Shard:
         this shard, replacing what it holds."""
         from hpccl.core.errors import HpcclError
         lay = self.layout
-        with h5py.File(path, "r") as f:
+        with reading(path) as f:
             found = (int(f.attrs["num_classes"]), int(f.attrs["slots_per_class"]),
                      tuple(int(s) for s in f.attrs["sample_shape"]), f["x"].dtype)
             if found != (lay.num_classes, lay.slots, lay.sample_shape, lay.dtype):
@@ -225,6 +228,9 @@ class Shard:
             seen = f["seen_per_class"][...]
             at = f["record"][...] if "record" in f else np.arange(len(y))
             state = json.loads(f.attrs["rng_state"])
+            error = damaged_samples(path, x, y, np.arange(len(y)), f["xxh3"][...]) if "xxh3" in f else None
+            if error is not None:
+                raise error
         self.clear()
         if len(y):
             self._write(y.astype(np.int64), slot.astype(np.int64), x.astype(lay.dtype, copy=False),
@@ -253,8 +259,23 @@ class Shard:
 _WRITE_BYTES = 16 << 20     # samples written in slices: h5py holds its global lock per call
 
 
+@contextmanager
+def reading(path: str):
+    """A shard file open for reading; h5py's errors for a damaged file become one naming it
+    (CorruptFileError), in the ranks that load a checkpoint's buffer."""
+    try:
+        with h5py.File(path, "r") as f:
+            yield f
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise CorruptFileError(f"cannot resume from {path}: the rehearsal buffer file does not read "
+                               f"({type(e).__name__}: {e}); the checkpoint is damaged, nothing was "
+                               "changed.") from None
+
+
 def write_snapshot(path: str, snap: dict, **attrs) -> None:
-    """Write a ``Shard.snapshot`` atomically to ``path`` (the shard file format)."""
+    """Write a ``Shard.snapshot`` atomically to ``path`` (the shard file format), each sample
+    with its hash (dataset 'xxh3', ``checkpoint_check.sample_hashes``): a reader tells a sample
+    damaged on disk."""
     tmp = f"{path}.tmp"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     x = snap["x"]
@@ -266,4 +287,5 @@ def write_snapshot(path: str, snap: dict, **attrs) -> None:
             ds[i:i + step] = x[i:i + step]
         for name in ("y", "slot", "stored_per_class", "seen_per_class", "record"):
             f.create_dataset(name, data=snap[name])
+        f.create_dataset("xxh3", data=sample_hashes(x, snap["y"], np.arange(len(x))))
     os.replace(tmp, path)
