@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import textwrap
+import threading
 
 from hpccl.core import cli_args, env
 from hpccl.core.errors import HpcclError
@@ -493,9 +495,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Commands whose SIGTERM means something of their own (a checkpoint at the next epoch); every
+# other command is ended by it as by Ctrl-C, unwinding, so a half-written file is removed
+# (data convert left a 130 MB OUT.tmpPID beside --out, killed by the default action).
+OWN_SIGTERM = ("run", "pretrain", "check")
+
+
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    if args.command not in OWN_SIGTERM and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return _main(args)
+    finally:
+        if previous is not None:          # called in process (tests): leave the caller's handler
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args) -> int:
     try:
         return args.func(args) or 0
     except HpcclError as e:

@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from hpccl.alma.study import load_study  # noqa: E402
+from hpccl.core import cli_args  # noqa: E402
 from hpccl.core.errors import ConfigError  # noqa: E402
 from hpccl.analysis.report import summarize  # noqa: E402
 from hpccl.analysis.tables import render  # noqa: E402
@@ -45,16 +46,17 @@ def _complete(run_dir: str) -> bool:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study")
-    p.add_argument("--ranks", "-n", type=int, default=1)
+    p.add_argument("--ranks", "-n", type=cli_args.ranks, default=1)
     p.add_argument("--out", default=os.path.join("runs", "alma_study"))
-    p.add_argument("--seeds", default=None, help="comma-separated; default: the study's")
+    p.add_argument("--seeds", type=cli_args.integer_list(0, cli_args.MAX_SEED), default=None,
+                   help="comma-separated; default: the study's")
     args = p.parse_args(argv)
     try:
         study = load_study(args.study)
     except ConfigError as e:
         print(f"alma_study: error: {e}", file=sys.stderr)
         return 2
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else study.seeds
+    seeds = args.seeds or study.seeds
     hpccl = [sys.executable, "-m", "hpccl"]
     rows, curves, done_runs = [], {}, {}
     for v in study.variants:

@@ -13,6 +13,7 @@ they exercise: the schema walk (test_schema_domains.py), signals and a launcher 
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -304,3 +305,61 @@ def test_a_path_key_starting_with_a_tilde_is_the_home_directory(tmp_path, capsys
         assert load_job(job, [f"{key}={value}"]).log.dir == expanded
         code = _cli(capsys, "submit", job, "--site", "local", "--gpus", "1", "--dry-run", "--set", f"{key}={value}")[0]
         assert code == 0 and os.path.isdir(expanded) and not os.path.exists(tmp_path / "~")
+
+
+@pytest.mark.parametrize("content, fragment", [(b"garbage\n", "is not a zip archive"),
+                                               (b"", "is not a zip archive"),
+                                               ("zip-without-pickle", "is a zip archive without torch.save's data.pkl")])
+def test_a_pretrained_file_that_is_no_torch_archive_is_refused_before_launch(tmp_path, capsys, content, fragment):
+    # The ranks failed on it after launch (exit 1, "Weights only load failed ...").
+    import torch
+    import zipfile
+    weights = tmp_path / "vit.pt"
+    if content == "zip-without-pickle":
+        with zipfile.ZipFile(weights, "w") as z:
+            z.writestr("vit/other.txt", "x")
+    else:
+        weights.write_bytes(content)
+    job = os.path.join(ROOT, "jobs", "lorac_digits.yaml")
+    code, err = _cli(capsys, "run", job, "-n", "2", "--out", str(tmp_path / "run"),
+                     "--set", f"model.pretrained={weights}")
+    assert code == 2 and f"{job}: key 'model.pretrained': expected a state-dict file written by torch.save" in err, err
+    assert f"found that {str(weights)!r} {fragment}" in err and not (tmp_path / "run").exists()
+    torch.save({"w": torch.zeros(2)}, weights)                    # an archive passes this check
+    assert _cli(capsys, "validate", job, "--set", f"model.pretrained={weights}")[0] == 0
+
+
+def test_sigterm_during_data_convert_leaves_no_half_written_file(tmp_path):
+    # The default action killed it mid-write and left OUT.tmpPID (130 MB here) beside --out.
+    out = tmp_path / "s.h5"
+    p = subprocess.Popen(hpccl_cmd("data", "convert", "synthetic", "--num-classes", "50", "--shape", "3,64,64",
+                                   "--train-per-class", "2000", "--out", str(out)),
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not any(n.startswith("s.h5.tmp") for n in os.listdir(tmp_path)):
+        assert p.poll() is None and time.time() < deadline, p.communicate()
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    assert os.listdir(tmp_path) == []
+
+
+def test_status_watch_longer_than_a_week_is_refused(capsys):
+    # time.sleep(1e300) raised OverflowError after the first table.
+    with pytest.raises(SystemExit) as e:
+        _cli(capsys, "status", "--watch", "1e300")
+    assert e.value.code == 2
+    assert "argument --watch: expected a number of seconds in (0, 604800], found '1e300'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, fragment", [(["--seeds", "a,b"], "argument --seeds: expected a comma-separated list"),
+                                            (["--seeds", "1,1"], "each once"),
+                                            (["--ranks", "0"], "argument --ranks/-n: expected a number of ranks in [1,")])
+def test_the_study_script_refuses_bad_arguments_before_any_run(tmp_path, args, fragment):
+    # --seeds a,b raised ValueError; --ranks 0 started every variant's run to have it refused.
+    r = run_cmd([sys.executable, os.path.join(ROOT, "scripts", "alma_study.py"),
+                 os.path.join(ROOT, "jobs", "studies", "alma_digits.yaml"), "--out", str(tmp_path / "o"), *args],
+                timeout=60)
+    assert r.returncode == 2 and fragment in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists()

@@ -50,5 +50,23 @@ def number(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
 
 
 ranks = integer(1, MAX_RANKS, kind="a number of ranks")
-seconds = number(0, lo_open=True, kind="a number of seconds")
+MAX_SECONDS = 7 * 86400    # a week: longer waits and timeouts are mistakes, and time.sleep(1e300) overflows
+seconds = number(0, MAX_SECONDS, lo_open=True, kind="a number of seconds")
 seed = integer(0, MAX_SEED)
+
+
+def integer_list(lo: int | None = None, hi: int | None = None, kind: str = "an integer"):
+    """An argparse type: comma-separated integers, each in [lo, hi], none twice."""
+    one = integer(lo, hi, kind)
+    expected = f"a comma-separated list of {Range(lo=lo, hi=hi).describe(kind)}"
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [one(t.strip()) for t in text.split(",")]
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, found {text!r}") from None
+        if len(set(values)) != len(values):
+            raise argparse.ArgumentTypeError(f"expected {expected}, each once, found {text!r}")
+        return values
+    parse.__name__ = "integer_list"
+    return parse

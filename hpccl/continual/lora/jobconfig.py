@@ -103,9 +103,33 @@ def pretrain_classes(job, num_classes: int, source: str) -> list[int]:
 
 
 def check_pretrained_file(job, source: str) -> None:
-    """Fail before any rank starts when ``model.pretrained`` names no file."""
+    """Fail before any rank starts when ``model.pretrained`` names no file, or one that is not
+    a torch.save archive (a truncated copy, text): the ranks failed on it after launch, exit 1."""
     path = job.model.options.get("pretrained") if job.model.kind == "vit" else None
     if isinstance(path, str) and not os.path.isfile(path):
         raise HpcclError(f"{source}: key 'model.pretrained': the file {path!r} does not exist. HINT: "
                          f"create it with 'hpccl pretrain {source}' (it writes model.pretrained unless "
                          "pretrain.out or --out says otherwise), or give a plain ViT state-dict file.")
+    if isinstance(path, str):
+        problem = _torch_archive_problem(path)
+        if problem:
+            raise HpcclError(f"{source}: key 'model.pretrained': expected a state-dict file written by "
+                             f"torch.save (as 'hpccl pretrain' writes it), found that {path!r} {problem}. "
+                             f"HINT: write it again with 'hpccl pretrain {source}'.")
+
+
+def _torch_archive_problem(path: str) -> str | None:
+    """What keeps ``path`` from being a torch.save zip archive, from its directory and the CRC of
+    its pickle (no tensor is read), or None."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            pickles = [n for n in z.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+            if not pickles:
+                return "is a zip archive without torch.save's data.pkl"
+            z.read(pickles[0])
+    except zipfile.BadZipFile as e:
+        return f"is not a zip archive ({e}; {os.path.getsize(path)} bytes: truncated or another kind of file)"
+    except (OSError, EOFError, ValueError) as e:
+        return f"cannot be read ({e})"
+    return None
