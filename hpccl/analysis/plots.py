@@ -17,6 +17,9 @@ def pyplot():
 def save_figure(fig, path: str) -> str:
     """Lay ``fig`` out, write it to ``path`` as a PNG and close it; ``path``."""
     fig.tight_layout()
+    # The path was checked before any work (check_output_file: missing folders may be made);
+    # a file name holding a '/' names such folders too.
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)
     # pyplot keeps every figure it made alive until closed: a long analysis would pile them up.
     pyplot().close(fig)

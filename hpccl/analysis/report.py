@@ -17,7 +17,8 @@ def load_run(run_dir: str) -> tuple[dict, list[dict]]:
         raise HpcclError(f"{run_dir!r} is not an hpccl run directory: it has no log.h5. HINT: pass "
                          "the directory printed by 'hpccl run' (e.g. runs/quickstart-20260101-120000).")
     run = _read_log(path)
-    if run["attrs"].get("kind") != "run":     # an HDF5 file, but not (or no longer) the run's log
+    # An HDF5 file, but not (or no longer) the run's log; an array there has no truth value.
+    if not isinstance(run["attrs"].get("kind"), str) or run["attrs"]["kind"] != "run":
         raise CorruptFileError(not_a_log(path, "run", run["attrs"].get("kind")))
     check_log_attrs(run["attrs"], path)
     version = int(run["attrs"].get("schema_version", -1))
@@ -28,7 +29,7 @@ def load_run(run_dir: str) -> tuple[dict, list[dict]]:
     for rank_path in sorted(glob.glob(os.path.join(run_dir, "ranks", "rank*.h5"))):
         log = _read_log(rank_path)
         found = log["attrs"].get("kind")
-        if found != "rank":
+        if not isinstance(found, str) or found != "rank":
             raise CorruptFileError(not_a_log(rank_path, "rank", found))
         if not isinstance(log["attrs"].get("rank"), (int, np.integer)):   # what merges the ranks' tables
             found = repr(log["attrs"]["rank"]) if "rank" in log["attrs"] else "missing"

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from hpccl.core.errors import ConfigError
 
 
+PATH_MAX, NAME_MAX = 4096, 255     # Linux's limits on a path and on one name in it
+
+
 @dataclass(frozen=True)
 class Variable:
     kind: str                 # 'path', 'paths', 'number', 'count', 'choice', 'text', 'script'
@@ -94,4 +97,12 @@ def read(name: str, env=os.environ):
         return value
     if var.kind == "choice" and text not in var.choices:
         raise _refuse(name, var, text)
+    if var.kind in ("path", "paths"):
+        # The file system's own limits, checked here: past them every open and stat raises
+        # OSError ("File name too long") wherever the path is first used.
+        for part in (text.split(os.pathsep) if var.kind == "paths" else [text]):
+            longest = max((len(os.fsencode(c)) for c in part.split(os.sep)), default=0)
+            if len(os.fsencode(part)) >= PATH_MAX or longest > NAME_MAX:
+                raise _refuse(name, var, text[:80] + "...", f" of at most {PATH_MAX - 1} bytes, "
+                              f"each name in it at most {NAME_MAX}")
     return text

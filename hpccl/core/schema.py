@@ -32,6 +32,19 @@ class YamlInputError(yaml.YAMLError):
     written twice, nesting beyond MAX_DEPTH, a control character in a string."""
 
 
+class YamlSyntaxError(yaml.YAMLError):
+    """PyYAML's syntax error in one line: its own text spans lines (the document's line under
+    a caret, a blank line at the end of the text), and hpccl's errors are one paragraph."""
+
+
+def _one_line(e: yaml.MarkedYAMLError) -> str:
+    def where(mark):
+        return f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    parts = [f"{e.context}{where(e.context_mark)}"] if e.context else []
+    parts.append(f"{e.problem}{where(e.problem_mark)}")
+    return ": ".join(parts) + (f" ({e.note})" if e.note else "")
+
+
 class YamlLoader(yaml.SafeLoader):
     """YAML as users write it: ``1e-3`` is a number. PyYAML follows YAML 1.1, where a float
     needs a dot (``1.0e-3``) and ``1e-3`` is a string; YAML 1.2 and most tools read it as a
@@ -163,7 +176,10 @@ def load_yaml(stream):
                              "site and study files are a few kB (is it a data file?)")
     if isinstance(stream, bytes):
         stream = _decode(stream)
-    value = yaml.load(stream, Loader=YamlLoader)
+    try:
+        value = yaml.load(stream, Loader=YamlLoader)
+    except yaml.MarkedYAMLError as e:
+        raise YamlSyntaxError(_one_line(e)) from None
     refuse_control_characters(value)
     return value
 

@@ -86,7 +86,13 @@ def image_stats(x) -> dict:
 def _channel_stats(f, fail) -> dict:
     if "mean" not in f.attrs and "std" not in f.attrs:
         return {}
-    mean, std = np.ravel(f.attrs.get("mean", [])), np.ravel(f.attrs.get("std", []))
+    mean, std = (f.attrs.get(k, np.zeros(0)) for k in ("mean", "std"))
+    for key, value in (("mean", mean), ("std", std)):
+        # An empty attribute, strings or complex numbers have no order: refused by name, not compared.
+        if not isinstance(value, (np.ndarray, np.number, float, int)) or np.asarray(value).dtype.kind not in "iuf":
+            found = "empty" if isinstance(value, h5py.Empty) else f"{value!r} ({type(value).__name__})"
+            fail(f"root attribute {key!r} is {found}, expected numbers, one per image channel")
+    mean, std = np.ravel(mean), np.ravel(std)
     channels = f["train/x"].shape[1] if f["train/x"].ndim == 4 else -1
     if len(mean) != channels or len(std) != channels or not (std > 0).all():
         fail(f"root attributes mean/std must hold one value per image channel ({channels}), std > 0; "
@@ -139,6 +145,8 @@ class DatasetFile:
             for key in ("x", "y"):
                 if f"{split}/{key}" not in f:
                     self._fail(f"missing dataset /{split}/{key}")
+                if not isinstance(f[f"{split}/{key}"], h5py.Dataset):
+                    self._fail(f"/{split}/{key} is a group, expected a dataset (an array)")
             x, y = f[f"{split}/x"], f[f"{split}/y"]
             if x.dtype not in (np.float32, np.uint8):
                 self._fail(f"/{split}/x has dtype {x.dtype}, expected float32 or uint8")

@@ -31,9 +31,14 @@ if TYPE_CHECKING:
 STEMS = ("auto", "cifar", "imagenet")
 
 
+# Far above any width that fits a GPU; past 2**63 torch raised a TypeError (overflow) instead.
+MAX_WIDTH = 1 << 24
+
+
 def _positive_int(kind, key, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ConfigError(f"model option {key!r} of {kind!r} must be a positive integer, got {value!r}.")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= MAX_WIDTH:
+        raise ConfigError(f"model option {key!r} of {kind!r} must be a positive integer of at most {MAX_WIDTH}, "
+                          f"got {value!r}.")
     return int(value)
 
 

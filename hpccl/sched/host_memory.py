@@ -66,7 +66,7 @@ def check_node_memory(site, cfg, layout) -> Optional[NodeMemory]:
     memory = NodeMemory(estimate, layout.ranks_per_node, node, source)
     if node and memory.need > node:
         raise ConfigError(
-            f"job '{cfg.name}' on {layout.gpus} GPU(s) of site '{site.name}' would hold about "
+            f"job '{cfg.name}' on {layout.gpus} GPU(s) of {site.label} would hold about "
             f"{memory.need / GB:.1f} GB of host memory per node, more than its {node / GB:.0f} GB "
             f"({source}): {layout.ranks_per_node} rank(s) x {estimate.per_rank / GB:.2f} GB "
             f"({estimate.describe()}). Nothing was written or submitted. HINT: more GPUs (each "

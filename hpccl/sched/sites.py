@@ -359,6 +359,13 @@ class SiteConfig:
     # Set by load_site (deliberately not dataclass fields, so not keys of the file).
     name = ""
     sources = ()
+    given = ""          # as the user named it: a name, or a site file's path
+
+    @property
+    def label(self) -> str:
+        """The site as errors name it: with the file's path when the user gave one (its name
+        alone, the file's stem, would not say which file to fix)."""
+        return f"site '{self.name}'" + (f" ({self.given})" if self.given and self.given != self.name else "")
 
     def check(self, loader: Loader, path: str):
         _check_template(loader, "launcher", self.launcher)
@@ -500,6 +507,7 @@ def load_site(name: str, env=os.environ) -> SiteConfig:
     site = loader.section(SiteConfig, raw, "")
     site.name = Path(name).stem if (name.endswith((".yaml", ".yml")) or os.sep in name) else name
     site.sources = sources
+    site.given = name
     return site
 
 
@@ -527,7 +535,7 @@ def plan_layout(site: SiteConfig, gpus: int) -> Layout:
     nodes = math.ceil(gpus / per)
     if gpus % nodes:
         near = sorted({(gpus // per) * per or per, nodes * per})
-        raise ConfigError(f"--gpus {gpus}: site '{site.name}' has {per} GPUs per node, and {gpus} GPUs "
+        raise ConfigError(f"--gpus {gpus}: {site.label} has {per} GPUs per node, and {gpus} GPUs "
                           f"do not split evenly over {nodes} nodes (every node runs the same number of "
                           f"ranks). HINT: use {' or '.join(map(str, near))} GPUs.")
     return Layout(gpus=gpus, nodes=nodes, ranks_per_node=gpus // nodes)
@@ -541,10 +549,10 @@ def select_queue(site: SiteConfig, nodes: int, walltime_s: int, requested: Optio
     wall = format_walltime(walltime_s)
     if not site.queues:
         if requested:
-            raise ConfigError(f"--queue {requested}: site '{site.name}' has no queues "
+            raise ConfigError(f"--queue {requested}: {site.label} has no queues "
                               f"(scheduler: {site.scheduler}).")
         if site.max_nodes is not None and nodes > site.max_nodes:
-            raise ConfigError(f"site '{site.name}': the job needs {nodes} node(s) and the site has at "
+            raise ConfigError(f"{site.label}: the job needs {nodes} node(s) and the site has at "
                               f"most {site.max_nodes} (max_nodes); nothing was submitted.")
         return None
     taken = taken or {}
@@ -553,7 +561,7 @@ def select_queue(site: SiteConfig, nodes: int, walltime_s: int, requested: Optio
         candidates = [q for q in site.queues if q.name == requested]
         if not candidates:
             names = site.queue_names()
-            raise ConfigError(f"--queue {requested}: site '{site.name}' has no such queue; its queues: "
+            raise ConfigError(f"--queue {requested}: {site.label} has no such queue; its queues: "
                               f"{', '.join(names)}.{suggest(requested, names)}")
     else:
         candidates = [q for q in site.queues if q.auto]
@@ -570,6 +578,6 @@ def select_queue(site: SiteConfig, nodes: int, walltime_s: int, requested: Optio
     manual = [q.name for q in site.queues if not q.auto and not requested]
     if manual:
         hint = f" Queues used only when named with --queue: {', '.join(dict.fromkeys(manual))}."
-    raise ConfigError(f"site '{site.name}': no queue admits a job of {nodes} node(s) for {wall}; "
+    raise ConfigError(f"{site.label}: no queue admits a job of {nodes} node(s) for {wall}; "
                       f"nothing was submitted. " + " | ".join(reasons) + "." + hint +
                       " HINT: change --gpus or --walltime, or name a queue with --queue.")

@@ -218,7 +218,8 @@ def run_status(run_dir: str, now: Optional[float] = None,
         st.status = "damaged"
         st.note = f"log.h5 does not read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
         return st
-    if attrs.get("kind") != "run":     # an HDF5 file, but not a run log (emptied, replaced)
+    # an HDF5 file, but not a run log (emptied, replaced); an array there has no truth value
+    if not isinstance(attrs.get("kind"), str) or attrs["kind"] != "run":
         st.status, st.progress = "damaged", None
         found = repr(attrs["kind"]) if "kind" in attrs else "missing"
         st.note = f"log.h5 is not an hpccl run log (its attribute 'kind' is {found}, expected 'run')"

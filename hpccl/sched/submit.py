@@ -70,7 +70,7 @@ def resolve_account(site: SiteConfig, account: Optional[str], dry_run: bool) -> 
     account = account or site.account
     if not account and site.account_required and not dry_run:
         user_file = Path("~/.config/hpccl/sites") / f"{site.name}.yaml"
-        raise ConfigError(f"site '{site.name}' needs a project to charge (key 'account'), and none is "
+        raise ConfigError(f"{site.label} needs a project to charge (key 'account'), and none is "
                           f"set; nothing was submitted. HINT: pass --account PROJECT, or write "
                           f"'account: PROJECT' into {user_file} (merged over the shipped site file).")
     return account

@@ -131,7 +131,7 @@ def plan_sweep(site, job_path: str, overrides, mode: str, gpus: list[int], wallt
         points.append(SweepPoint(gpus=g, batch_per_gpu=per_gpu, global_batch=total,
                                  lr_multiplier=mult, lr=cfg.train.lr * mult, prep=prep))
     if refused:
-        raise ConfigError(f"{mode} scaling sweep on site '{site.name}' refused; nothing was written "
+        raise ConfigError(f"{mode} scaling sweep on {site.label} refused; nothing was written "
                           f"or submitted. Refused points: " + " | ".join(refused) +
                           " HINT: drop these GPU counts from --gpus, or change the limit they hit.")
     return points
