@@ -138,3 +138,24 @@ def test_a_libsvm_line_that_is_not_finite_numbers_is_named(tmp_path, capsys, lin
     assert not (tmp_path / "a.h5").exists()
     src.write_text("1 1:1 3:2\n-1 qid:2 1:1\n")      # a gap and a query id: both still read
     assert main(["data", "convert", "libsvm", "--src", str(src), "--out", str(tmp_path / "a.h5")]) == 0
+
+
+def test_a_libsvm_file_cut_short_or_missing_is_named_for_what_it_is(tmp_path, capsys):
+    import bz2
+    rng = np.random.default_rng(0)
+    text = "".join(f"{1 if i % 2 else -1} " + " ".join(f"{j}:{v:.6f}" for j, v in enumerate(rng.random(20), 1)) + "\n"
+                   for i in range(3000))
+    whole = bz2.compress(text.encode())
+    cut = tmp_path / "cut.bz2"
+    cut.write_bytes(whole[:len(whole) // 2])
+    code = main(["data", "convert", "libsvm", "--src", str(cut), "--out", str(tmp_path / "a.h5")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"cannot read LIBSVM file {cut}:" in err and "a truncated or damaged compressed file?" in err, err
+    # A file that is not there is not called damaged; a binary file's first token is shown short.
+    code = main(["data", "convert", "libsvm", "--src", str(tmp_path / "nosuch"), "--out", str(tmp_path / "a.h5")])
+    err = capsys.readouterr().err
+    assert code == 2 and "No such file or directory." in err and "truncated" not in err, err
+    (tmp_path / "bin.svm").write_bytes(b"\x7fELF" + b"\x80" * 5000 + b" 1:1\n")
+    code = main(["data", "convert", "libsvm", "--src", str(tmp_path / "bin.svm"), "--out", str(tmp_path / "a.h5")])
+    err = capsys.readouterr().err
+    assert code == 2 and "line 1: the label" in err and "...' is not a number" in err and len(err) < 600, err

@@ -49,13 +49,19 @@ def _open(path: str):
 MAX_INDEX = 2**31 - 1
 
 
+def _shown(text: bytes) -> str:
+    """A token as an error shows it: a binary file's first 'label' can be kilobytes long."""
+    s = text.decode(errors="replace")
+    return repr(s if len(s) <= 40 else s[:40] + "...")
+
+
 def _finite(text: bytes, what: str) -> float:
     try:
         v = float(text)
     except ValueError:
-        raise ValueError(f"{what} {text.decode(errors='replace')!r} is not a number") from None
+        raise ValueError(f"{what} {_shown(text)} is not a number") from None
     if v != v or v in (float("inf"), float("-inf")):
-        raise ValueError(f"{what} {text.decode(errors='replace')!r} is not a finite number")
+        raise ValueError(f"{what} {_shown(text)} is not a finite number")
     return v
 
 
@@ -109,6 +115,8 @@ def scan_libsvm(path: str):
     except ValueError as e:
         raise DatasetError(f"LIBSVM file {path}, line {lineno}: {e}; expected 'label index:value ...' "
                            "with finite numbers and ascending indices >= 1.") from None
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        raise DatasetError(f"cannot read LIBSVM file {path}: {e.strerror}.") from None
     except (OSError, EOFError) as e:
         raise DatasetError(f"cannot read LIBSVM file {path}: {e} (after line {lineno}; a truncated or "
                            "damaged compressed file?)") from None
