@@ -363,3 +363,18 @@ def test_the_study_script_refuses_bad_arguments_before_any_run(tmp_path, args, f
                 timeout=60)
     assert r.returncode == 2 and fragment in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_raw_control_byte_in_a_yaml_file_is_one_line_naming_where(tmp_path, capsys):
+    # PyYAML's reader stops at it before any key is known; its message was two lines, the
+    # second a character count from the start of the file.
+    job = tmp_path / "job.yaml"
+    job.write_bytes(b"seed: 0\nname: a\x00b\n")
+    code, err = _cli(capsys, "validate", str(job))
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{job}: not valid YAML: the control character '\\x00' on line 2, column 8" in err, err
+    site = tmp_path / "site.yaml"
+    site.write_bytes(b"extends: local\ndescription: x\x07\n")
+    code, err = _cli(capsys, "submit", write_job(tmp_path / "small.yaml"), "--site", str(site), "--gpus", "1",
+                     "--dry-run", "--out", str(tmp_path / "o"))
+    assert code == 2 and err.count("\n") == 1 and "the control character '\\x07' on line 2, column 15" in err, err

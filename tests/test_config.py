@@ -144,8 +144,8 @@ def test_rehearsal_progress_interval_must_be_positive():
 
 
 @pytest.mark.parametrize("args, expect", [
-    (["--busy-seconds", "0"], "--busy-seconds: expected a number of seconds > 0"),
-    (["--timeout", "-1"], "--timeout: expected a number of seconds > 0"),
+    (["--busy-seconds", "0"], "--busy-seconds: expected a number of seconds in (0, 604800]"),
+    (["--timeout", "-1"], "--timeout: expected a number of seconds in (0, 604800]"),
     (["-n", "0"], "-n/--np: expected a number of ranks in [1, 65536]"),
 ])
 def test_check_flags_are_checked(args, expect):

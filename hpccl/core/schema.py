@@ -180,6 +180,13 @@ def load_yaml(stream):
         value = yaml.load(stream, Loader=YamlLoader)
     except yaml.MarkedYAMLError as e:
         raise YamlSyntaxError(_one_line(e)) from None
+    except yaml.reader.ReaderError as e:
+        # A raw control byte (NUL...) stops PyYAML's reader before any key is known; its own text
+        # is two lines and counts characters from the start of the file.
+        line = stream.count("\n", 0, e.position) + 1
+        column = e.position - (stream.rfind("\n", 0, e.position) + 1) + 1
+        raise YamlSyntaxError(f"the control character {chr(e.character)!r} on line {line}, column "
+                              f"{column}; hpccl takes printable text (tabs and line breaks aside)") from None
     refuse_control_characters(value)
     return value
 
