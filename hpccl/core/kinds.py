@@ -117,7 +117,7 @@ register(JobKind(
 
 
 def _kind_package(name: str, package: str, summarize: str, format: str, plots: str, no_resume: str,
-                  describe, inputs: Optional[str] = None) -> JobKind:
+                  describe, inputs: Optional[str] = None, host_memory: Optional[str] = None) -> JobKind:
     """A kind whose runner is ``hpccl.PACKAGE.job:run`` and whose analysis is in
     ``hpccl.PACKAGE.report`` (its figures in ``FIGURES``, its ``hpccl status`` progress in
     ``progress``); none of them keeps checkpoints yet."""
@@ -125,7 +125,8 @@ def _kind_package(name: str, package: str, summarize: str, format: str, plots: s
     return register(JobKind(name=name, runner=f"hpccl.{package}.job:run", no_resume=no_resume,
                             summarize=f"{report}:{summarize}", format=f"{report}:{format}",
                             plots=f"{report}:{plots}", plot_names=f"{report}:FIGURES",
-                            describe=describe, inputs=inputs, progress=f"{report}:progress"))
+                            describe=describe, inputs=inputs, host_memory=host_memory,
+                            progress=f"{report}:progress"))
 
 
 _kind_package("megabatch", "alma", "summarize_alma", "format_alma_report", "plot_alma",
@@ -140,4 +141,5 @@ _kind_package("erm", "erm", "erm_summary", "format_erm_reports", "plot_erm",
               "in seconds to minutes).", lambda cfg: "kind erm", inputs="hpccl.erm.data:check_input")
 _kind_package("online_rnn", "rtrl", "summarize_rnn", "format_rnn_report", "plot_rnn",
               "online_rnn jobs cannot be resumed (they write no checkpoint); start a new run instead.",
-              lambda cfg: "kind online_rnn", inputs="hpccl.rtrl.job:check_input")
+              lambda cfg: "kind online_rnn", inputs="hpccl.rtrl.job:check_input",
+              host_memory="hpccl.rtrl.host_memory:estimate")

@@ -99,6 +99,11 @@ def test_two_rank_spiral_run_log_and_analyze(tmp_path):
     off = state["cell.mask"] == 0
     assert off.any() and (state["cell.U"][:, off] == 0).all()
     assert len(list((out / "ranks").iterdir())) == 2
+    from hpccl.config import load_job
+    from hpccl.rtrl.host_memory import estimate
+    bound = estimate(load_job(job), 2, False).per_rank        # hpccl submit checks nodes with it
+    for rank in (out / "ranks").iterdir():
+        assert read_h5(str(rank))["attrs"]["peak_pss_bytes"] <= 1.15 * bound
 
     # analyze: json and text, a run of dense RTRL to compare against
     j = run_cmd(hpccl_cmd("analyze", str(out), "--format", "json"), timeout=60)
@@ -137,3 +142,55 @@ def test_sparse_vs_dense_compare(tmp_path):
     lines = format_report([summarize(o) for o in outs], "text", compare=True).splitlines()
     assert "MACs/step" in lines[0] and "infl nnz" in lines[0]
     assert any("rtrl_sparse" in ln for ln in lines) and any("rtrl_dense" in ln for ln in lines)
+
+
+
+def test_host_memory_estimate_is_what_the_learner_allocates_and_refuses_what_cannot_fit(capsys):
+    """The online_rnn estimate (hpccl/rtrl/host_memory.py) counts the influence matrices and
+    the network the RTRL learner really allocates; sizes no machine can hold are refused
+    before any rank starts (``rnn.hidden: 1000000`` was a MemoryError on the ranks, exit 1),
+    and hpccl submit checks a site's nodes with it. (The 2-rank run above bounds a real peak.)"""
+    from hpccl.cli import main
+    from hpccl.config import load_job
+    from hpccl.rtrl.cell import EGRUNet
+    from hpccl.rtrl.host_memory import FLOAT, estimate
+    from hpccl.rtrl.rtrl import RTRLLearner
+    for mode, copies, sparsity in (("rtrl_dense", 2, 0.5), ("rtrl_sparse", 3, 0.5), ("rtrl_sparse", 3, 0.0)):
+        cfg = load_job("jobs/rnn_spiral.yaml", [f"rnn.mode={mode}", "rnn.hidden=48",
+                                                f"rnn.weight_sparsity={sparsity}"])
+        parts = estimate(cfg, 1, False).parts
+        net = EGRUNet(2, 48, 2, seed=0, weight_sparsity=sparsity)
+        allocated = copies * RTRLLearner(net, sparse=mode == "rtrl_sparse").influence_bytes()
+        if mode == "rtrl_sparse" and sparsity:    # the mask is drawn: its expected count is estimated
+            assert parts["influence matrix"] == pytest.approx(allocated, rel=0.05)
+        else:
+            assert parts["influence matrix"] == allocated
+        weights = sum(p.numel() for p in net.parameters())
+        assert 4 * weights * FLOAT <= parts["network and optimizer"] <= 4 * (weights + 48 * 48 + 48) * FLOAT
+
+    for sets, part, hint in ((["rnn.hidden=1000000"], "influence matrix", "grows as hidden^3"),
+                             (["rnn.seq_len=100000000"], "task data", "rnn.seq_len"),
+                             (["rnn.mode=bptt", "rnn.hidden=64", "rnn.num_examples=40",
+                               "rnn.seq_len=10000000000"], "BPTT graph", "rnn.update_every")):
+        args = [x for s in sets for x in ("--set", s)]
+        for command in (["validate", "jobs/rnn_spiral.yaml"],
+                        ["run", "jobs/rnn_spiral.yaml", "-n", "2", "--out", "/nonexistent/never"]):
+            capsys.readouterr()
+            assert main(command + args) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("hpccl: error: jobs/rnn_spiral.yaml: section 'rnn'"), err
+            # The sizes are listed, and the hint is the one for the largest part.
+            assert f"{part} " in err and hint in err and "more than this machine's" in err, err
+
+
+def test_submit_checks_an_online_rnn_job_against_the_site_nodes(tmp_path):
+    """A size this machine holds, on a site whose nodes do not: hpccl submit refuses it."""
+    sites = tmp_path / "sites"
+    sites.mkdir()
+    (sites / "small-nodes.yaml").write_text(yaml.safe_dump(
+        {"extends": "local", "memory_per_node_gb": 1, "gpus": False}))
+    job = write_rnn_job(tmp_path / "big.yaml", hidden=400, mode="rtrl_dense")
+    r = run_cmd(hpccl_cmd("submit", job, "--site", "small-nodes", "--gpus", "1", "--dry-run",
+                          "--out", str(tmp_path / "refused")), env={"HPCCL_SITE_DIR": str(sites)})
+    assert r.returncode == 2 and not (tmp_path / "refused").exists(), r.stderr
+    assert "influence matrix 1.5" in r.stderr and "memory_per_node_gb of site 'small-nodes'" in r.stderr
