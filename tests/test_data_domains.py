@@ -117,6 +117,24 @@ def test_an_erm_file_with_more_label_values_than_its_loss_takes_ends_before_laun
     assert code == 0, err                         # regression takes any labels
 
 
+@pytest.mark.parametrize("text, fragment", [
+    ("1 1:1\n2 1:2\n3 2:1\n", "3 label values"),
+    ("1 1:1\n-1 1:0.5 2:abc\n", "line 2: the value of index 2 'abc' is not a number"),
+], ids=["labels", "line"])
+def test_a_libsvm_text_file_an_erm_job_names_is_read_before_launch(tmp_path, capsys, text, fragment):
+    # An ERM job also takes a LIBSVM text file as data.path; it was scanned only on the ranks.
+    src = tmp_path / "direct.svm"
+    src.write_text(text)
+    sets = ["--set", "data.builtin=null", "--set", f"data.path={src}"]
+    out = tmp_path / "run"
+    code = main(["run", os.path.join(ROOT, "jobs", "erm_breast_cancer.yaml"), "-n", "2", "--out", str(out), *sets])
+    err = capsys.readouterr().err
+    assert code == 2 and fragment in err and str(src) in err and "Traceback" not in err, err
+    assert not out.exists()
+    code, err = validate(capsys, os.path.join(ROOT, "jobs", "erm_breast_cancer.yaml"), *sets)
+    assert code == 2 and fragment in err
+
+
 @pytest.mark.parametrize("line, fragment", [
     ("1 1:nan", "line 1: the value of index 1 'nan' is not a finite number"),
     ("1 1:inf", "line 1: the value of index 1 'inf' is not a finite number"),

@@ -57,17 +57,20 @@ def _map_labels(y, values, binary, where):
 
 
 def check_input(cfg, source: str) -> list[str]:
-    """Before any rank starts: the data file an ERM job names exists, and an HDF5 one is read
-    as the ranks will read it (layout, shapes, label values for the loss), from one row and
+    """Before any rank starts: the data file an ERM job names exists, and is read as the
+    ranks will read it (layout, shapes, label values for the loss), from one row and
     its labels: a file refused only on the ranks ended the job with exit 1 after launch."""
     path = cfg.data.path
     if path is not None and not os.path.isfile(path):
         raise DatasetError(f"data file {path!r} (data.path) does not exist. An ERM job reads "
                            "an HDF5 file (e.g. from 'hpccl data convert libsvm') or a LIBSVM text "
                            "file (.bz2/.gz/.xz ok).")
+    # As many ranks as no file has rows: rank 0's shard is the first row alone. A LIBSVM
+    # text file is scanned whole (every line checked), as each rank scans it again.
     if path is not None and h5py.is_hdf5(path):
-        # As many ranks as no file has rows: rank 0's shard is the first row alone.
         read_h5_shard(path, cfg.erm.split, 0, 2**62, cfg.erm.loss != "squared")
+    elif path is not None:
+        read_libsvm_shard(path, 0, 2**62, cfg.erm.loss != "squared")
     return []
 
 
