@@ -50,3 +50,13 @@ def test_resume_of_a_complete_run_says_so_and_hints_at_what_works(tmp_path, caps
     assert "attempts/" not in err                 # the old hint: a rerun into it, which is refused
     assert run_cli(capsys, "validate", str(run / "config.yaml"))[0] == 0
     assert sorted(os.listdir(run)) == ["config.yaml", "log.h5"]
+
+
+def test_resume_of_a_path_that_is_no_directory_says_so(tmp_path, capsys):
+    # It was told "it has no checkpoint" and hinted to start a run into a path that is a file.
+    afile = tmp_path / "notes.txt"
+    afile.write_text("x")
+    for path, what in ((tmp_path / "nosuch", "it does not exist"), (afile, "it is a file")):
+        code, err = run_cli(capsys, "run", "--resume", str(path), "-n", "2")
+        assert code == 2 and f"cannot resume {str(path)!r}: {what}; --resume takes the run directory" in err, err
+        assert "checkpoint" not in err.split("takes")[0] and not (tmp_path / "nosuch").exists()

@@ -238,6 +238,11 @@ class CheckpointWriter:
 
 
 def read_state(run_dir: str) -> dict:
+    if not os.path.isdir(run_dir):
+        what = "is a file" if os.path.exists(run_dir) else "does not exist"
+        raise HpcclError(f"cannot resume {run_dir!r}: it {what}; --resume takes the run directory "
+                         "of an earlier 'hpccl run' (the one holding config.yaml, log.h5 and "
+                         "checkpoint/).")
     finish_interrupted_swap(run_dir)
     path = os.path.join(checkpoint_dir(run_dir), "state.json")
     from hpccl.core.logs import run_status
