@@ -82,6 +82,10 @@ def test_a_multi_rank_rehearsal_run_resumed_with_pending_representatives_continu
 
     shutil.copytree(full, part, ignore=shutil.ignore_patterns("checkpoint*"))
     shutil.copytree(resumed_from, part / "checkpoint")
+    # The copy stands for the run killed right after that checkpoint: its log says 'running',
+    # as a SIGKILL leaves it (a log that says complete is refused a resume).
+    from hpccl.core.logs import H5Log
+    H5Log.reopen(str(part / "log.h5")).close(status="running")
     leftover = part / "checkpoint.new1"       # the name the resumed run's first save uses
     leftover.mkdir()
     (leftover / "rank00005.pt").write_bytes(b"from a 6-rank save killed while writing")

@@ -53,10 +53,8 @@ def main():
     store(buffer, 0, 4)
     comm.Barrier()
     buffer.begin_task(0)             # every total read afresh: the snapshot is exact here
-    if rank == 0:
-        # One draw first, so the saved state holds a pool of uniforms: restoring it replaces
-        # the pool this buffer goes on to use (a resumed buffer starts with none).
-        buffer.sampler.sample(R)
+    # No draw before the save: the saved state holds no pool of uniforms yet, and restoring
+    # it must drop the pool the draws made since (it was kept, and the draws differed).
     comm.Barrier()
     if rank == 1:
         store(buffer, 100, 3)

@@ -58,6 +58,8 @@ class GlobalSampler:
             self._pool, self._pool_state = self.rng.random(pool["size"]), pool["state"]
             self._pool_at = pool["at"]
             self.rng.bit_generator.state = now
+        else:       # saved before any draw: no pool yet, the next draw makes it from the RNG
+            self._pool, self._pool_at, self._pool_state = np.empty(0), 0, None
 
     def _uniforms(self, k: int) -> np.ndarray:
         if self._pool_at + k > len(self._pool):
