@@ -104,14 +104,15 @@ def _preflight(cfg, source, here: bool = True) -> None:
     """The job's inputs, and (``here``: before a run's ranks start, on the machine that runs
     them) the device it asks for. hpccl validate may run on a login node without GPUs: there
     a missing device is a note."""
-    from hpccl.preflight import check_device, preflight
+    from hpccl.preflight import check_device, check_host_memory, preflight
     notes = preflight(cfg, source)
-    try:
-        check_device(cfg, source)
-    except HpcclError as e:
-        if here:
-            raise
-        notes.append(f"{e} (a note here: hpccl run refuses it on a machine without one)")
+    for check, why in ((check_device, "on a machine without one"), (check_host_memory, "on a machine this small")):
+        try:
+            check(cfg, source)
+        except HpcclError as e:
+            if here:
+                raise
+            notes.append(f"{e} (a note here: hpccl run refuses it {why})")
     for note in notes:
         print(f"hpccl: note: {note}", file=sys.stderr)
 

@@ -32,6 +32,15 @@ def check_device(cfg, source: str) -> None:
                           "to fall back to the CPU.")
 
 
+def check_host_memory(cfg, source: str) -> None:
+    """A size one rank cannot hold on this machine (``rnn.hidden: 1000000``): refused before
+    launch instead of a MemoryError on the ranks. Only where the job runs here: hpccl submit
+    checks the site's nodes instead (sched/host_memory.py), since a login node may be smaller."""
+    if cfg.kind == "online_rnn":
+        from hpccl.rtrl.host_memory import check_fits_this_machine
+        check_fits_this_machine(cfg, source)
+
+
 def check_dataset_job(cfg, source: str) -> list[str]:
     """The inputs of a job that trains a model on an hpccl dataset (continual, megabatch): the
     file's contents fit the scenario, the model builds for its samples, a pre-trained backbone
