@@ -48,7 +48,7 @@ def _task_shape(rc) -> tuple[int, int, int]:
 def estimate(cfg, ranks: int, on_gpu: bool) -> HostMemoryEstimate:
     rc = cfg.rnn
     n_ex, steps, inputs = _task_shape(rc)
-    hidden, classes = rc.hidden, 10
+    hidden, classes = rc.hidden, 10        # classes: a readout term, small beside the rest
     data = n_ex * steps * inputs * FLOAT * (3 if rc.task == "spiral" else 1)
     recurrent = hidden * hidden
     params = 3 * hidden * inputs + 3 * recurrent + 4 * hidden + classes * (hidden + 1)
@@ -61,10 +61,11 @@ def estimate(cfg, ranks: int, on_gpu: bool) -> HostMemoryEstimate:
         p = 3 * hidden * inputs + 3 * tracked + 3 * hidden + (hidden if rc.learn_threshold else 0)
         # Alive at once: M, its replacement and (sparse: addmm's scaled copy of M) one more.
         influence = (2 if rc.mode == "rtrl_dense" else 3) * hidden * p * FLOAT
-    parts = {"task data": data, "network and optimizer": network, "influence matrix": influence,
-             "BPTT graph": bptt, "runtime": RUNTIME_BYTES}
-    return HostMemoryEstimate(parts) if not on_gpu else HostMemoryEstimate(
-        {**parts, "network and optimizer": 0, "influence matrix": 0, "BPTT graph": 0})
+    if on_gpu:          # these live in device memory
+        network = influence = bptt = 0
+    return HostMemoryEstimate({"task data": data, "network and optimizer": network,
+                               "influence matrix": influence, "BPTT graph": bptt,
+                               "runtime": RUNTIME_BYTES})
 
 
 def check_fits_this_machine(cfg, source: str) -> None:
