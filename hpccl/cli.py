@@ -520,6 +520,8 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
+    from hpccl.core.launch import drop_singleton_leftovers
+    drop_singleton_leftovers()      # before any rank starts or MPI_Init reads them
     try:
         return args.func(args) or 0
     except HpcclError as e:

@@ -22,19 +22,53 @@ _LAUNCH_VARS = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "PA
                 "MPI_LOCALNRANKS")
 
 
+# What Open MPI's singleton init (MPI_Init in a process no launcher started: a notebook or a
+# script that imported mpi4py) exports with setenv() about the PMIx server it started for
+# itself. A process it then starts inherits them: its PMIX_RANK looks like a launch, and an
+# mpirun started with them hands ess=singleton to its ranks, so N ranks run as N one-rank
+# jobs writing the same files.
+_SINGLETON_MARK = ("OMPI_MCA_ess", "singleton")
+_SINGLETON_VARS = ("OMPI_MCA_ess", "OMPI_MCA_orte_ess_num_procs", "OMPI_MCA_orte_launch",
+                   "OMPI_MCA_orte_precondition_transports", "OMPI_MCA_pmix",
+                   "OMPI_APP_CTX_NUM_PROCS", "ORTE_SCHIZO_DETECTION")
+
+
+def singleton_leftovers(env=os.environ) -> list[str]:
+    """The variables an MPI singleton in a parent process left in ``env`` (none when a
+    launcher started this process: it sets OMPI_COMM_WORLD_SIZE)."""
+    if env.get(_SINGLETON_MARK[0]) != _SINGLETON_MARK[1] or "OMPI_COMM_WORLD_SIZE" in env:
+        return []
+    return sorted(k for k in env if k in _SINGLETON_VARS or k.startswith("PMIX_"))
+
+
+def drop_singleton_leftovers(env=os.environ) -> list[str]:
+    """Remove :func:`singleton_leftovers` from ``env`` (os.environ: also from the C
+    environment that MPI_Init and child processes read); returns their names."""
+    names = singleton_leftovers(env)
+    for name in names:
+        del env[name]
+    return names
+
+
 def under_mpi_launch(env=os.environ) -> bool:
+    if singleton_leftovers(env):
+        return False
     if any(v in env for v in _LAUNCH_VARS):
         return True
     return "SLURM_PROCID" in env and "SLURM_STEP_ID" in env
 
 
 def launched_size(env=os.environ) -> int | None:
-    for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PALS_SIZE", "SLURM_NTASKS"):
-        if var in env:
-            try:
-                return int(env[var])
-            except ValueError:
-                pass
+    """The number of ranks the launcher says it started (see :func:`launched_size_var`)."""
+    var = launched_size_var(env)
+    return None if var is None else int(env[var])
+
+
+def launched_size_var(env=os.environ) -> str | None:
+    """The launcher's variable that holds the number of ranks it started, if any."""
+    for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PALS_SIZE", "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"):
+        if env.get(var, "").isdigit():
+            return var
     return None
 
 

@@ -25,7 +25,33 @@ def mpi():
     if "MPI4PY_RC_THREAD_LEVEL" not in os.environ:
         mpi4py.rc.thread_level = "multiple"
     from mpi4py import MPI
+    global _world_size_checked
+    if not _world_size_checked:
+        _world_size_checked = True
+        check_world_size(MPI)
     return MPI
+
+
+_world_size_checked = False
+
+
+def check_world_size(MPI, env=os.environ) -> None:
+    """Refuse a world smaller than the launch: a launcher of another MPI than mpi4py's (say
+    MPICH's mpiexec, or srun without the PMI the library speaks) starts N processes that each
+    initialise as a one-rank world, and N copies of the job would write the same files."""
+    from hpccl.core.launch import launched_size, launched_size_var, under_mpi_launch
+    size = MPI.COMM_WORLD.Get_size()
+    if not under_mpi_launch(env) or launched_size(env) in (None, size):
+        return
+    var = launched_size_var(env)
+    library = " ".join(MPI.Get_library_version().split()[:3]).rstrip(",")
+    raise ConfigError(
+        f"the launcher started {env[var]} ranks (environment variable {var}={env[var]}) but MPI "
+        f"here sees a world of {size}: the launcher belongs to another MPI than the library "
+        f"mpi4py uses ({library}), so each process would run the whole job alone, all of them "
+        "into the same files; nothing was run. "
+        "HINT: start ranks with the mpirun/mpiexec of mpi4py's MPI ('hpccl info' names the "
+        "library), or under Slurm give srun the --mpi plugin that library speaks (srun --mpi=list).")
 
 
 def thread_level() -> str:
