@@ -10,7 +10,9 @@ of a copy of it."""
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import zipfile
 
 import h5py
@@ -519,21 +521,35 @@ def test_ranks_name_a_buffer_damaged_inside(copy):
     shard's load, and a resume on another number of ranks (read_inventory, read_taken), name
     the file instead of raising h5py's error or training on it."""
     from hpccl.continual.rehearsal import redistribute as rd
-    from hpccl.continual.rehearsal.shard import Shard, ShardLayout
-    from hpccl.core.runtime import mpi
+    from hpccl.continual.rehearsal.shard import ShardLayout
     path = copy / "checkpoint" / "buffer_rank00001.h5"
     _flip_a_sample_bit(path, row=2)
     with h5py.File(path, "r") as f:
         layout = ShardLayout(int(f.attrs["num_classes"]), int(f.attrs["slots_per_class"]),
                              tuple(int(s) for s in f.attrs["sample_shape"]))
-    comm = mpi().COMM_SELF
-    shard = Shard(comm, comm, layout, np.random.default_rng(0))
-    try:
-        with pytest.raises(CorruptFileError, match=f"{path}.*row 2"):
-            shard.load(str(path))
-        shard.load(str(copy / "checkpoint" / "buffer_rank00000.h5"))     # a whole one loads
-    finally:
-        shard.free()
+    # A Shard lives in an MPI window: loaded in a process of its own, since MPI initialised
+    # in pytest's process would leak into every later test's `hpccl run -n N` (conftest).
+    load = (
+        "import sys, numpy as np\n"
+        "from hpccl.continual.rehearsal.shard import Shard, ShardLayout\n"
+        "from hpccl.core.errors import CorruptFileError\n"
+        "from hpccl.core.runtime import mpi\n"
+        "comm = mpi().COMM_SELF\n"
+        f"layout = ShardLayout({layout.num_classes}, {layout.slots}, {layout.sample_shape!r})\n"
+        "shard = Shard(comm, comm, layout, np.random.default_rng(0))\n"
+        "for path in sys.argv[1:]:\n"
+        "    try:\n"
+        "        shard.load(path)\n"
+        "        print('loaded', path)\n"
+        "    except CorruptFileError as e:\n"
+        "        print('refused', e)\n"
+        "shard.free()\n")
+    whole = copy / "checkpoint" / "buffer_rank00000.h5"
+    r = run_cmd([sys.executable, "-c", load, str(path), str(whole)], timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    refused, loaded = r.stdout.strip().splitlines()
+    assert re.match(f"refused .*{re.escape(str(path))}.*row 2", refused), r.stdout
+    assert loaded == f"loaded {whole}", r.stdout                       # a whole one loads
     with pytest.raises(CorruptFileError, match=f"{path}.*row 2"):
         rd.read_taken([str(path)], {0: np.arange(4)})
     assert len(rd.read_taken([str(path)], {0: np.arange(3, 5)})[1]) == 2     # rows not damaged
