@@ -58,13 +58,19 @@ def test_the_analysis_notebook_runs_and_shows_what_analyze_says(tmp_path, capsys
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
         "commit docs/analysis.ipynb without outputs (the suite executes it)"
-    client = NotebookClient(nb, km=kernel_of_this_python(tmp_path), timeout=120,
-                            resources={"metadata": {"path": str(tmp_path)}})
+    km = kernel_of_this_python(tmp_path)
+    client = NotebookClient(nb, km=km, timeout=120, resources={"metadata": {"path": str(tmp_path)}})
     probe = nbformat.v4.new_code_cell(PROBE)
     nb.cells.append(probe)
-    with client.setup_kernel():
-        for index, cell in enumerate(nb.cells):     # raises CellExecutionError, naming the cell
-            client.execute_cell(cell, index)
+    try:
+        with client.setup_kernel():
+            for index, cell in enumerate(nb.cells):     # raises CellExecutionError, naming the cell
+                client.execute_cell(cell, index)
+    finally:
+        # a client given its kernel manager leaves the kernel running (it owns only those it
+        # made): without this the kernel outlived the test for the rest of the suite
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     code = [c for c in nb.cells[:-1] if c.cell_type == "code"]
     figures = [c for c in code if outputs(c, "image/png")]
     assert len(figures) == 4, [c.source[:60] for c in figures]   # matrix, forgetting, timers, scaling

@@ -7,7 +7,9 @@ other nodes: 'rma' (the default: MPI gets) or 'messages' (requests answered by t
 As in training, each rank runs the rehearsal thread that answers other nodes' reads while
 the rank itself is busy or waits in a collective."""
 
+import faulthandler
 import json
+import signal
 import sys
 import time
 
@@ -31,6 +33,9 @@ def _abort(kind, value, tb):
 
 
 sys.excepthook = _abort
+# A test that times out sends SIGUSR2 first: every thread's stack goes to stderr, so a hang
+# says where each rank waits (in MPI or in the buffer) instead of only that it ran too long.
+faulthandler.register(signal.SIGUSR2, all_threads=True)
 rank, size = comm.Get_rank(), comm.Get_size()
 scenario, mode, out_path = sys.argv[1:4]
 mode, _, transport = mode.partition("+")

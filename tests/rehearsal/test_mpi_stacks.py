@@ -11,7 +11,9 @@ the layout where lock-based RMA hung). No async-progress setting anywhere.
 
 import json
 import os
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -43,15 +45,35 @@ def stack_or_fail(name, rpn):
     return mpi_stack(name, rpn)
 
 
-def run_worker(stack, scenario, mode, tmp_path, np_=4):
+def run_worker(stack, scenario, mode, tmp_path, np_=4, timeout=240):
     out = tmp_path / f"{scenario}.json"
-    r = run_cmd(stack.launch(np_, [WORKER, scenario, mode, str(out), str(tmp_path)]), timeout=240,
-                env=stack.env)
-    assert r.returncode == 0, r.stdout + r.stderr
+    proc = subprocess.Popen(stack.launch(np_, [WORKER, scenario, mode, str(out), str(tmp_path)]),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1", **stack.env))
+    try:
+        text, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # the ranks print every thread's stack on SIGUSR2 (buffer_worker.py): say where they wait
+        subprocess.run(["pkill", "-USR2", "-f", f"{WORKER} {scenario} {mode}"])
+        time.sleep(3)
+        proc.kill()
+        text, _ = proc.communicate()
+        pytest.fail(f"{scenario} {mode} did not end in {timeout} s; the ranks' stacks:\n{text[-12000:]}")
+    assert proc.returncode == 0, text
     return json.loads(out.read_text())
 
 
-@pytest.mark.parametrize("name, mode, rpn", LAYOUTS)
+# Open MPI over UCX with pseudo-nodes on one machine sends the world window's gets between
+# processes of one host through osc/ucx, which no real layout does (ranks of one host share
+# the node window). That path hung twice in full suite runs (uniform, then torn draws; 0 of
+# 30 runs alone), matching Open MPI's "osc/ucx: MPI_Win_flush sometimes hangs on intra-node"
+# (open-mpi/ompi#10559). The layout's remote gets across real hosts are
+# tests/cluster/test_buffer_across_hosts.py[openmpi-ucx-rma]; its torn-record and quickstart
+# tests below still run here.
+INVARIANT_LAYOUTS = [p for p in LAYOUTS if p.id != "openmpi-ucx-2x2"]
+
+
+@pytest.mark.parametrize("name, mode, rpn", INVARIANT_LAYOUTS)
 def test_buffer_invariants(tmp_path, name, mode, rpn):
     stack = stack_or_fail(name, rpn)
     res = run_worker(stack, "uniform", mode, tmp_path)
