@@ -150,7 +150,7 @@ def test_hpccl_run_ends_with_the_rank_error_when_a_progress_call_raises(tmp_path
     watchdog is set far past the test's timeout, so only the error path itself can end it."""
     from hpccl.core.launch import mpirun_prefix
     job = write_job(tmp_path / "job.yaml", scenario={"num_tasks": 2}, learner={"kind": "rehearsal"},
-                    train={"epochs": 1, "batch_size": 16, "lr": 0.025},
+                    train={"epochs": 3, "batch_size": 16, "lr": 0.025},
                     rehearsal={"candidates": 4, "representatives": 4, "start_task": 0,
                                "ranks_per_node": 1, "transport": "messages"},
                     runtime={"backend": "torch", "hang_timeout": "30min"})
