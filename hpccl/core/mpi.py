@@ -39,11 +39,10 @@ def check_world_size(MPI, env=os.environ) -> None:
     """Refuse a world smaller than the launch: a launcher of another MPI than mpi4py's (say
     MPICH's mpiexec, or srun without the PMI the library speaks) starts N processes that each
     initialise as a one-rank world, and N copies of the job would write the same files."""
-    from hpccl.core.launch import launched_size, launched_size_var, under_mpi_launch
-    size = MPI.COMM_WORLD.Get_size()
-    if not under_mpi_launch(env) or launched_size(env) in (None, size):
+    from hpccl.core.launch import launched_size_var, under_mpi_launch
+    size, var = MPI.COMM_WORLD.Get_size(), launched_size_var(env)
+    if not under_mpi_launch(env) or var is None or int(env[var]) == size:
         return
-    var = launched_size_var(env)
     library = " ".join(MPI.Get_library_version().split()[:3]).rstrip(",")
     raise ConfigError(
         f"the launcher started {env[var]} ranks (environment variable {var}={env[var]}) but MPI "
